@@ -1,0 +1,465 @@
+//! Telemetry configuration, read from the standard `OTEL_*` environment variables.
+//!
+//! Every variable is parsed here, once, at startup: a bad value is a [`ConfigError`] that names the
+//! variable, never a silent default and never a panic. The fields are public so a binary's CLI can
+//! override what the environment said.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use http::Uri;
+
+/// The collector endpoint documented for OTLP over gRPC (the stack's collector, DESIGN.md section 6).
+pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// The collector endpoint documented for OTLP over HTTP/protobuf.
+pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
+
+/// Everything [`crate::telemetry::init`] needs to know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    /// `service.name`: the service's own name unless `OTEL_SERVICE_NAME` says otherwise.
+    pub service_name: String,
+    /// `service.version`.
+    pub service_version: String,
+    /// `OTEL_SDK_DISABLED=true`: install no provider, propagator or exporter at all.
+    pub sdk_disabled: bool,
+    /// Where to export over OTLP; `None` (no `OTEL_EXPORTER_OTLP_ENDPOINT`) exports nothing.
+    pub otlp: Option<OtlpConfig>,
+    /// `OTEL_EXPORT_CONSOLE=true`: also print finished spans to stdout.
+    pub console: bool,
+    /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
+    pub resource_attributes: Vec<(String, String)>,
+    /// The head sampler, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: SamplerConfig,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
+    pub metric_export_interval: Duration,
+    /// `RUST_LOG`: the filter for log output (not for spans).
+    pub log_filter: String,
+    /// `LOG_FORMAT`: human text or JSON lines.
+    pub log_format: LogFormat,
+}
+
+/// The OTLP exporter's settings.
+#[derive(Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The collector's base endpoint, e.g. `http://localhost:4317`.
+    pub endpoint: String,
+    /// The wire protocol.
+    pub protocol: Protocol,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, decoded. Often carries credentials, so never printed.
+    pub headers: HashMap<String, String>,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on one export call.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values are usually API keys: show only their names.
+        let mut header_names: Vec<&String> = self.headers.keys().collect();
+        header_names.sort();
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("headers", &header_names)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `grpc` (the default, port 4317).
+    Grpc,
+    /// `http/protobuf` (port 4318).
+    HttpProtobuf,
+}
+
+/// `LOG_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, with `trace_id` and `span_id`.
+    Json,
+}
+
+/// `OTEL_TRACES_SAMPLER` with its argument, as the OpenTelemetry specification names them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SamplerConfig {
+    /// `always_on`
+    AlwaysOn,
+    /// `always_off`
+    AlwaysOff,
+    /// `traceidratio`
+    TraceIdRatio(f64),
+    /// `parentbased_always_on` (the default)
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// A variable whose value cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What it held (never printed for variables that may hold secrets).
+    pub value: String,
+    /// What was expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            variable,
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Reads the process environment. `service_name` and `service_version` are the service's own.
+    pub fn from_env(service_name: &str, service_version: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(service_name, service_version, |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(
+        service_name: &str,
+        service_version: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        // The spec treats an empty value as unset.
+        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let protocol = match var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref().map(str::trim) {
+            None | Some("grpc") => Protocol::Grpc,
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    other,
+                    "expected `grpc` or `http/protobuf`",
+                ));
+            }
+        };
+        let otlp = match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            None => None,
+            Some(endpoint) => Some(OtlpConfig {
+                endpoint: parse_endpoint(endpoint.trim())?,
+                protocol,
+                headers: match var("OTEL_EXPORTER_OTLP_HEADERS") {
+                    Some(headers) => parse_headers(&headers)?,
+                    None => HashMap::new(),
+                },
+                timeout: parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", var, 10_000)?,
+            }),
+        };
+
+        let mut resource_attributes = match var("OTEL_RESOURCE_ATTRIBUTES") {
+            Some(value) => parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &value)?,
+            None => Vec::new(),
+        };
+        // OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES, which wins over
+        // the service's own name, as the spec orders them.
+        let service_name = var("OTEL_SERVICE_NAME")
+            .map(|name| name.trim().to_owned())
+            .or_else(|| {
+                resource_attributes
+                    .iter()
+                    .find(|(key, _)| key == "service.name")
+                    .map(|(_, value)| value.clone())
+            })
+            .unwrap_or_else(|| service_name.to_owned());
+        resource_attributes.retain(|(key, _)| key != "service.name");
+
+        Ok(Self {
+            service_name,
+            service_version: service_version.to_owned(),
+            sdk_disabled: parse_bool("OTEL_SDK_DISABLED", var("OTEL_SDK_DISABLED"))?,
+            otlp,
+            console: parse_bool("OTEL_EXPORT_CONSOLE", var("OTEL_EXPORT_CONSOLE"))?,
+            resource_attributes,
+            sampler: parse_sampler(
+                var("OTEL_TRACES_SAMPLER").as_deref(),
+                var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            )?,
+            metric_export_interval: parse_millis("OTEL_METRIC_EXPORT_INTERVAL", var, 60_000)?,
+            log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "LOG_FORMAT",
+                        other,
+                        "expected `text` or `json`",
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Sends spans and metrics to `endpoint` over `protocol`, as the CLI of a binary may ask.
+    #[must_use]
+    pub fn with_otlp_endpoint(mut self, endpoint: &str, protocol: Protocol) -> Self {
+        self.otlp = Some(OtlpConfig {
+            endpoint: endpoint.to_owned(),
+            protocol,
+            headers: HashMap::new(),
+            timeout: Duration::from_secs(10),
+        });
+        self
+    }
+}
+
+fn parse_endpoint(value: &str) -> Result<String, ConfigError> {
+    const VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    let uri: Uri = value
+        .parse()
+        .map_err(|error| ConfigError::new(VAR, value, format!("not a URL ({error})")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(ConfigError::new(
+                VAR,
+                value,
+                "expected an http:// or https:// URL such as http://localhost:4317",
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(VAR, value, "the URL has no host"));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            variable,
+            other,
+            "expected `true` or `false`",
+        )),
+    }
+}
+
+fn parse_millis(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+    default_ms: u64,
+) -> Result<Duration, ConfigError> {
+    match var(variable) {
+        None => Ok(Duration::from_millis(default_ms)),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(ConfigError::new(
+                variable,
+                &value,
+                "expected a positive number of milliseconds",
+            )),
+        },
+    }
+}
+
+fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig, ConfigError> {
+    let ratio = || -> Result<f64, ConfigError> {
+        match arg.map(str::trim) {
+            None => Ok(1.0),
+            Some(text) => match text.parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+                _ => Err(ConfigError::new(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    text,
+                    "expected a ratio between 0 and 1",
+                )),
+            },
+        }
+    };
+    Ok(match name.map(str::trim) {
+        None | Some("parentbased_always_on") => SamplerConfig::ParentBasedAlwaysOn,
+        Some("always_on") => SamplerConfig::AlwaysOn,
+        Some("always_off") => SamplerConfig::AlwaysOff,
+        Some("traceidratio") => SamplerConfig::TraceIdRatio(ratio()?),
+        Some("parentbased_always_off") => SamplerConfig::ParentBasedAlwaysOff,
+        Some("parentbased_traceidratio") => SamplerConfig::ParentBasedTraceIdRatio(ratio()?),
+        Some(other) => {
+            return Err(ConfigError::new(
+                "OTEL_TRACES_SAMPLER",
+                other,
+                "expected always_on, always_off, traceidratio, parentbased_always_on, \
+                 parentbased_always_off or parentbased_traceidratio",
+            ));
+        }
+    })
+}
+
+/// Parses the `key=value,key=value` lists of `OTEL_RESOURCE_ATTRIBUTES` and
+/// `OTEL_EXPORTER_OTLP_HEADERS`, with percent-encoded values as the spec says.
+fn parse_key_values(
+    variable: &'static str,
+    value: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut pairs = Vec::new();
+    for member in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let Some((key, raw)) = member.split_once('=') else {
+            return Err(ConfigError::new(
+                variable,
+                member,
+                "expected key=value pairs separated by commas",
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(ConfigError::new(variable, member, "empty key"));
+        }
+        let decoded = percent_decode(raw.trim())
+            .ok_or_else(|| ConfigError::new(variable, member, "bad percent-encoding"))?;
+        pairs.push((key.to_owned(), decoded));
+    }
+    Ok(pairs)
+}
+
+fn parse_headers(value: &str) -> Result<HashMap<String, String>, ConfigError> {
+    const VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    // The value may hold credentials: errors name the variable but do not echo it.
+    parse_key_values(VAR, value)
+        .map(|pairs| pairs.into_iter().collect())
+        .map_err(|error| ConfigError::new(VAR, "<redacted>", error.reason))
+}
+
+/// Decodes `%XX` escapes. Hand-written because it is ten lines and the `percent-encoding`
+/// crate would be a dependency for this one use.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        TelemetryConfig::from_lookup("sophia", "1.2.3", |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_export_nothing_and_sample_parent_based() {
+        let config = config(&[]).expect("empty environment is valid");
+        assert_eq!(config.service_name, "sophia");
+        assert_eq!(config.otlp, None);
+        assert!(!config.sdk_disabled && !config.console);
+        assert_eq!(config.sampler, SamplerConfig::ParentBasedAlwaysOn);
+        assert_eq!(config.metric_export_interval, Duration::from_secs(60));
+        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret, x=1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORT_CONSOLE", "TRUE"),
+            ("OTEL_SERVICE_NAME", "sophia-eu"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=ignored,deployment.environment.name=dev",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ])
+        .expect("valid");
+        let otlp = config.otlp.expect("endpoint set");
+        assert_eq!(otlp.endpoint, "http://collector:4318");
+        assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(otlp.headers["api-key"], "s=cret");
+        assert_eq!(otlp.timeout, Duration::from_millis(2500));
+        assert!(!format!("{otlp:?}").contains("s=cret"), "header values never printed");
+        assert!(config.console);
+        assert_eq!(config.service_name, "sophia-eu");
+        assert_eq!(
+            config.resource_attributes,
+            vec![("deployment.environment.name".into(), "dev".into())]
+        );
+        assert_eq!(config.sampler, SamplerConfig::ParentBasedTraceIdRatio(0.25));
+        assert_eq!(config.metric_export_interval, Duration::from_secs(1));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.log_filter, "debug");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+            ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_EXPORT_CONSOLE", "1"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        for (variable, value) in cases {
+            let error = config(&[(variable, value)]).expect_err(value);
+            assert_eq!(error.variable, *variable, "{error}");
+            assert!(error.to_string().contains(variable));
+        }
+        let error = config(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ])
+        .expect_err("ratio over 1");
+        assert_eq!(error.variable, "OTEL_TRACES_SAMPLER_ARG");
+        let error = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+        ])
+        .expect_err("zero timeout");
+        assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_TIMEOUT");
+    }
+
+    #[test]
+    fn header_errors_do_not_echo_secrets() {
+        let error = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%ZZtoken"),
+        ])
+        .expect_err("bad escape");
+        assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_HEADERS");
+        assert!(!error.to_string().contains("token"));
+    }
+}

@@ -1,0 +1,322 @@
+//! Outbound HTTP: reqwest with reqwest-tracing, a span backend of ours, and typed JSON calls.
+//!
+//! reqwest-tracing injects `traceparent`, `tracestate` and `baggage` through the global
+//! propagator. Its default span backend names every client span by the bare method and records
+//! `http.response.status_code` and `server.port` as strings (tracing-opentelemetry has no
+//! unsigned integers; upstream PR #287), so [`ClientSpanBackend`] replaces it: semantic
+//! convention names, integer attributes, and `http.client.request.duration`.
+
+use std::{borrow::Cow, time::Duration, time::Instant};
+
+use http::{Extensions, StatusCode};
+use opentelemetry::KeyValue;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_tracing::{OtelName, ReqwestOtelSpanBackend, TracingMiddleware};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::{Span, field::Empty};
+
+use super::{ErrorResponse, server::method_name};
+use crate::metrics::HttpInstruments;
+
+/// A traced HTTP client.
+pub type HttpClient = ClientWithMiddleware;
+
+/// A client whose calls each get a client span and carry the trace context, with a connect
+/// timeout of 2 s and the given overall `timeout` per request.
+pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
+    let inner = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2).min(timeout))
+        .timeout(timeout)
+        .build()?;
+    Ok(ClientBuilder::new(inner)
+        .with(TracingMiddleware::<ClientSpanBackend>::new())
+        .build())
+}
+
+/// When the request started, kept in the request's extensions for the duration metric.
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+/// The client span of the semantic conventions: `{METHOD} {url.template}`, integer status.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientSpanBackend;
+
+impl ReqwestOtelSpanBackend for ClientSpanBackend {
+    fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
+        extensions.insert(Started(Instant::now()));
+        let method = method_name(request.method());
+        let url = request.url();
+        let name: Cow<'_, str> = match extensions.get::<OtelName>() {
+            Some(OtelName(name)) => Cow::Borrowed(name.as_ref()),
+            None => Cow::Borrowed(method),
+        };
+        // Scheme, host, port and path only: a query string or user info may carry secrets.
+        let full = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ) + url.path();
+        tracing::info_span!(
+            target: "foundry::http",
+            "HTTP client request",
+            otel.name = %name,
+            otel.kind = "client",
+            http.request.method = method,
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default().map(i64::from),
+            url.full = full,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+            error.type = Empty,
+        )
+    }
+
+    fn on_request_end(
+        span: &Span,
+        outcome: &reqwest_middleware::Result<reqwest::Response>,
+        extensions: &mut Extensions,
+    ) {
+        let status = outcome.as_ref().ok().map(reqwest::Response::status);
+        let error_type: Option<Cow<'static, str>> = match (outcome, status) {
+            (Err(error), _) => Some(Cow::Borrowed(transport_error_type(error))),
+            (Ok(_), Some(status)) if status.is_client_error() || status.is_server_error() => {
+                Some(Cow::Owned(status.as_str().to_owned()))
+            }
+            _ => None,
+        };
+        if let Some(status) = status {
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+        }
+        if let Some(error_type) = &error_type {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error_type.as_ref());
+        }
+        if let (Some(instruments), Some(Started(start))) =
+            (HttpInstruments::get(), extensions.get::<Started>())
+        {
+            let mut attributes = Vec::with_capacity(4);
+            if let Some(status) = status {
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+            }
+            if let Some(error_type) = error_type {
+                attributes.push(KeyValue::new("error.type", error_type));
+            }
+            instruments
+                .client_duration
+                .record(start.elapsed().as_secs_f64(), &attributes);
+        }
+    }
+}
+
+fn transport_error_type(error: &reqwest_middleware::Error) -> &'static str {
+    match error {
+        reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => "timeout",
+        reqwest_middleware::Error::Reqwest(error) if error.is_connect() => "connect",
+        _ => "transport",
+    }
+}
+
+/// Another LOGOS service, called with JSON: every failure becomes a [`DownstreamError`] that
+/// names the service.
+#[derive(Clone, Debug)]
+pub struct Downstream {
+    service: &'static str,
+    base_url: String,
+    client: HttpClient,
+    bearer_token: Option<String>,
+}
+
+/// Why a call to another service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamError {
+    /// Nothing answered (connection refused, DNS, reset).
+    #[error("{service} is unreachable at {url}")]
+    Unreachable {
+        /// The service called.
+        service: &'static str,
+        /// Where it was called.
+        url: String,
+    },
+    /// No answer within the client timeout.
+    #[error("{service} did not answer in time")]
+    Timeout {
+        /// The service called.
+        service: &'static str,
+    },
+    /// It answered with an error status.
+    #[error("{service} answered {status}: {message}")]
+    Status {
+        /// The service called.
+        service: &'static str,
+        /// Its status.
+        status: StatusCode,
+        /// Its error code, if it sent the LOGOS error shape.
+        code: String,
+        /// Its error message.
+        message: String,
+    },
+    /// It answered 2xx with a body that is not what the contract says.
+    #[error("{service} sent an invalid response: {detail}")]
+    InvalidResponse {
+        /// The service called.
+        service: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl DownstreamError {
+    /// The service that failed.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Self::Unreachable { service, .. }
+            | Self::Timeout { service }
+            | Self::Status { service, .. }
+            | Self::InvalidResponse { service, .. } => service,
+        }
+    }
+}
+
+impl From<DownstreamError> for ErrorResponse {
+    /// A 4xx from the other service passes through (it is about the caller's input); anything
+    /// else is 502, or 504 for a timeout, with a code that names the service.
+    fn from(error: DownstreamError) -> Self {
+        let service = error.service();
+        match &error {
+            DownstreamError::Status {
+                status,
+                code,
+                message,
+                ..
+            } if status.is_client_error() => {
+                ErrorResponse::new(*status, code.clone(), format!("{service}: {message}"))
+            }
+            DownstreamError::Timeout { .. } => ErrorResponse::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{service}_timeout"),
+                error.to_string(),
+            ),
+            _ => ErrorResponse::new(
+                StatusCode::BAD_GATEWAY,
+                format!("{service}_unavailable"),
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl Downstream {
+    /// `service` at `base_url` (e.g. `http://127.0.0.1:17000`), called through `client`.
+    pub fn new(service: &'static str, base_url: &str, client: HttpClient) -> Self {
+        Self {
+            service,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            client,
+            bearer_token: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every call (never recorded on a span).
+    #[must_use]
+    pub fn with_bearer_token(mut self, token: Option<String>) -> Self {
+        self.bearer_token = token.filter(|token| !token.is_empty());
+        self
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The service's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET {base}{path}`, decoding a JSON answer. `path` is a route template (no ids): it
+    /// names the client span.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &'static str) -> Result<T, DownstreamError> {
+        self.call(http::Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST {base}{path}` with a JSON body, decoding a JSON answer.
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<T, DownstreamError> {
+        self.call(http::Method::POST, path, Some(body)).await
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &'static str,
+        body: Option<&B>,
+    ) -> Result<T, DownstreamError> {
+        let url = format!("{}{path}", self.base_url);
+        let name = format!("{} {path}", method_name(&method));
+        let mut request = self
+            .client
+            .request(method, &url)
+            .with_extension(OtelName(name.into()));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(token) = &self.bearer_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|error| self.transport(&error, &url))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport(&reqwest_middleware::Error::Reqwest(error), &url))?;
+        if !status.is_success() {
+            let (code, message) = error_fields(&bytes).unwrap_or_else(|| {
+                (
+                    "http_error".to_owned(),
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                )
+            });
+            return Err(DownstreamError::Status {
+                service: self.service,
+                status,
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|error| DownstreamError::InvalidResponse {
+            service: self.service,
+            detail: error.to_string(),
+        })
+    }
+
+    fn transport(&self, error: &reqwest_middleware::Error, url: &str) -> DownstreamError {
+        match error {
+            reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => {
+                DownstreamError::Timeout {
+                    service: self.service,
+                }
+            }
+            _ => DownstreamError::Unreachable {
+                service: self.service,
+                url: url.to_owned(),
+            },
+        }
+    }
+}
+
+/// `code` and `message` of a LOGOS error body.
+fn error_fields(bytes: &[u8]) -> Option<(String, String)> {
+    let body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let error = body.get("error")?;
+    Some((
+        error.get("code")?.as_str()?.to_owned(),
+        error.get("message")?.as_str()?.to_owned(),
+    ))
+}

@@ -1,0 +1,92 @@
+//! The one error shape of every LOGOS service: `{"error": {"code": "...", "message": "..."}}`.
+
+use std::borrow::Cow;
+
+use axum::{
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+
+/// A JSON error answer with a status and a stable machine-readable `code`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable code clients can match on, e.g. `invalid_json` or `not_found`.
+    pub code: Cow<'static, str>,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl ErrorResponse {
+    /// An error with the given status, code and message.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 `invalid_request`: well-formed JSON whose values are not acceptable.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    /// The JSON body, as it goes on the wire.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = %self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<JsonRejection> for ErrorResponse {
+    fn from(rejection: JsonRejection) -> Self {
+        let code = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::JsonDataError(_) => "invalid_request",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            _ => "invalid_body",
+        };
+        Self::new(rejection.status(), code, rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections answer in the error shape above (400 invalid JSON, 422 missing
+/// or mistyped fields, 413 over the body limit, 415 without a JSON content type).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ErrorResponse;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}

@@ -1,0 +1,49 @@
+//! HTTP instrumentation for axum servers and reqwest clients, and the JSON error contract.
+//!
+//! A service builds its router, then hands it to [`instrument`], which adds the server span and
+//! metrics to every route, a 1 MiB body limit, JSON 404/405 answers, and the untraced `/health`
+//! and `/metrics` routes. Outbound calls go through [`Downstream`], built on [`client`].
+
+mod client;
+mod error;
+mod server;
+
+use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+
+pub use client::{ClientSpanBackend, Downstream, DownstreamError, HttpClient, client};
+pub use error::{ErrorResponse, JsonBody};
+pub use server::{ServerLayer, UNTRACED_PATHS};
+
+/// The largest request body a service accepts; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Instruments every route of `router` and adds `/health` and `/metrics`, which stay untraced.
+pub fn instrument(router: Router, service: &'static str, version: &'static str) -> Router {
+    router
+        .fallback(|| async { ErrorResponse::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ErrorResponse::new(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(ServerLayer::new())
+        // Added after the layer on purpose: health checks and scrapes are not traced.
+        .route(
+            "/health",
+            get(move || async move {
+                Json(serde_json::json!({"status": "ok", "service": service, "version": version}))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render_prometheus(),
+                )
+            }),
+        )
+}

@@ -1,0 +1,229 @@
+//! The server span and `http.server.request.duration` for every request, in one tower layer.
+//!
+//! axum-tracing-opentelemetry 0.38 was the first choice and is not used: it records empty
+//! `url.scheme` and `user_agent.original` and a Datadog-only `span.type` on every span, creates
+//! its spans at TRACE level (so a plain `RUST_LOG` filter disables them), injects an empty
+//! `tracestate:` response header, needs a second layer (and a second boxed future) for the
+//! response header, and has no OpenTelemetry metrics. This layer does span, metric and
+//! `traceparent` in one pass and records only attributes that have a value.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{body::Body, extract::MatchedPath};
+use http::{Method, Request, Response};
+use opentelemetry::{KeyValue, global, propagation::TextMapPropagator};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use tower::{Layer, Service};
+use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{metrics::HttpInstruments, propagation::W3cTraceContextPropagator};
+
+/// Paths that are never traced: health checks and metric scrapes would drown the real traffic.
+pub const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
+
+/// Adds the server span, its metric and the `traceparent` response header to a router.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerLayer;
+
+impl ServerLayer {
+    /// The layer; telemetry must be initialised first for its metric to record.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerService { inner }
+    }
+}
+
+/// The service [`ServerLayer`] wraps around each route.
+#[derive(Clone, Debug)]
+pub struct ServerService<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for ServerService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if UNTRACED_PATHS.contains(&request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let start = Instant::now();
+        let method = request.method().clone();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|matched| matched.as_str().to_owned());
+        let span = server_span(&request, &method, route.as_deref());
+        let future = self.inner.call(request);
+
+        Box::pin(async move {
+            let Ok(mut response) = future.instrument(span.clone()).await;
+            let status = response.status();
+            let status_code = i64::from(status.as_u16());
+            if !span.is_disabled() {
+                span.record("http.response.status_code", status_code);
+                if status.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", status.as_str());
+                }
+                // Only traceparent (and a non-empty tracestate): baggage is not echoed back.
+                W3cTraceContextPropagator::new()
+                    .inject_context(&span.context(), &mut HeaderInjector(response.headers_mut()));
+            }
+            if let Some(instruments) = HttpInstruments::get() {
+                let mut attributes = Vec::with_capacity(5);
+                attributes.push(KeyValue::new("http.request.method", method_name(&method)));
+                attributes.push(KeyValue::new("http.response.status_code", status_code));
+                attributes.push(KeyValue::new("url.scheme", "http"));
+                if let Some(route) = route {
+                    attributes.push(KeyValue::new("http.route", route));
+                }
+                if status.is_server_error() {
+                    attributes.push(KeyValue::new("error.type", status.as_str().to_owned()));
+                }
+                instruments
+                    .server_duration
+                    .record(start.elapsed().as_secs_f64(), &attributes);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The span of one request, its parent read from the W3C headers.
+fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "foundry::http",
+        "HTTP request",
+        otel.name = %SpanName { method, route },
+        otel.kind = "server",
+        http.request.method = method_name(method),
+        http.route = route,
+        url.path = request.uri().path(),
+        url.scheme = "http",
+        server.address = Empty,
+        server.port = Empty,
+        user_agent.original = Empty,
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+        error.type = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let headers = request.headers();
+    if let Some(host) = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        let (address, port) = split_host_port(host);
+        span.record("server.address", address);
+        if let Some(port) = port {
+            span.record("server.port", port);
+        }
+    }
+    if let Some(agent) = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .filter(|agent| !agent.is_empty())
+    {
+        span.record("user_agent.original", agent);
+    }
+    let parent = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    // A malformed traceparent extracts as an empty context: the span then starts a new trace.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.
+struct SpanName<'a> {
+    method: &'a Method,
+    route: Option<&'a str>,
+}
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.route {
+            Some(route) => write!(f, "{} {route}", method_name(self.method)),
+            None => f.write_str(method_name(self.method)),
+        }
+    }
+}
+
+/// The method as the conventions want it: known methods by name, anything else `_OTHER`, so a
+/// client cannot blow up metric cardinality with invented methods.
+pub(crate) fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+/// Splits `host[:port]`, keeping IPv6 brackets out of the address.
+fn split_host_port(host: &str) -> (&str, Option<i64>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((address, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (address, port);
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        Some((address, port)) => match port.parse() {
+            Ok(port) => (address, Some(port)),
+            Err(_) => (host, None),
+        },
+        None => (host, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_hosts() {
+        assert_eq!(split_host_port("localhost:47000"), ("localhost", Some(47000)));
+        assert_eq!(split_host_port("example.com"), ("example.com", None));
+        assert_eq!(split_host_port("[::1]:80"), ("::1", Some(80)));
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        let method = Method::from_bytes(b"BREW").expect("valid token");
+        assert_eq!(method_name(&method), "_OTHER");
+    }
+}

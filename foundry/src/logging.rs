@@ -1,0 +1,181 @@
+//! Log output on stderr: human text, or JSON lines that carry `trace_id` and `span_id`.
+//!
+//! The event formatter is written here because `tracing-subscriber`'s own formatters cannot
+//! reach the OpenTelemetry ids of the current span. Log lines are events only: spans are not
+//! formatted for the log (that would format every span's fields on the request path), they go
+//! to OpenTelemetry instead.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use opentelemetry::trace::TraceContextExt;
+use tracing::{Event, Subscriber, callsite::Identifier, field::Field};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, filter_fn},
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    registry::LookupSpan,
+};
+
+use crate::config::LogFormat;
+
+/// The SDK's own warnings (an unreachable collector, a full queue) repeat for every batch: each
+/// call site may log once in this interval.
+const TELEMETRY_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The stderr log layer: `filter` (from `RUST_LOG`) decides which events print.
+pub(crate) fn layer<S>(format: LogFormat, filter: EnvFilter) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    let events_only = filter_fn(|metadata| metadata.is_event());
+    let filter = filter.and(events_only).and(filter_fn(rate_limit_telemetry_warnings));
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(Formatter { format })
+        .with_filter(filter)
+        .boxed()
+}
+
+fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
+    static LAST_SEEN: Mutex<Option<HashMap<Identifier, Instant>>> = Mutex::new(None);
+    if !metadata.target().starts_with("opentelemetry") {
+        return true;
+    }
+    let now = Instant::now();
+    let mut last_seen = LAST_SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let last_seen = last_seen.get_or_insert_with(HashMap::new);
+    match last_seen.get(&metadata.callsite()) {
+        Some(at) if now.duration_since(*at) < TELEMETRY_WARNING_INTERVAL => false,
+        _ => {
+            last_seen.insert(metadata.callsite(), now);
+            true
+        }
+    }
+}
+
+struct Formatter {
+    format: LogFormat,
+}
+
+impl<S, N> FormatEvent<S, N> for Formatter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let metadata = event.metadata();
+        let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let ids = current_trace_ids();
+        match self.format {
+            LogFormat::Json => {
+                let mut line = serde_json::Map::new();
+                line.insert("timestamp".into(), timestamp.to_string().into());
+                line.insert("level".into(), metadata.level().as_str().into());
+                line.insert("target".into(), metadata.target().into());
+                line.insert("message".into(), fields.message.into());
+                if !fields.values.is_empty() {
+                    line.insert("fields".into(), fields.values.into());
+                }
+                if let Some((trace_id, span_id)) = ids {
+                    line.insert("trace_id".into(), trace_id.into());
+                    line.insert("span_id".into(), span_id.into());
+                }
+                writeln!(writer, "{}", serde_json::Value::Object(line))
+            }
+            LogFormat::Text => {
+                write!(
+                    writer,
+                    "{timestamp} {:>5} {}: {}",
+                    metadata.level(),
+                    metadata.target(),
+                    fields.message
+                )?;
+                for (key, value) in &fields.values {
+                    match value {
+                        serde_json::Value::String(text) => write!(writer, " {key}={text}")?,
+                        other => write!(writer, " {key}={other}")?,
+                    }
+                }
+                if let Some((trace_id, _)) = ids {
+                    write!(writer, " trace_id={trace_id}")?;
+                }
+                writeln!(writer)
+            }
+        }
+    }
+}
+
+/// The OpenTelemetry ids of the span the event happened in, if it has a valid context.
+fn current_trace_ids() -> Option<(String, String)> {
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context();
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.record_value(field, text.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_value(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_value(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_value(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record_value(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record_value(field, value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_value(field, value.to_string().into());
+    }
+}
+
+impl Fields {
+    fn record_value(&mut self, field: &Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            self.message = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+        } else {
+            self.values.insert(field.name().to_owned(), value);
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! W3C Trace Context propagation, strict where the spec is strict.
+//!
+//! Written by hand because the stock `opentelemetry_sdk::propagation::TraceContextPropagator`
+//! is lenient where the W3C Trace Context spec is not: it accepts over-long and short fields,
+//! reads only the first of repeated `traceparent`/`tracestate` headers, neither trims optional
+//! whitespace in `tracestate` nor enforces its limits, and drops the Level 2 `random` flag. This
+//! one implements Level 1 and the Level 2 random flag; W3C Baggage stays with the stock
+//! `BaggagePropagator`, which already enforces the baggage limits.
+
+use std::sync::LazyLock;
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator, text_map_propagator::FieldIter},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+};
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+/// Trace flags this implementation understands: `sampled` (Level 1) and `random` (Level 2).
+/// Unknown flags are zeroed on the way out, as the spec requires.
+const KNOWN_FLAGS: u8 = 0x03;
+/// The spec's limit on `tracestate` list members.
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+static FIELDS: LazyLock<[String; 2]> =
+    LazyLock::new(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned()]);
+
+/// The W3C `traceparent`/`tracestate` propagator that foundry installs globally.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct W3cTraceContextPropagator;
+
+impl W3cTraceContextPropagator {
+    /// A new propagator.
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// Reads the remote span context, or `None` when the headers do not hold a valid one (the
+    /// caller then starts a new trace).
+    pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
+        // Several traceparent headers cannot be told apart: the spec treats that as invalid.
+        let traceparent = match extractor.get_all(TRACEPARENT)?.as_slice() {
+            [single] => *single,
+            _ => return None,
+        };
+        let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
+        // A tracestate that breaks the rules is dropped whole; the traceparent still stands.
+        let trace_state = extractor
+            .get_all(TRACESTATE)
+            .and_then(|values| parse_tracestate(&values))
+            .unwrap_or_default();
+        Some(SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::new(flags),
+            true,
+            trace_state,
+        ))
+    }
+}
+
+impl TextMapPropagator for W3cTraceContextPropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let span = cx.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() {
+            return;
+        }
+        injector.set(TRACEPARENT, format_traceparent(span_context));
+        // No empty `tracestate:` header when there is nothing to carry.
+        let trace_state = span_context.trace_state().header();
+        if !trace_state.is_empty() {
+            injector.set(TRACESTATE, trace_state);
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        match self.extract_span_context(extractor) {
+            Some(span_context) => cx.with_remote_span_context(span_context),
+            None => cx.clone(),
+        }
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(FIELDS.as_ref())
+    }
+}
+
+/// `00-<trace-id>-<parent-id>-<flags>` for a valid span context.
+pub fn format_traceparent(span_context: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8() & KNOWN_FLAGS
+    )
+}
+
+fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, u8)> {
+    // version "-" trace-id "-" parent-id "-" trace-flags: 2+1+32+1+16+1+2 = 55 characters.
+    let value = value.trim_matches([' ', '\t']);
+    let bytes = value.as_bytes();
+    if bytes.len() < 55 || !value.is_ascii() {
+        return None;
+    }
+    let version = &value[0..2];
+    if !is_lower_hex(version) || version == "ff" {
+        return None;
+    }
+    // Version 00 is exactly 55 characters; a later version may append fields after a dash.
+    if version == "00" && bytes.len() != 55 {
+        return None;
+    }
+    if bytes.len() > 55 && bytes[55] != b'-' {
+        return None;
+    }
+    if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        return None;
+    }
+    let (trace_id, span_id, flags) = (&value[3..35], &value[36..52], &value[53..55]);
+    if !is_lower_hex(trace_id) || !is_lower_hex(span_id) || !is_lower_hex(flags) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()? & KNOWN_FLAGS;
+    Some((trace_id, span_id, flags))
+}
+
+/// Joins repeated `tracestate` headers, trims optional whitespace, and checks every member.
+fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
+    let mut members: Vec<(&str, &str)> = Vec::new();
+    for member in values
+        .iter()
+        .flat_map(|value| value.split(','))
+        .map(|member| member.trim_matches([' ', '\t']))
+        .filter(|member| !member.is_empty())
+    {
+        let (key, value) = member.split_once('=')?;
+        if !valid_key(key) || !valid_value(value) || members.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        members.push((key, value));
+    }
+    if members.len() > MAX_TRACESTATE_MEMBERS {
+        return None;
+    }
+    TraceState::from_key_value(members).ok()
+}
+
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `simple-key` or `tenant-id@system-id`, per W3C Trace Context section 3.3.1.3.1.
+fn valid_key(key: &str) -> bool {
+    fn key_chars(part: &str) -> bool {
+        part.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/'))
+    }
+    match key.split_once('@') {
+        None => {
+            key.len() <= 256 && key.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+                && key_chars(key)
+        }
+        Some((tenant, system)) => {
+            (1..=241).contains(&tenant.len())
+                && (1..=14).contains(&system.len())
+                && key_chars(tenant)
+                && key_chars(system)
+                && system.as_bytes()[0].is_ascii_lowercase()
+                && (tenant.as_bytes()[0].is_ascii_lowercase()
+                    || tenant.as_bytes()[0].is_ascii_digit())
+        }
+    }
+}
+
+/// Up to 256 printable ASCII characters other than `,` and `=`, not ending in a space.
+fn valid_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+        && !value.ends_with(' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::Extractor;
+
+    use super::*;
+
+    /// Headers as a list, so a test can repeat one.
+    struct Headers(Vec<(&'static str, &'static str)>);
+
+    impl Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| *k).collect()
+        }
+        fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+            let values: Vec<&str> = self
+                .0
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+                .collect();
+            (!values.is_empty()).then_some(values)
+        }
+    }
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn extract(headers: Vec<(&'static str, &'static str)>) -> Option<SpanContext> {
+        W3cTraceContextPropagator.extract_span_context(&Headers(headers))
+    }
+
+    #[test]
+    fn extracts_a_valid_traceparent() {
+        let cx = extract(vec![(TRACEPARENT, VALID)]).expect("valid");
+        assert_eq!(cx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(cx.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(cx.is_sampled() && cx.is_remote());
+    }
+
+    #[test]
+    fn rejects_malformed_traceparents() {
+        let bad = [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47366-00f067aa0ba902b-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "not a traceparent",
+            "",
+        ];
+        for value in bad {
+            assert!(extract(vec![(TRACEPARENT, value)]).is_none(), "{value}");
+        }
+    }
+
+    #[test]
+    fn future_versions_parse_known_fields() {
+        let cx = extract(vec![(
+            TRACEPARENT,
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+        )])
+        .expect("version cc with extra fields");
+        assert!(cx.is_sampled());
+    }
+
+    #[test]
+    fn repeated_traceparent_is_invalid() {
+        assert!(extract(vec![(TRACEPARENT, VALID), (TRACEPARENT, VALID)]).is_none());
+    }
+
+    #[test]
+    fn keeps_the_random_flag_and_zeroes_unknown_ones() {
+        let cx = extract(vec![(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+        )])
+        .expect("valid");
+        assert_eq!(cx.trace_flags().to_u8(), 0x03);
+        assert!(format_traceparent(&cx).ends_with("-03"));
+    }
+
+    #[test]
+    fn merges_repeated_tracestate_and_trims_whitespace() {
+        let cx = extract(vec![
+            (TRACEPARENT, VALID),
+            (TRACESTATE, "rojo=00f067aa0ba902b7 ,\t"),
+            (TRACESTATE, " congo=t61rcWkgMzE, tenant@vendor=x"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            cx.trace_state().header(),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,tenant@vendor=x"
+        );
+    }
+
+    #[test]
+    fn drops_an_invalid_tracestate_but_keeps_the_parent() {
+        let too_many: &'static str = Box::leak(
+            (0..33)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_boxed_str(),
+        );
+        for state in ["UPPER=1", "a=b,a=c", "k=va=lue", "=v", "k=", too_many] {
+            let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect(state);
+            assert_eq!(cx.trace_state().header(), "", "{state}");
+        }
+    }
+
+    #[test]
+    fn injects_traceparent_and_only_a_non_empty_tracestate() {
+        let propagator = W3cTraceContextPropagator;
+        let cx = extract(vec![(TRACEPARENT, VALID)]).expect("valid");
+        let mut headers = HashMap::new();
+        propagator.inject_context(&Context::new().with_remote_span_context(cx), &mut headers);
+        assert_eq!(headers.get(TRACEPARENT).map(String::as_str), Some(VALID));
+        assert!(!headers.contains_key(TRACESTATE));
+
+        let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, "rojo=1")]).expect("valid");
+        let mut headers = HashMap::new();
+        propagator.inject_context(&Context::new().with_remote_span_context(cx), &mut headers);
+        assert_eq!(headers.get(TRACESTATE).map(String::as_str), Some("rojo=1"));
+    }
+}

@@ -1,0 +1,389 @@
+//! One call sets up traces, metrics and logs for a service; the guard it returns tears them down.
+//!
+//! Instrumentation is always on; export is opt-in. Without `OTEL_EXPORTER_OTLP_ENDPOINT` no
+//! exporter exists and nothing tries to connect anywhere. With it, spans, metrics and logs go over
+//! OTLP from a small runtime of their own, so an exporter never waits on the service's runtime and
+//! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
+
+use std::{
+    sync::{Mutex, PoisonError, mpsc},
+    time::Duration,
+};
+
+use opentelemetry::{KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::{
+    Resource,
+    logs::SdkLoggerProvider,
+    metrics::{PeriodicReader, SdkMeterProvider},
+    propagation::BaggagePropagator,
+    trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor},
+};
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan};
+
+use crate::{
+    config::{Protocol, SamplerConfig, TelemetryConfig},
+    logging,
+    metrics::HttpInstruments,
+    propagation::W3cTraceContextPropagator,
+};
+
+/// How long [`Telemetry`]'s shutdown may take, collector up or down.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The instrumentation scope of every span foundry and the services create.
+pub const INSTRUMENTATION_SCOPE: &str = "logos";
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `RUST_LOG` is not a valid filter.
+    #[error("invalid RUST_LOG={value:?}: {reason}")]
+    LogFilter {
+        /// The filter as given.
+        value: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// An exporter could not be built from the configuration.
+    #[error("cannot build the OTLP {signal} exporter for OTEL_EXPORTER_OTLP_ENDPOINT: {reason}")]
+    Exporter {
+        /// traces, metrics or logs.
+        signal: &'static str,
+        /// The exporter's complaint.
+        reason: String,
+    },
+    /// The runtime that drives OTLP export could not start.
+    #[error("cannot start the telemetry export runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// Another global `tracing` subscriber is already installed in this process.
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Flushes and shuts down the providers when dropped: tracer first, then logs, then metrics.
+///
+/// Hold it for the life of the service: `let _telemetry = foundry::telemetry::init(config)?;`.
+#[must_use = "telemetry shuts down when this guard is dropped"]
+pub struct Telemetry {
+    providers: Option<Providers>,
+}
+
+struct Providers {
+    tracer: SdkTracerProvider,
+    logger: Option<SdkLoggerProvider>,
+    meter: SdkMeterProvider,
+    /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
+    export_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.providers.is_some())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Flushes what was recorded and shuts the providers down, within [`SHUTDOWN_TIMEOUT`].
+    /// Returns `false` if the bound was hit (the collector did not answer in time).
+    pub fn shutdown(mut self) -> bool {
+        self.shutdown_bounded()
+    }
+
+    fn shutdown_bounded(&mut self) -> bool {
+        let Some(providers) = self.providers.take() else {
+            return true;
+        };
+        let Providers {
+            tracer,
+            logger,
+            meter,
+            export_runtime,
+        } = providers;
+        let (done_tx, done_rx) = mpsc::channel();
+        // On its own thread, so that neither a current-thread runtime of the caller nor a
+        // collector that accepts and never answers can hold the process beyond the bound.
+        let spawned = std::thread::Builder::new()
+            .name("otel-shutdown".into())
+            .spawn(move || {
+                let _ = tracer.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                if let Some(logger) = logger {
+                    let _ = logger.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                }
+                let _ = meter.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                let _ = done_tx.send(());
+            });
+        let finished = spawned.is_ok() && done_rx.recv_timeout(SHUTDOWN_TIMEOUT).is_ok();
+        if let Some(runtime) = export_runtime {
+            runtime.shutdown_background();
+        }
+        if !finished {
+            tracing::warn!(
+                timeout_ms = SHUTDOWN_TIMEOUT.as_millis() as i64,
+                "telemetry shutdown timed out; unexported data was dropped"
+            );
+        }
+        finished
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown_bounded();
+    }
+}
+
+/// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
+/// subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is installed.
+pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let log_filter =
+        EnvFilter::try_new(&config.log_filter).map_err(|error| TelemetryError::LogFilter {
+            value: config.log_filter.clone(),
+            reason: error.to_string(),
+        })?;
+    let log_layer = logging::layer(config.log_format, log_filter);
+
+    if config.sdk_disabled {
+        let subscriber = tracing_subscriber::registry().with(log_layer);
+        tracing::subscriber::set_global_default(subscriber)
+            .map_err(|_| TelemetryError::AlreadyInstalled)?;
+        return Ok(Telemetry { providers: None });
+    }
+
+    let resource = resource(&config);
+    let export_runtime = match &config.otlp {
+        Some(otlp) if otlp.protocol == Protocol::Grpc => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("otel-export")
+                .enable_all()
+                .build()?,
+        ),
+        _ => None,
+    };
+    // tonic spawns its connection tasks on the runtime current at build time: make it ours.
+    let _entered = export_runtime.as_ref().map(tokio::runtime::Runtime::enter);
+
+    let mut tracer_builder = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_sampler(sampler(config.sampler));
+    if let Some(otlp) = &config.otlp {
+        let exporter = match otlp.protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&otlp.endpoint)
+                .with_timeout(otlp.timeout)
+                .with_metadata(grpc_metadata(&otlp.headers))
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", otlp.endpoint))
+                .with_timeout(otlp.timeout)
+                .with_headers(otlp.headers.clone())
+                .build(),
+        }
+        .map_err(|error| exporter_error("traces", error))?;
+        // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): when the
+        // collector is slow or gone, spans are dropped rather than memory growing.
+        tracer_builder = tracer_builder.with_span_processor(BatchSpanProcessor::builder(exporter).build());
+    }
+    if config.console {
+        tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
+            opentelemetry_stdout::SpanExporter::default(),
+        ));
+    }
+    let tracer_provider = tracer_builder.build();
+
+    let registry = prometheus::Registry::new();
+    let prometheus_reader = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()
+        .map_err(|error| exporter_error("metrics", error))?;
+    let mut meter_builder = SdkMeterProvider::builder()
+        .with_resource(resource.clone())
+        .with_reader(prometheus_reader);
+    if let Some(otlp) = &config.otlp {
+        let exporter = match otlp.protocol {
+            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(&otlp.endpoint)
+                .with_timeout(otlp.timeout)
+                .with_metadata(grpc_metadata(&otlp.headers))
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/metrics", otlp.endpoint))
+                .with_timeout(otlp.timeout)
+                .with_headers(otlp.headers.clone())
+                .build(),
+        }
+        .map_err(|error| exporter_error("metrics", error))?;
+        meter_builder = meter_builder.with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(config.metric_export_interval)
+                .build(),
+        );
+    }
+    let meter_provider = meter_builder.build();
+
+    let logger_provider = match &config.otlp {
+        None => None,
+        Some(otlp) => {
+            let exporter = match otlp.protocol {
+                Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&otlp.endpoint)
+                    .with_timeout(otlp.timeout)
+                    .with_metadata(grpc_metadata(&otlp.headers))
+                    .build(),
+                Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{}/v1/logs", otlp.endpoint))
+                    .with_timeout(otlp.timeout)
+                    .with_headers(otlp.headers.clone())
+                    .build(),
+            }
+            .map_err(|error| exporter_error("logs", error))?;
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_resource(resource)
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        }
+    };
+
+    let subscriber = tracing_subscriber::registry()
+        .with(log_layer)
+        .with(span_layer(&tracer_provider, logger_provider.is_some()))
+        .with(logger_provider.as_ref().map(|provider| {
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
+                .with_filter(no_telemetry_about_telemetry())
+        }));
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+
+    install_globals(&tracer_provider, &meter_provider, registry);
+    drop(_entered);
+    Ok(Telemetry {
+        providers: Some(Providers {
+            tracer: tracer_provider,
+            logger: logger_provider,
+            meter: meter_provider,
+            export_runtime,
+        }),
+    })
+}
+
+/// Sets the global providers, the W3C propagators, and the registry behind `/metrics`.
+pub(crate) fn install_globals(
+    tracer_provider: &SdkTracerProvider,
+    meter_provider: &SdkMeterProvider,
+    registry: prometheus::Registry,
+) {
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(W3cTraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+    global::set_tracer_provider(tracer_provider.clone());
+    global::set_meter_provider(meter_provider.clone());
+    HttpInstruments::install(&global::meter(INSTRUMENTATION_SCOPE));
+    *METRICS_REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(registry);
+}
+
+/// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.
+pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex::new(None);
+
+/// The `tracing` → OpenTelemetry bridge, with the per-span work cut to what is exported.
+///
+/// Location, thread and timing attributes are off: they are noise on every span
+/// (`code.file.path` is an absolute path into the cargo registry) and cost per span. Its filter
+/// is separate from `RUST_LOG`, so a quiet log level never disables spans.
+pub(crate) fn span_layer<S>(
+    provider: &SdkTracerProvider,
+    activate_context: bool,
+) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(INSTRUMENTATION_SCOPE))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_level(false)
+        .with_target(false)
+        // Only the OTLP log bridge reads the active OpenTelemetry context; without it, skip
+        // the per-enter context switch.
+        .with_context_activation(activate_context)
+        .with_filter(no_telemetry_about_telemetry())
+}
+
+/// INFO and above, without the internals of the HTTP, gRPC and telemetry crates themselves.
+fn no_telemetry_about_telemetry() -> Targets {
+    Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target("hyper", tracing::level_filters::LevelFilter::OFF)
+        .with_target("hyper_util", tracing::level_filters::LevelFilter::OFF)
+        .with_target("h2", tracing::level_filters::LevelFilter::OFF)
+        .with_target("tonic", tracing::level_filters::LevelFilter::OFF)
+        .with_target("tower", tracing::level_filters::LevelFilter::OFF)
+        .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
+        .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
+        .with_target("opentelemetry_sdk", tracing::level_filters::LevelFilter::OFF)
+        .with_target("opentelemetry-otlp", tracing::level_filters::LevelFilter::OFF)
+        .with_target("opentelemetry_otlp", tracing::level_filters::LevelFilter::OFF)
+}
+
+pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", config.service_version.clone()),
+            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+        ])
+        .with_attributes(
+            config
+                .resource_attributes
+                .iter()
+                .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+        )
+        .build()
+}
+
+fn sampler(config: SamplerConfig) -> Sampler {
+    match config {
+        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+        SamplerConfig::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::ParentBasedTraceIdRatio(ratio) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+fn grpc_metadata(headers: &std::collections::HashMap<String, String>) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (key, value) in headers {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes()),
+            value.parse(),
+        ) {
+            metadata.insert(key, value);
+        }
+    }
+    metadata
+}
+
+fn exporter_error(signal: &'static str, error: impl std::fmt::Display) -> TelemetryError {
+    TelemetryError::Exporter {
+        signal,
+        reason: error.to_string(),
+    }
+}

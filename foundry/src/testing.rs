@@ -1,0 +1,564 @@
+//! Test support (feature `testing`): see the spans a test produced, in-process or over OTLP.
+//!
+//! - [`capture`] installs the production span pipeline (the same `tracing` bridge, propagators
+//!   and metric instruments) with an in-memory exporter, so a crate's tests can drive its router
+//!   with `oneshot` and assert on the spans of one trace.
+//! - [`OtlpReceiver`] is a real OTLP receiver, gRPC and HTTP/protobuf, for tests that run
+//!   services as separate processes. It is a tonic server over opentelemetry-proto rather than
+//!   fake-opentelemetry-collector, which turns every attribute value into a string and drops the
+//!   resource: tests here assert attribute types and `service.name`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, extract::State, routing::post};
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::{
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        },
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
+    },
+    common::v1::{AnyValue, KeyValue, any_value},
+};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use prost::Message;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::config::TelemetryConfig;
+
+/// An attribute value with its OTLP type, so tests can tell `200` from `"200"`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttributeValue {
+    /// A string.
+    String(String),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A double.
+    Double(f64),
+    /// A boolean.
+    Bool(bool),
+    /// An array, map or bytes: not used by LOGOS spans.
+    Other,
+}
+
+/// A span's kind, as OTLP names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// SPAN_KIND_INTERNAL (and unspecified).
+    Internal,
+    /// SPAN_KIND_SERVER
+    Server,
+    /// SPAN_KIND_CLIENT
+    Client,
+    /// SPAN_KIND_PRODUCER
+    Producer,
+    /// SPAN_KIND_CONSUMER
+    Consumer,
+}
+
+/// A span's status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Unset.
+    Unset,
+    /// Ok.
+    Ok,
+    /// Error.
+    Error,
+}
+
+/// One span as a receiver saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedSpan {
+    /// The `service.name` of the span's resource.
+    pub service_name: String,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    /// The parent's span id, or empty for a root span.
+    pub parent_span_id: String,
+    /// The span name.
+    pub name: String,
+    /// The span kind.
+    pub kind: Kind,
+    /// Attributes with their types.
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// The status code.
+    pub status: Status,
+    /// The W3C tracestate the span carried.
+    pub trace_state: String,
+}
+
+impl ReceivedSpan {
+    /// A string attribute.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.attributes.get(key) {
+            Some(AttributeValue::String(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// An integer attribute (`None` if absent or of another type).
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.attributes.get(key) {
+            Some(AttributeValue::Int(value)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// A double attribute.
+    pub fn double(&self, key: &str) -> Option<f64> {
+        match self.attributes.get(key) {
+            Some(AttributeValue::Double(value)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// A boolean attribute.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self.attributes.get(key) {
+            Some(AttributeValue::Bool(value)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// True for a span without a parent.
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id.is_empty()
+    }
+}
+
+/// A fresh sampled `traceparent` header and its trace id, for a test to tag its request with.
+pub fn new_traceparent(sampled: bool) -> (String, String) {
+    let trace_id = TraceId::from_bytes(uuid::Uuid::new_v4().into_bytes()).to_string();
+    let span_id = SpanId::from_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or([1; 8]),
+    )
+    .to_string();
+    let flags = if sampled { "01" } else { "00" };
+    (trace_id.clone(), format!("00-{trace_id}-{span_id}-{flags}"))
+}
+
+/// The in-process span capture of [`capture`].
+#[derive(Debug)]
+pub struct SpanCapture {
+    service_name: String,
+    exporter: InMemorySpanExporter,
+    provider: SdkTracerProvider,
+}
+
+impl SpanCapture {
+    /// Every finished span of `trace_id`.
+    pub fn spans(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        let _ = self.provider.force_flush();
+        self.exporter
+            .get_finished_spans()
+            .unwrap_or_default()
+            .iter()
+            .filter(|span| span.span_context.trace_id().to_string() == trace_id)
+            .map(|span| from_span_data(&self.service_name, span))
+            .collect()
+    }
+}
+
+/// Installs, once per process, the production span pipeline with an in-memory exporter and
+/// returns it. The first `service_name` wins. Tests tag requests with [`new_traceparent`] and
+/// read back the spans of that trace, so tests running in parallel do not see each other's.
+pub fn capture(service_name: &str) -> &'static SpanCapture {
+    static CAPTURE: OnceLock<SpanCapture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let mut config = TelemetryConfig::from_lookup(service_name, "test", |_| None)
+            .unwrap_or_else(|error| panic!("default config is valid: {error}"));
+        config.service_name = service_name.to_owned();
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(crate::telemetry::resource(&config))
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider, false));
+        // Another test harness may own the global subscriber; then spans are not captured and
+        // the assertions of the test will say so.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
+        SpanCapture {
+            service_name: service_name.to_owned(),
+            exporter,
+            provider,
+        }
+    })
+}
+
+fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
+    use opentelemetry::{Value, trace::SpanKind};
+    let attributes = span
+        .attributes
+        .iter()
+        .map(|kv| {
+            let value = match &kv.value {
+                Value::String(s) => AttributeValue::String(s.to_string()),
+                Value::I64(i) => AttributeValue::Int(*i),
+                Value::F64(f) => AttributeValue::Double(*f),
+                Value::Bool(b) => AttributeValue::Bool(*b),
+                _ => AttributeValue::Other,
+            };
+            (kv.key.to_string(), value)
+        })
+        .collect();
+    ReceivedSpan {
+        service_name: service_name.to_owned(),
+        trace_id: span.span_context.trace_id().to_string(),
+        span_id: span.span_context.span_id().to_string(),
+        parent_span_id: if span.parent_span_id == SpanId::INVALID {
+            String::new()
+        } else {
+            span.parent_span_id.to_string()
+        },
+        name: span.name.to_string(),
+        kind: match span.span_kind {
+            SpanKind::Server => Kind::Server,
+            SpanKind::Client => Kind::Client,
+            SpanKind::Producer => Kind::Producer,
+            SpanKind::Consumer => Kind::Consumer,
+            SpanKind::Internal => Kind::Internal,
+        },
+        attributes,
+        status: match span.status {
+            opentelemetry::trace::Status::Unset => Status::Unset,
+            opentelemetry::trace::Status::Ok => Status::Ok,
+            opentelemetry::trace::Status::Error { .. } => Status::Error,
+        },
+        trace_state: span.span_context.trace_state().header(),
+    }
+}
+
+#[derive(Default, Debug)]
+struct Received {
+    spans: Vec<ReceivedSpan>,
+    span_count: usize,
+    metric_names: BTreeSet<String>,
+    log_records: usize,
+}
+
+/// What the receiver keeps; shared by its gRPC and HTTP servers.
+#[derive(Clone, Default, Debug)]
+struct Sink(Arc<Mutex<Received>>);
+
+impl Sink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn traces(&self, request: ExportTraceServiceRequest) {
+        let mut spans = Vec::new();
+        for resource_spans in request.resource_spans {
+            let service_name = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|resource| {
+                    resource
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
+                })
+                .and_then(|kv| match convert(kv.value.as_ref()) {
+                    AttributeValue::String(name) => Some(name),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for span in resource_spans
+                .scope_spans
+                .into_iter()
+                .flat_map(|scope| scope.spans)
+            {
+                spans.push(from_proto(&service_name, span));
+            }
+        }
+        let mut received = self.lock();
+        received.span_count += spans.len();
+        received.spans.extend(spans);
+    }
+
+    fn metrics(&self, request: ExportMetricsServiceRequest) {
+        let names: Vec<String> = request
+            .resource_metrics
+            .into_iter()
+            .flat_map(|resource| resource.scope_metrics)
+            .flat_map(|scope| scope.metrics)
+            .map(|metric| metric.name)
+            .collect();
+        self.lock().metric_names.extend(names);
+    }
+
+    fn logs(&self, request: ExportLogsServiceRequest) {
+        let count = request
+            .resource_logs
+            .iter()
+            .flat_map(|resource| &resource.scope_logs)
+            .map(|scope| scope.log_records.len())
+            .sum::<usize>();
+        self.lock().log_records += count;
+    }
+}
+
+fn convert(value: Option<&AnyValue>) -> AttributeValue {
+    match value.and_then(|value| value.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => AttributeValue::String(s.clone()),
+        Some(any_value::Value::IntValue(i)) => AttributeValue::Int(*i),
+        Some(any_value::Value::DoubleValue(d)) => AttributeValue::Double(*d),
+        Some(any_value::Value::BoolValue(b)) => AttributeValue::Bool(*b),
+        _ => AttributeValue::Other,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_proto(service_name: &str, span: opentelemetry_proto::tonic::trace::v1::Span) -> ReceivedSpan {
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+    let kind = match span.kind() {
+        SpanKind::Server => Kind::Server,
+        SpanKind::Client => Kind::Client,
+        SpanKind::Producer => Kind::Producer,
+        SpanKind::Consumer => Kind::Consumer,
+        SpanKind::Internal | SpanKind::Unspecified => Kind::Internal,
+    };
+    let status = match span.status.as_ref().map(|status| status.code()) {
+        Some(StatusCode::Error) => Status::Error,
+        Some(StatusCode::Ok) => Status::Ok,
+        _ => Status::Unset,
+    };
+    ReceivedSpan {
+        service_name: service_name.to_owned(),
+        trace_id: hex(&span.trace_id),
+        span_id: hex(&span.span_id),
+        parent_span_id: hex(&span.parent_span_id),
+        name: span.name,
+        kind,
+        attributes: span
+            .attributes
+            .iter()
+            .map(|KeyValue { key, value, .. }| (key.clone(), convert(value.as_ref())))
+            .collect(),
+        status,
+        trace_state: span.trace_state,
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// A real OTLP receiver on loopback: gRPC on one port, HTTP/protobuf on another. It runs on
+/// the runtime it was started in and stops when dropped.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    sink: Sink,
+    grpc_address: SocketAddr,
+    http_address: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl OtlpReceiver {
+    /// Starts both servers on free ports.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_at("127.0.0.1:0".parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+    }
+
+    /// Starts the gRPC server on `grpc_address` (a test may reserve a port first and start the
+    /// receiver there later) and the HTTP server on a free port.
+    pub async fn start_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
+        let sink = Sink::default();
+        let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
+        let grpc_address = grpc_listener.local_addr()?;
+        let http_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let http_address = http_listener.local_addr()?;
+
+        let grpc = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink.clone()))
+            .add_service(MetricsServiceServer::new(sink.clone()))
+            .add_service(LogsServiceServer::new(sink.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener));
+        let http = axum::serve(
+            http_listener,
+            Router::new()
+                .route("/v1/traces", post(http_traces))
+                .route("/v1/metrics", post(http_metrics))
+                .route("/v1/logs", post(http_logs))
+                .with_state(sink.clone()),
+        );
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = grpc.await;
+            }),
+            tokio::spawn(async move {
+                let _ = http.await;
+            }),
+        ];
+        Ok(Self {
+            sink,
+            grpc_address,
+            http_address,
+            tasks,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` for `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc_address)
+    }
+
+    /// `http://127.0.0.1:PORT` for `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`.
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}", self.http_address)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.sink.lock().spans.clone()
+    }
+
+    /// How many spans were received so far.
+    pub fn span_count(&self) -> usize {
+        self.sink.lock().span_count
+    }
+
+    /// Forgets the spans received so far (the count stays).
+    pub fn clear_spans(&self) {
+        self.sink.lock().spans.clear();
+    }
+
+    /// The names of every metric received so far.
+    pub fn metric_names(&self) -> BTreeSet<String> {
+        self.sink.lock().metric_names.clone()
+    }
+
+    /// How many log records were received so far.
+    pub fn log_record_count(&self) -> usize {
+        self.sink.lock().log_records
+    }
+
+    /// The spans of `trace_id`, once `done` says they are complete or `timeout` passed
+    /// (then whatever arrived, for the test's assertions to judge).
+    pub async fn wait_for_trace(
+        &self,
+        trace_id: &str,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans: Vec<ReceivedSpan> = self
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace_id)
+                .collect();
+            if done(&spans) || Instant::now() >= deadline {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `done` holds for everything received, or `timeout` passes; returns whether
+    /// it held.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&OtlpReceiver) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn http_traces(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
+    match ExportTraceServiceRequest::decode(body) {
+        Ok(request) => {
+            sink.traces(request);
+            http::StatusCode::OK
+        }
+        Err(_) => http::StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn http_metrics(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
+    match ExportMetricsServiceRequest::decode(body) {
+        Ok(request) => {
+            sink.metrics(request);
+            http::StatusCode::OK
+        }
+        Err(_) => http::StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn http_logs(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
+    match ExportLogsServiceRequest::decode(body) {
+        Ok(request) => {
+            sink.logs(request);
+            http::StatusCode::OK
+        }
+        Err(_) => http::StatusCode::BAD_REQUEST,
+    }
+}

@@ -1,0 +1,688 @@
+//! The HCG (hybrid causal graph): the entities Sophia reasons about (goals, plans, steps, simulations)
+//! and the typed edges between them. Storage sits behind [`HcgStore`] so a persistent backend can
+//! replace the in-memory one; callers go through [`Hcg`], which validates input and opens the
+//! `sophia.hcg.read` / `sophia.hcg.write` spans, so every backend is traced the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::field::Empty;
+
+/// Entity type of a goal.
+pub const TYPE_GOAL: &str = "goal";
+/// Entity type of a plan.
+pub const TYPE_PLAN: &str = "plan";
+/// Entity type of a plan step.
+pub const TYPE_STEP: &str = "step";
+/// Entity type of a recorded world state.
+pub const TYPE_STATE: &str = "state";
+/// Entity type of a simulation run.
+pub const TYPE_SIMULATION: &str = "simulation";
+
+/// Edge relation goal -> plan.
+pub const REL_HAS_PLAN: &str = "has_plan";
+/// Edge relation plan -> step.
+pub const REL_HAS_STEP: &str = "has_step";
+/// Edge relation step -> next step.
+pub const REL_PRECEDES: &str = "precedes";
+/// Edge relation plan -> simulation.
+pub const REL_SIMULATED_BY: &str = "simulated_by";
+
+/// Number of entities a list or snapshot returns when no limit is given.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest limit a list or snapshot accepts.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Errors of the graph. The intended HTTP status is given on each variant.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HcgError {
+    /// No entity has this id (404).
+    #[error("entity '{id}' not found")]
+    NotFound {
+        /// The id that was asked for.
+        id: String,
+    },
+    /// A limit outside `1..=1000` (400/422: bad input).
+    #[error("limit must be between 1 and {MAX_LIMIT}, got {0}")]
+    InvalidLimit(i64),
+    /// A batch entity is malformed: empty id or type, or properties that are not an object
+    /// (400/422: bad input).
+    #[error("invalid entity '{id}': {reason}")]
+    InvalidEntity {
+        /// The offending entity's id (may be empty).
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A batch edge is malformed or points at an entity that is neither stored nor in the batch
+    /// (400/422: bad input).
+    #[error("invalid edge '{from}' -[{relation}]-> '{to}': {reason}")]
+    InvalidEdge {
+        /// Source entity id.
+        from: String,
+        /// Target entity id.
+        to: String,
+        /// Edge relation.
+        relation: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A batch entity reuses an id already stored or already in the batch (409).
+    #[error("entity '{id}' already exists")]
+    DuplicateEntity {
+        /// The id used twice.
+        id: String,
+    },
+    /// The storage backend failed; never produced by the in-memory store (500).
+    #[error("graph storage failed: {0}")]
+    Backend(String),
+}
+
+/// A node of the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Unique id, a UUID string for entities Sophia creates.
+    pub id: String,
+    /// Kind of entity: `goal`, `plan`, `step`, `state`, `simulation`, ...
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Free-form attributes; always a JSON object.
+    pub properties: Value,
+    /// Creation time, RFC 3339 in UTC.
+    pub created_at: String,
+}
+
+impl Entity {
+    /// A new entity with a fresh UUID and the current time.
+    pub fn new(
+        entity_type: impl Into<String>,
+        name: impl Into<String>,
+        properties: Map<String, Value>,
+    ) -> Self {
+        Self::with_id(new_id(), entity_type, name, properties)
+    }
+
+    /// A new entity with a caller-chosen id (e.g. a plan id handed out before the plan exists)
+    /// and the current time.
+    pub fn with_id(
+        id: impl Into<String>,
+        entity_type: impl Into<String>,
+        name: impl Into<String>,
+        properties: Map<String, Value>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            entity_type: entity_type.into(),
+            name: name.into(),
+            properties: Value::Object(properties),
+            created_at: now_rfc3339(),
+        }
+    }
+}
+
+/// A directed, typed edge between two entities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// Source entity id.
+    pub from: String,
+    /// Target entity id.
+    pub to: String,
+    /// Relation name: `has_plan`, `has_step`, `precedes`, `simulated_by`, ...
+    pub relation: String,
+}
+
+impl Edge {
+    /// An edge `from -[relation]-> to`.
+    pub fn new(
+        from: impl Into<String>,
+        to: impl Into<String>,
+        relation: impl Into<String>,
+    ) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+            relation: relation.into(),
+        }
+    }
+}
+
+/// Entities and edges written together: either all are stored or none is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HcgBatch {
+    /// Entities to add; ids must be new.
+    pub entities: Vec<Entity>,
+    /// Edges to add; each end must be in this batch or already stored.
+    pub edges: Vec<Edge>,
+}
+
+impl HcgBatch {
+    /// Checks what can be checked without the store: non-empty ids, types and relations, object
+    /// properties, no id twice in the batch. Backends check the rest against what they hold.
+    pub fn validate(&self) -> Result<(), HcgError> {
+        let mut seen = HashSet::with_capacity(self.entities.len());
+        for entity in &self.entities {
+            let invalid = |reason| HcgError::InvalidEntity {
+                id: entity.id.clone(),
+                reason,
+            };
+            if entity.id.trim().is_empty() {
+                return Err(invalid("id is empty"));
+            }
+            if entity.entity_type.trim().is_empty() {
+                return Err(invalid("type is empty"));
+            }
+            if !entity.properties.is_object() {
+                return Err(invalid("properties must be a JSON object"));
+            }
+            if !seen.insert(entity.id.as_str()) {
+                return Err(HcgError::DuplicateEntity {
+                    id: entity.id.clone(),
+                });
+            }
+        }
+        for edge in &self.edges {
+            if edge.relation.trim().is_empty() {
+                return Err(invalid_edge(edge, "relation is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid_edge(edge: &Edge, reason: &'static str) -> HcgError {
+    HcgError::InvalidEdge {
+        from: edge.from.clone(),
+        to: edge.to.clone(),
+        relation: edge.relation.clone(),
+        reason,
+    }
+}
+
+/// A bounded view of the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Up to `limit` entities, newest first.
+    pub entities: Vec<Entity>,
+    /// The edges whose two ends are both among `entities`, in insertion order, so the snapshot is
+    /// a self-contained subgraph.
+    pub edges: Vec<Edge>,
+    /// Number of entities in the whole graph (more than `entities.len()` when truncated).
+    pub entity_count: usize,
+    /// Number of edges in the whole graph.
+    pub edge_count: usize,
+}
+
+/// A validated number of entities to return: `1..=1000`, default 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(usize);
+
+impl Limit {
+    /// Validates a limit. Takes `i64` so a negative query value gets this error, not a parse error.
+    pub fn new(limit: i64) -> Result<Self, HcgError> {
+        match usize::try_from(limit) {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Self(n)),
+            _ => Err(HcgError::InvalidLimit(limit)),
+        }
+    }
+
+    /// The limit from an optional query parameter: the default when absent.
+    pub fn from_query(limit: Option<i64>) -> Result<Self, HcgError> {
+        limit.map_or(Ok(Self::default()), Self::new)
+    }
+
+    /// The number of entities.
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Self(DEFAULT_LIMIT)
+    }
+}
+
+/// Storage of the graph. Implementations must make [`HcgStore::insert_batch`] atomic and list
+/// entities newest first (reverse insertion order). Call them through [`Hcg`], which validates
+/// batches and limits and opens the spans.
+pub trait HcgStore: Send + Sync {
+    /// Stores an already [validated](HcgBatch::validate) batch, all or nothing: fails with
+    /// `DuplicateEntity` when an id is already stored and `InvalidEdge` when an edge end is
+    /// neither stored nor in the batch.
+    fn insert_batch(&self, batch: HcgBatch) -> Result<(), HcgError>;
+
+    /// The entity with this id, or `NotFound`.
+    fn entity(&self, id: &str) -> Result<Entity, HcgError>;
+
+    /// Up to `limit` entities, newest first, only of `entity_type` when given.
+    fn entities(&self, entity_type: Option<&str>, limit: usize) -> Result<Vec<Entity>, HcgError>;
+
+    /// Up to `limit` newest entities, the edges among them, and the graph's totals.
+    fn snapshot(&self, limit: usize) -> Result<Snapshot, HcgError>;
+}
+
+/// The graph as the service uses it: a cheap-to-clone handle over any [`HcgStore`] that
+/// validates input and traces every operation.
+#[derive(Clone)]
+pub struct Hcg {
+    store: Arc<dyn HcgStore>,
+}
+
+impl fmt::Debug for Hcg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hcg").finish_non_exhaustive()
+    }
+}
+
+impl Default for Hcg {
+    fn default() -> Self {
+        Self::in_memory()
+    }
+}
+
+impl Hcg {
+    /// A graph over the given store.
+    pub fn new(store: impl HcgStore + 'static) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+
+    /// An empty graph held in memory.
+    pub fn in_memory() -> Self {
+        Self::new(InMemoryHcg::default())
+    }
+
+    /// Writes a batch atomically, in span `sophia.hcg.write`.
+    pub fn write(&self, batch: HcgBatch) -> Result<(), HcgError> {
+        let span = tracing::info_span!(
+            "sophia.hcg.write",
+            hcg.entity_count = to_i64(batch.entities.len()),
+            hcg.edge_count = to_i64(batch.edges.len()),
+        );
+        let _entered = span.enter();
+        batch.validate()?;
+        self.store.insert_batch(batch)
+    }
+
+    /// The entity with this id, or `NotFound`, in span `sophia.hcg.read`.
+    pub fn get(&self, id: &str) -> Result<Entity, HcgError> {
+        let span = read_span(None);
+        let _entered = span.enter();
+        let entity = self.store.entity(id)?;
+        span.record("hcg.count", 1_i64);
+        Ok(entity)
+    }
+
+    /// Up to `limit` entities, newest first, only of `entity_type` when given (an empty type means
+    /// no filter, as `?type=` does), in span `sophia.hcg.read`.
+    pub fn list(&self, entity_type: Option<&str>, limit: Limit) -> Result<Vec<Entity>, HcgError> {
+        let entity_type = entity_type.filter(|t| !t.is_empty());
+        let span = read_span(entity_type);
+        let _entered = span.enter();
+        let entities = self.store.entities(entity_type, limit.get())?;
+        span.record("hcg.count", to_i64(entities.len()));
+        Ok(entities)
+    }
+
+    /// Up to `limit` newest entities with the edges among them, in span `sophia.hcg.read`
+    /// (`hcg.count` is the number of entities returned).
+    pub fn snapshot(&self, limit: Limit) -> Result<Snapshot, HcgError> {
+        let span = read_span(None);
+        let _entered = span.enter();
+        let snapshot = self.store.snapshot(limit.get())?;
+        span.record("hcg.count", to_i64(snapshot.entities.len()));
+        Ok(snapshot)
+    }
+}
+
+fn read_span(entity_type: Option<&str>) -> tracing::Span {
+    // Fields left Empty are not exported, so `hcg.entity_type` only appears when filtering.
+    let span = tracing::info_span!(
+        "sophia.hcg.read",
+        hcg.entity_type = Empty,
+        hcg.count = Empty
+    );
+    if let Some(entity_type) = entity_type {
+        span.record("hcg.entity_type", entity_type);
+    }
+    span
+}
+
+/// Converts a count to `i64` for span attributes: tracing-opentelemetry exports unsigned values as
+/// strings.
+pub(crate) fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A fresh UUID v4 string.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The current time as RFC 3339 in UTC, with milliseconds.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The graph in memory, lost at exit. Entities keep insertion order so "newest first" does not
+/// depend on timestamps, which tie within a millisecond.
+#[derive(Debug, Default)]
+pub struct InMemoryHcg {
+    graph: RwLock<Graph>,
+}
+
+#[derive(Debug, Default)]
+struct Graph {
+    entities: Vec<Entity>,
+    index: HashMap<String, usize>,
+    edges: Vec<Edge>,
+}
+
+impl HcgStore for InMemoryHcg {
+    fn insert_batch(&self, batch: HcgBatch) -> Result<(), HcgError> {
+        let mut graph = self.graph.write();
+        // Check everything before touching the graph so a failed batch leaves no trace.
+        for entity in &batch.entities {
+            if graph.index.contains_key(&entity.id) {
+                return Err(HcgError::DuplicateEntity {
+                    id: entity.id.clone(),
+                });
+            }
+        }
+        let batch_ids: HashSet<&str> = batch.entities.iter().map(|e| e.id.as_str()).collect();
+        let known = |id: &str| batch_ids.contains(id) || graph.index.contains_key(id);
+        for edge in &batch.edges {
+            if !known(&edge.from) {
+                return Err(invalid_edge(edge, "source entity does not exist"));
+            }
+            if !known(&edge.to) {
+                return Err(invalid_edge(edge, "target entity does not exist"));
+            }
+        }
+        for entity in batch.entities {
+            let position = graph.entities.len();
+            graph.index.insert(entity.id.clone(), position);
+            graph.entities.push(entity);
+        }
+        graph.edges.extend(batch.edges);
+        Ok(())
+    }
+
+    fn entity(&self, id: &str) -> Result<Entity, HcgError> {
+        let graph = self.graph.read();
+        graph
+            .index
+            .get(id)
+            .and_then(|&i| graph.entities.get(i))
+            .cloned()
+            .ok_or_else(|| HcgError::NotFound { id: id.to_owned() })
+    }
+
+    fn entities(&self, entity_type: Option<&str>, limit: usize) -> Result<Vec<Entity>, HcgError> {
+        let graph = self.graph.read();
+        Ok(graph
+            .entities
+            .iter()
+            .rev()
+            .filter(|e| entity_type.is_none_or(|t| e.entity_type == t))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn snapshot(&self, limit: usize) -> Result<Snapshot, HcgError> {
+        let graph = self.graph.read();
+        let entities: Vec<Entity> = graph.entities.iter().rev().take(limit).cloned().collect();
+        let ids: HashSet<&str> = entities.iter().map(|e| e.id.as_str()).collect();
+        let edges = graph
+            .edges
+            .iter()
+            .filter(|e| ids.contains(e.from.as_str()) && ids.contains(e.to.as_str()))
+            .cloned()
+            .collect();
+        Ok(Snapshot {
+            entities,
+            edges,
+            entity_count: graph.entities.len(),
+            edge_count: graph.edges.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entity(entity_type: &str, name: &str) -> Entity {
+        Entity::new(entity_type, name, Map::new())
+    }
+
+    fn ids(entities: &[Entity]) -> Vec<&str> {
+        entities.iter().map(|e| e.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_written_batch_can_be_read_back() {
+        let hcg = Hcg::in_memory();
+        let goal = entity(TYPE_GOAL, "stack blocks");
+        let plan = entity(TYPE_PLAN, "plan");
+        let edge = Edge::new(&goal.id, &plan.id, REL_HAS_PLAN);
+
+        hcg.write(HcgBatch {
+            entities: vec![goal.clone(), plan.clone()],
+            edges: vec![edge.clone()],
+        })
+        .expect("write");
+
+        assert_eq!(hcg.get(&goal.id).expect("goal"), goal);
+        assert_eq!(hcg.get(&plan.id).expect("plan"), plan);
+        let snapshot = hcg.snapshot(Limit::default()).expect("snapshot");
+        assert_eq!(snapshot.edges, vec![edge]);
+        assert_eq!((snapshot.entity_count, snapshot.edge_count), (2, 1));
+    }
+
+    #[test]
+    fn entities_serialize_with_a_type_key_and_an_rfc3339_time() {
+        let e = Entity::new(TYPE_STEP, "pick", Map::new());
+        let value = serde_json::to_value(&e).expect("serialize");
+        assert_eq!(value["type"], "step");
+        assert!(uuid::Uuid::parse_str(&e.id).is_ok());
+        assert!(
+            humantime::parse_rfc3339(&e.created_at).is_ok(),
+            "{}",
+            e.created_at
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let hcg = Hcg::in_memory();
+        assert_eq!(
+            hcg.get("nope"),
+            Err(HcgError::NotFound { id: "nope".into() })
+        );
+    }
+
+    #[test]
+    fn a_batch_with_a_dangling_edge_stores_nothing() {
+        let hcg = Hcg::in_memory();
+        let goal = entity(TYPE_GOAL, "g");
+
+        let result = hcg.write(HcgBatch {
+            entities: vec![goal.clone()],
+            edges: vec![Edge::new(&goal.id, "missing", REL_HAS_PLAN)],
+        });
+
+        assert!(
+            matches!(result, Err(HcgError::InvalidEdge { .. })),
+            "{result:?}"
+        );
+        assert!(matches!(hcg.get(&goal.id), Err(HcgError::NotFound { .. })));
+        let snapshot = hcg.snapshot(Limit::default()).expect("snapshot");
+        assert_eq!((snapshot.entity_count, snapshot.edge_count), (0, 0));
+    }
+
+    #[test]
+    fn a_batch_reusing_a_stored_id_stores_nothing() {
+        let hcg = Hcg::in_memory();
+        let first = entity(TYPE_GOAL, "first");
+        hcg.write(HcgBatch {
+            entities: vec![first.clone()],
+            edges: vec![],
+        })
+        .expect("first write");
+        let fresh = entity(TYPE_PLAN, "fresh");
+
+        let result = hcg.write(HcgBatch {
+            entities: vec![fresh.clone(), first.clone()],
+            edges: vec![Edge::new(&first.id, &fresh.id, REL_HAS_PLAN)],
+        });
+
+        assert_eq!(result, Err(HcgError::DuplicateEntity { id: first.id }));
+        assert!(hcg.get(&fresh.id).is_err());
+        assert_eq!(
+            hcg.snapshot(Limit::default()).expect("snapshot").edge_count,
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_batches_are_rejected() {
+        let hcg = Hcg::in_memory();
+        let mut no_id = entity(TYPE_GOAL, "g");
+        no_id.id = " ".into();
+        let mut bad_props = entity(TYPE_GOAL, "g");
+        bad_props.properties = json!([1, 2]);
+        let twice = entity(TYPE_GOAL, "g");
+        let a = entity(TYPE_GOAL, "a");
+
+        let cases = [vec![no_id], vec![bad_props], vec![twice.clone(), twice]];
+        for entities in cases {
+            assert!(
+                hcg.write(HcgBatch {
+                    entities,
+                    edges: vec![]
+                })
+                .is_err()
+            );
+        }
+        let no_relation = HcgBatch {
+            entities: vec![a.clone()],
+            edges: vec![Edge::new(&a.id, &a.id, "")],
+        };
+        assert!(matches!(
+            hcg.write(no_relation),
+            Err(HcgError::InvalidEdge { .. })
+        ));
+        assert_eq!(
+            hcg.snapshot(Limit::default())
+                .expect("snapshot")
+                .entity_count,
+            0
+        );
+    }
+
+    #[test]
+    fn lists_filter_by_type_newest_first() {
+        let hcg = Hcg::in_memory();
+        let entities: Vec<Entity> = ["goal", "step", "step", "plan", "step"]
+            .iter()
+            .map(|t| entity(t, t))
+            .collect();
+        for e in &entities {
+            hcg.write(HcgBatch {
+                entities: vec![e.clone()],
+                edges: vec![],
+            })
+            .expect("write");
+        }
+
+        let steps = hcg.list(Some("step"), Limit::default()).expect("list");
+        assert_eq!(
+            ids(&steps),
+            vec![&*entities[4].id, &*entities[2].id, &*entities[1].id]
+        );
+        let all = hcg.list(None, Limit::default()).expect("list");
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0].id, entities[4].id);
+        assert_eq!(hcg.list(Some(""), Limit::default()).expect("list").len(), 5);
+        assert!(
+            hcg.list(Some("nothing"), Limit::default())
+                .expect("list")
+                .is_empty()
+        );
+        let two = hcg
+            .list(Some("step"), Limit::new(2).expect("limit"))
+            .expect("list");
+        assert_eq!(ids(&two), vec![&*entities[4].id, &*entities[2].id]);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert_eq!(Limit::from_query(None), Ok(Limit(DEFAULT_LIMIT)));
+        assert_eq!(Limit::new(1).map(Limit::get), Ok(1));
+        assert_eq!(Limit::new(1000).map(Limit::get), Ok(1000));
+        for bad in [0, -1, 1001, i64::MIN, i64::MAX] {
+            assert_eq!(Limit::new(bad), Err(HcgError::InvalidLimit(bad)));
+        }
+    }
+
+    #[test]
+    fn a_truncated_snapshot_keeps_totals_and_only_internal_edges() {
+        let hcg = Hcg::in_memory();
+        let goal = entity(TYPE_GOAL, "g");
+        let plan = entity(TYPE_PLAN, "p");
+        let step = entity(TYPE_STEP, "s");
+        hcg.write(HcgBatch {
+            entities: vec![goal.clone(), plan.clone(), step.clone()],
+            edges: vec![
+                Edge::new(&goal.id, &plan.id, REL_HAS_PLAN),
+                Edge::new(&plan.id, &step.id, REL_HAS_STEP),
+            ],
+        })
+        .expect("write");
+
+        let snapshot = hcg
+            .snapshot(Limit::new(2).expect("limit"))
+            .expect("snapshot");
+
+        assert_eq!(ids(&snapshot.entities), vec![&*step.id, &*plan.id]);
+        assert_eq!(
+            snapshot.edges,
+            vec![Edge::new(&plan.id, &step.id, REL_HAS_STEP)]
+        );
+        assert_eq!((snapshot.entity_count, snapshot.edge_count), (3, 2));
+    }
+
+    #[test]
+    fn edges_may_point_at_entities_stored_earlier() {
+        let hcg = Hcg::in_memory();
+        let plan = entity(TYPE_PLAN, "p");
+        hcg.write(HcgBatch {
+            entities: vec![plan.clone()],
+            edges: vec![],
+        })
+        .expect("write plan");
+        let sim = entity(TYPE_SIMULATION, "s");
+
+        hcg.write(HcgBatch {
+            entities: vec![sim.clone()],
+            edges: vec![Edge::new(&plan.id, &sim.id, REL_SIMULATED_BY)],
+        })
+        .expect("write simulation");
+
+        assert_eq!(
+            hcg.snapshot(Limit::default()).expect("snapshot").edge_count,
+            1
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Sophia is the planner of LOGOS: it turns a goal into a plan of action steps, rolls plans
+//! forward to imagine the states they lead to, and keeps both the world state (CWM state) and the
+//! graph of goals, plans, steps and simulations (HCG). These modules are the domain logic, free of
+//! HTTP; the routes call them.
+
+pub mod hcg;
+pub mod planner;
+pub mod simulate;
+pub mod state;
