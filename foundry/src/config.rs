@@ -406,7 +406,10 @@ mod tests {
         assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
         assert_eq!(otlp.headers["api-key"], "s=cret");
         assert_eq!(otlp.timeout, Duration::from_millis(2500));
-        assert!(!format!("{otlp:?}").contains("s=cret"), "header values never printed");
+        assert!(
+            !format!("{otlp:?}").contains("s=cret"),
+            "header values never printed"
+        );
         assert!(config.console);
         assert_eq!(config.service_name, "sophia-eu");
         assert_eq!(

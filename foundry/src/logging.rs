@@ -34,7 +34,9 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     let events_only = filter_fn(|metadata| metadata.is_event());
-    let filter = filter.and(events_only).and(filter_fn(rate_limit_telemetry_warnings));
+    let filter = filter
+        .and(events_only)
+        .and(filter_fn(rate_limit_telemetry_warnings));
     tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(Formatter { format })

@@ -59,9 +59,7 @@ pub fn render_prometheus() -> String {
         return String::new();
     };
     let mut text = String::new();
-    if let Err(error) =
-        prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut text)
-    {
+    if let Err(error) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut text) {
         tracing::warn!(%error, "cannot encode metrics");
     }
     text

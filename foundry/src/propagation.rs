@@ -164,7 +164,8 @@ fn valid_key(key: &str) -> bool {
     }
     match key.split_once('@') {
         None => {
-            key.len() <= 256 && key.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+            key.len() <= 256
+                && key.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
                 && key_chars(key)
         }
         Some((tenant, system)) => {
@@ -227,7 +228,10 @@ mod tests {
     #[test]
     fn extracts_a_valid_traceparent() {
         let cx = extract(vec![(TRACEPARENT, VALID)]).expect("valid");
-        assert_eq!(cx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            cx.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(cx.span_id().to_string(), "00f067aa0ba902b7");
         assert!(cx.is_sampled() && cx.is_remote());
     }

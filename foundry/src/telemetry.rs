@@ -10,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry::{KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _};
+use opentelemetry::{
+    KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
+};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
@@ -19,7 +21,9 @@ use opentelemetry_sdk::{
     propagation::BaggagePropagator,
     trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor},
 };
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+};
 
 use crate::{
     config::{Protocol, SamplerConfig, TelemetryConfig},
@@ -187,7 +191,8 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .map_err(|error| exporter_error("traces", error))?;
         // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): when the
         // collector is slow or gone, spans are dropped rather than memory growing.
-        tracer_builder = tracer_builder.with_span_processor(BatchSpanProcessor::builder(exporter).build());
+        tracer_builder =
+            tracer_builder.with_span_processor(BatchSpanProcessor::builder(exporter).build());
     }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
@@ -334,9 +339,18 @@ fn no_telemetry_about_telemetry() -> Targets {
         .with_target("tower", tracing::level_filters::LevelFilter::OFF)
         .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
         .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry_sdk", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry-otlp", tracing::level_filters::LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", tracing::level_filters::LevelFilter::OFF)
+        .with_target(
+            "opentelemetry_sdk",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+        .with_target(
+            "opentelemetry-otlp",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+        .with_target(
+            "opentelemetry_otlp",
+            tracing::level_filters::LevelFilter::OFF,
+        )
 }
 
 pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
@@ -368,7 +382,9 @@ fn sampler(config: SamplerConfig) -> Sampler {
     }
 }
 
-fn grpc_metadata(headers: &std::collections::HashMap<String, String>) -> tonic::metadata::MetadataMap {
+fn grpc_metadata(
+    headers: &std::collections::HashMap<String, String>,
+) -> tonic::metadata::MetadataMap {
     let mut metadata = tonic::metadata::MetadataMap::new();
     for (key, value) in headers {
         if let (Ok(key), Ok(value)) = (

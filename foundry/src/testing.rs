@@ -192,13 +192,21 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
             .with_resource(crate::telemetry::resource(&config))
             .with_simple_exporter(exporter.clone())
             .build();
-        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        let registry = prometheus::Registry::new();
+        let mut meter_builder = opentelemetry_sdk::metrics::SdkMeterProvider::builder();
+        if let Ok(reader) = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+        {
+            meter_builder = meter_builder.with_reader(reader);
+        }
+        let meter_provider = meter_builder.build();
         let subscriber =
             tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider, false));
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
-        crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
+        crate::telemetry::install_globals(&provider, &meter_provider, registry);
         SpanCapture {
             service_name: service_name.to_owned(),
             exporter,
@@ -333,7 +341,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_proto(service_name: &str, span: opentelemetry_proto::tonic::trace::v1::Span) -> ReceivedSpan {
+fn from_proto(
+    service_name: &str,
+    span: opentelemetry_proto::tonic::trace::v1::Span,
+) -> ReceivedSpan {
     use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
     let kind = match span.kind() {
         SpanKind::Server => Kind::Server,
@@ -410,8 +421,12 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts both servers on free ports.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_at("127.0.0.1:0".parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .await
+        Self::start_at(
+            "127.0.0.1:0"
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
+        .await
     }
 
     /// Starts the gRPC server on `grpc_address` (a test may reserve a port first and start the
@@ -427,7 +442,9 @@ impl OtlpReceiver {
             .add_service(TraceServiceServer::new(sink.clone()))
             .add_service(MetricsServiceServer::new(sink.clone()))
             .add_service(LogsServiceServer::new(sink.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener));
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                grpc_listener,
+            ));
         let http = axum::serve(
             http_listener,
             Router::new()
@@ -511,7 +528,11 @@ impl OtlpReceiver {
 
     /// Waits until `done` holds for everything received, or `timeout` passes; returns whether
     /// it held.
-    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&OtlpReceiver) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&OtlpReceiver) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if done(self) {

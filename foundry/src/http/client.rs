@@ -239,7 +239,10 @@ impl Downstream {
 
     /// `GET {base}{path}`, decoding a JSON answer. `path` is a route template (no ids): it
     /// names the client span.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &'static str) -> Result<T, DownstreamError> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+    ) -> Result<T, DownstreamError> {
         self.call(http::Method::GET, path, None::<&()>).await
     }
 
@@ -270,7 +273,10 @@ impl Downstream {
         if let Some(token) = &self.bearer_token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|error| self.transport(&error, &url))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| self.transport(&error, &url))?;
         let status = response.status();
         let bytes = response
             .bytes()

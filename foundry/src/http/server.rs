@@ -138,7 +138,10 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
         return span;
     }
     let headers = request.headers();
-    if let Some(host) = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
         let (address, port) = split_host_port(host);
         span.record("server.address", address);
         if let Some(port) = port {
@@ -152,9 +155,8 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
     {
         span.record("user_agent.original", agent);
     }
-    let parent = global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    });
+    let parent =
+        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let _ = span.set_parent(parent);
     span
@@ -216,7 +218,10 @@ mod tests {
 
     #[test]
     fn splits_hosts() {
-        assert_eq!(split_host_port("localhost:47000"), ("localhost", Some(47000)));
+        assert_eq!(
+            split_host_port("localhost:47000"),
+            ("localhost", Some(47000))
+        );
         assert_eq!(split_host_port("example.com"), ("example.com", None));
         assert_eq!(split_host_port("[::1]:80"), ("::1", Some(80)));
     }

@@ -1,0 +1,181 @@
+//! The traced client: context injection, its span, and downstream errors.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Json, Router, http::HeaderMap, routing::get};
+use foundry::{
+    http::{Downstream, DownstreamError},
+    testing::{Kind, Status, capture, new_traceparent},
+};
+use opentelemetry::{
+    Context, KeyValue, baggage::BaggageExt, propagation::TextMapPropagator, trace::TraceContextExt,
+};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// A server on loopback that remembers the headers of the last request.
+async fn echo_server() -> (String, Arc<Mutex<HeaderMap>>) {
+    let seen = Arc::new(Mutex::new(HeaderMap::new()));
+    let remember = seen.clone();
+    let app = Router::new()
+        .route(
+            "/echo",
+            get(move |headers: HeaderMap| async move {
+                *remember.lock().unwrap() = headers;
+                Json(serde_json::json!({"ok": true}))
+            }),
+        )
+        .route(
+            "/teapot",
+            get(|| async {
+                foundry::http::ErrorResponse::new(
+                    http::StatusCode::IM_A_TEAPOT,
+                    "teapot",
+                    "short and stout",
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), seen)
+}
+
+/// A parent context as a server would extract it: a remote span, a tracestate, and baggage.
+fn parent_context(traceparent: &str) -> Context {
+    let mut headers = std::collections::HashMap::new();
+    headers.insert("traceparent".to_owned(), traceparent.to_owned());
+    headers.insert(
+        "tracestate".to_owned(),
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned(),
+    );
+    let cx = foundry::propagation::W3cTraceContextPropagator::new().extract(&headers);
+    cx.with_baggage(vec![KeyValue::new("tenant", "acme")])
+}
+
+#[tokio::test]
+async fn client_injects_traceparent_tracestate_and_baggage_and_records_its_span() {
+    // Arrange
+    let capture = capture("foundry-test");
+    let (base, seen) = echo_server().await;
+    let (trace_id, traceparent) = new_traceparent(true);
+    let hermes = Downstream::new(
+        "hermes",
+        &base,
+        foundry::http::client(Duration::from_secs(2)).unwrap(),
+    );
+    let span = tracing::info_span!("caller");
+    let _ = span.set_parent(parent_context(&traceparent));
+    let caller_span_id = span.context().span().span_context().span_id().to_string();
+
+    // Act
+    let answer: serde_json::Value = hermes.get_json("/echo").instrument(span).await.unwrap();
+
+    // Assert
+    assert_eq!(answer["ok"], true);
+    let headers = seen.lock().unwrap().clone();
+    let sent = headers["traceparent"].to_str().unwrap();
+    assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
+    assert_eq!(
+        headers["tracestate"],
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    );
+    assert_eq!(headers["baggage"], "tenant=acme");
+
+    let spans = capture.spans(&trace_id);
+    let client = spans
+        .iter()
+        .find(|s| s.kind == Kind::Client)
+        .expect("a client span");
+    assert_eq!(client.name, "GET /echo");
+    assert_eq!(client.parent_span_id, caller_span_id);
+    assert_eq!(
+        &sent[36..52],
+        client.span_id,
+        "the server's parent is the client span"
+    );
+    assert_eq!(client.int("http.response.status_code"), Some(200));
+    assert!(
+        client.int("server.port").is_some(),
+        "server.port is an integer: {client:?}"
+    );
+    assert_eq!(client.str("http.request.method"), Some("GET"));
+}
+
+#[tokio::test]
+async fn downstream_errors_name_the_service_and_mark_the_span() {
+    let capture = capture("foundry-test");
+    let (base, _) = echo_server().await;
+    let (trace_id, traceparent) = new_traceparent(true);
+    let client = foundry::http::client(Duration::from_millis(300)).unwrap();
+    let hermes = Downstream::new("hermes", &base, client.clone());
+    let span = tracing::info_span!("caller");
+    let _ = span.set_parent(parent_context(&traceparent));
+
+    let (teapot, slow, down) = async {
+        let teapot = hermes
+            .get_json::<serde_json::Value>("/teapot")
+            .await
+            .unwrap_err();
+        let slow = hermes
+            .get_json::<serde_json::Value>("/slow")
+            .await
+            .unwrap_err();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let down = Downstream::new("hermes", &format!("http://{closed}"), client)
+            .get_json::<serde_json::Value>("/echo")
+            .await
+            .unwrap_err();
+        (teapot, slow, down)
+    }
+    .instrument(span)
+    .await;
+
+    assert!(
+        matches!(&teapot, DownstreamError::Status { code, .. } if code == "teapot"),
+        "{teapot:?}"
+    );
+    assert!(
+        matches!(slow, DownstreamError::Timeout { service: "hermes" }),
+        "{slow:?}"
+    );
+    assert!(
+        matches!(
+            down,
+            DownstreamError::Unreachable {
+                service: "hermes",
+                ..
+            }
+        ),
+        "{down:?}"
+    );
+    let mapped = foundry::http::ErrorResponse::from(slow);
+    assert_eq!(mapped.status, http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(mapped.code, "hermes_timeout");
+    let mapped = foundry::http::ErrorResponse::from(down);
+    assert_eq!(mapped.status, http::StatusCode::BAD_GATEWAY);
+    assert_eq!(mapped.code, "hermes_unavailable");
+
+    let spans = capture.spans(&trace_id);
+    let clients: Vec<_> = spans.iter().filter(|s| s.kind == Kind::Client).collect();
+    assert_eq!(clients.len(), 3, "{spans:#?}");
+    assert!(clients.iter().all(|s| s.status == Status::Error));
+    let error_types: Vec<_> = clients.iter().filter_map(|s| s.str("error.type")).collect();
+    assert!(
+        error_types.contains(&"418") && error_types.contains(&"timeout"),
+        "{error_types:?}"
+    );
+}

@@ -1,0 +1,307 @@
+//! Export end to end: each test runs a small instrumented service in a child process (this test
+//! binary, re-run with `FOUNDRY_TEST_CHILD=1`), configured only through the environment, and
+//! asserts what reaches a real OTLP receiver over gRPC or HTTP.
+
+use std::{
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use tokio::process::Command;
+
+use axum::{Router, extract::Path, routing::get};
+use foundry::testing::{Kind, OtlpReceiver, new_traceparent};
+
+const CHILD: &str = "FOUNDRY_TEST_CHILD";
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Runs test `name` of this binary again as a child service with `env`, and returns its output.
+/// The receiver runs on the test's runtime, so the wait is asynchronous.
+async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([name, "--exact", "--nocapture", "--test-threads=1"]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") || key == "RUST_LOG" || key == "LOG_FORMAT" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env(CHILD, "1")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    command.envs(env.iter().copied());
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "child {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A `key=value` the child printed on a `CHILD` line.
+fn child_value(output: &Output, key: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once("CHILD ").map(|(_, rest)| rest))
+        .flat_map(str::split_whitespace)
+        .find_map(|pair| pair.strip_prefix(&format!("{key}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("child printed no {key}:\n{stdout}"))
+}
+
+/// The child: a service wired exactly as the LOGOS services are, one request, then shutdown.
+async fn child_service() {
+    let config =
+        foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid env");
+    let telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+    let routes = Router::new().route(
+        "/items/{id}",
+        get(|Path(id): Path<String>| async move {
+            tracing::info!(item = %id, "serving an item");
+            format!("item {id}")
+        }),
+    );
+    let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let traceparent = std::env::var("CHILD_TRACEPARENT").unwrap();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}/items/42"))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    println!(
+        "CHILD status={} request_ms={}",
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+
+    let started = Instant::now();
+    let finished = telemetry.shutdown();
+    println!(
+        "CHILD shutdown_ms={} finished={finished}",
+        started.elapsed().as_millis()
+    );
+}
+
+async fn assert_export_arrives(name: &str, protocol: &str) {
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    // Act
+    let output = run_child(
+        name,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ],
+    )
+    .await;
+
+    // Assert: the child flushed on shutdown, so everything is there when it exits.
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(child_value(&output, "finished"), "true");
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0];
+    assert_eq!(span.service_name, "foundry-child");
+    assert_eq!(span.name, "GET /items/{id}");
+    assert_eq!(span.kind, Kind::Server);
+    assert_eq!(span.parent_span_id, &traceparent[36..52]);
+    assert_eq!(span.int("http.response.status_code"), Some(200));
+    assert_eq!(span.str("http.route"), Some("/items/{id}"));
+    let metrics = receiver.metric_names();
+    assert!(
+        metrics.contains("http.server.request.duration"),
+        "{metrics:?}"
+    );
+    assert!(
+        receiver.log_record_count() >= 1,
+        "the handler's log line is exported"
+    );
+}
+
+#[tokio::test]
+async fn spans_metrics_and_logs_arrive_over_grpc() {
+    if is_child() {
+        return child_service().await;
+    }
+    assert_export_arrives("export::spans_metrics_and_logs_arrive_over_grpc", "grpc").await;
+}
+
+#[tokio::test]
+async fn spans_metrics_and_logs_arrive_over_http_protobuf() {
+    if is_child() {
+        return child_service().await;
+    }
+    assert_export_arrives(
+        "export::spans_metrics_and_logs_arrive_over_http_protobuf",
+        "http/protobuf",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn console_exporter_prints_spans() {
+    if is_child() {
+        return child_service().await;
+    }
+    let (_, traceparent) = new_traceparent(true);
+
+    let output = run_child(
+        "export::console_exporter_prints_spans",
+        &[
+            ("OTEL_EXPORT_CONSOLE", "true"),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ],
+    )
+    .await;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("GET /items/{id}"), "{stdout}");
+    assert!(
+        stdout.contains(&traceparent[3..35]),
+        "the trace id is printed: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn without_an_endpoint_nothing_is_exported_and_requests_work() {
+    if is_child() {
+        return child_service().await;
+    }
+    let (_, traceparent) = new_traceparent(true);
+
+    let output = run_child(
+        "export::without_an_endpoint_nothing_is_exported_and_requests_work",
+        &[("CHILD_TRACEPARENT", &traceparent)],
+    )
+    .await;
+
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(child_value(&output, "finished"), "true");
+    let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+    assert!(shutdown_ms < 1000, "nothing to flush: {shutdown_ms} ms");
+}
+
+#[tokio::test]
+async fn unreachable_collector_never_blocks_a_request_and_shutdown_is_bounded() {
+    if is_child() {
+        return child_service().await;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_, traceparent) = new_traceparent(true);
+
+    let output = run_child(
+        "export::unreachable_collector_never_blocks_a_request_and_shutdown_is_bounded",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ],
+    )
+    .await;
+
+    assert_eq!(child_value(&output, "status"), "200");
+    let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+    assert!(shutdown_ms <= 5_500, "shutdown took {shutdown_ms} ms");
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_holds_shutdown_only_for_the_bound() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Accepts connections and never says a word: the worst case for an exporter.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let (_, traceparent) = new_traceparent(true);
+
+    // The child runs on a current-thread runtime (tokio::test's default), where an exporter
+    // that shares the service's runtime would deadlock its own shutdown.
+    let output = run_child(
+        "export::a_collector_that_never_answers_holds_shutdown_only_for_the_bound",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{address}")),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ],
+    )
+    .await;
+
+    assert_eq!(child_value(&output, "status"), "200");
+    let request_ms: u64 = child_value(&output, "request_ms").parse().unwrap();
+    assert!(
+        request_ms < 2_000,
+        "the request did not wait on export: {request_ms} ms"
+    );
+    let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+    assert!(shutdown_ms <= 5_500, "shutdown took {shutdown_ms} ms");
+}
+
+#[tokio::test]
+async fn always_off_sampler_exports_no_spans() {
+    if is_child() {
+        return child_service().await;
+    }
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    run_child(
+        "export::always_off_sampler_exports_no_spans",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ],
+    )
+    .await;
+
+    // Metrics made it, so export worked: the absence of spans is the sampler's doing.
+    assert!(
+        receiver
+            .metric_names()
+            .contains("http.server.request.duration")
+    );
+    assert_eq!(receiver.span_count(), 0, "{:#?}", receiver.spans());
+    assert!(receiver.spans().iter().all(|s| s.trace_id != trace_id));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_an_error_naming_the_variable() {
+    if is_child() {
+        let error = foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9")
+            .expect_err("udp is not a protocol");
+        println!("CHILD error={}", error.variable);
+        return;
+    }
+    let output = run_child(
+        "export::bad_configuration_is_an_error_naming_the_variable",
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")],
+    )
+    .await;
+    assert_eq!(child_value(&output, "error"), "OTEL_EXPORTER_OTLP_PROTOCOL");
+}

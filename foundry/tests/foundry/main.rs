@@ -1,0 +1,8 @@
+//! foundry's own tests: the server layer and client in-process, and export end to end in child
+//! processes (each child installs telemetry from real environment variables, once, as a service
+//! does).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod client;
+mod export;
+mod server;
