@@ -3,7 +3,12 @@
 //! graph of goals, plans, steps and simulations (HCG). These modules are the domain logic, free of
 //! HTTP; the routes call them.
 
+pub mod app;
+pub mod config;
+pub mod error;
 pub mod hcg;
+pub mod hermes;
 pub mod planner;
+pub mod routes;
 pub mod simulate;
 pub mod state;

@@ -286,7 +286,13 @@ impl Downstream {
             let (code, message) = error_fields(&bytes).unwrap_or_else(|| {
                 (
                     "http_error".to_owned(),
-                    String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                    String::from_utf8_lossy(&bytes)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .take(200)
+                        .collect(),
                 )
             });
             return Err(DownstreamError::Status {

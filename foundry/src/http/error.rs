@@ -4,10 +4,13 @@ use std::borrow::Cow;
 
 use axum::{
     Json,
-    extract::{FromRequest, Request, rejection::JsonRejection},
+    extract::{
+        FromRequest, FromRequestParts, Query, Request,
+        rejection::{JsonRejection, QueryRejection},
+    },
     response::{IntoResponse, Response},
 };
-use http::StatusCode;
+use http::{StatusCode, request::Parts};
 use serde::de::DeserializeOwned;
 
 /// A JSON error answer with a status and a stable machine-readable `code`.
@@ -54,7 +57,7 @@ impl ErrorResponse {
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = %self.code, message = %self.message, "request failed");
+            tracing::error!(code = %self.code, "{}", self.message);
         }
         (self.status, Json(self.body())).into_response()
     }
@@ -87,6 +90,31 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `axum::extract::Query` whose rejections answer 400 `invalid_query` in the error shape above.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await.map_err(
+            |rejection: QueryRejection| {
+                ErrorResponse::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    rejection.body_text(),
+                )
+            },
+        )?;
         Ok(Self(value))
     }
 }

@@ -6,12 +6,14 @@
 
 mod client;
 mod error;
+mod serve;
 mod server;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 
 pub use client::{ClientSpanBackend, Downstream, DownstreamError, HttpClient, client};
-pub use error::{ErrorResponse, JsonBody};
+pub use error::{ErrorResponse, JsonBody, QueryParams};
+pub use serve::{DRAIN_TIMEOUT, bind, serve};
 pub use server::{ServerLayer, UNTRACED_PATHS};
 
 /// The largest request body a service accepts; larger ones get 413.

@@ -1,0 +1,42 @@
+# LOGOS observability: the same commands CI runs.
+#
+#   make test        format check, clippy, and every test of the workspace (what CI runs)
+#   make lint        format check and clippy only
+#   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
+#   make bench       what telemetry costs: on vs off vs unsampled, as ratios (BENCH_QUICK=1: short)
+#   make run-sophia / run-hermes / run-apollo
+#   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
+
+CARGO ?= cargo
+
+.PHONY: test lint fmt demo bench run-sophia run-hermes run-apollo
+
+test: lint
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo:
+	$(CARGO) build -p hermes -p sophia -p apollo
+	./scripts/demo.sh
+
+bench:
+	$(CARGO) build --release -p hermes -p sophia -p apollo -p bench
+	$(CARGO) run --release -p bench --bin overhead
+	$(CARGO) bench -p bench
+
+run-sophia:
+	$(CARGO) run -p sophia
+
+run-hermes:
+	$(CARGO) run -p hermes
+
+run-apollo:
+	$(CARGO) run -p apollo -- serve
+
+include infra/stack.mk

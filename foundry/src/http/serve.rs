@@ -1,0 +1,42 @@
+//! Binding and serving with the graceful, bounded shutdown every service shares.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+/// How long in-flight requests may run on after Ctrl-C or SIGTERM. With the telemetry flush
+/// ([`crate::telemetry::SHUTDOWN_TIMEOUT`]) a service exits within 5 s of the signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Binds `host:port`; port 0 takes a free port (read it back with `local_addr`).
+pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+/// Serves `app` until Ctrl-C or SIGTERM: then stops accepting, lets in-flight requests finish
+/// for at most [`DRAIN_TIMEOUT`], and returns.
+pub async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        crate::shutdown_signal().await;
+        let _ = signalled_tx.send(true);
+    });
+    let drain_deadline = async move {
+        if signalled_rx.wait_for(|signalled| *signalled).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            tracing::warn!("in-flight requests did not finish in time; stopping anyway");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Hermes' state, router and application: what `main` runs and tests drive.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, routing::post};
+
+use crate::{
+    config::Config,
+    embed::EMBEDDING_DIMENSION,
+    llm::{ApiKey, LlmService, OpenAiConfig, OpenAiProvider, Provider},
+    routes,
+    vector_store::InstrumentedStore,
+};
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The vector store of embeddings.
+    pub store: Arc<InstrumentedStore>,
+    /// The LLM providers.
+    pub llm: Arc<LlmService>,
+}
+
+impl AppState {
+    /// An in-memory store and the echo provider only.
+    pub fn local() -> Self {
+        Self {
+            store: Arc::new(InstrumentedStore::in_memory(EMBEDDING_DIMENSION)),
+            llm: Arc::new(LlmService::echo_only()),
+        }
+    }
+
+    /// The state `config` asks for; a bad LLM setting is an error naming its variable.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let default_provider: Provider = config
+            .llm_provider
+            .parse()
+            .map_err(|error| anyhow::anyhow!("HERMES_LLM_PROVIDER: {error}"))?;
+        let openai = match &config.llm_api_key {
+            Some(key) if !key.is_empty() => {
+                let timeout = Duration::from_millis(config.llm_timeout_ms);
+                let openai = OpenAiConfig::new(
+                    &config.llm_base_url,
+                    ApiKey::new(key.clone()),
+                    &config.llm_model,
+                )?;
+                Some(OpenAiProvider::new(
+                    foundry::http::client(timeout)?,
+                    openai,
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            store: Arc::new(InstrumentedStore::in_memory(EMBEDDING_DIMENSION)),
+            llm: Arc::new(LlmService::new(default_provider, openai)?),
+        })
+    }
+}
+
+/// Every route, instrumented.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/embed_text", post(routes::embed::embed_text))
+        .route("/search", post(routes::embed::search))
+        .route("/simple_nlp", post(routes::nlp::simple_nlp))
+        .route("/llm", post(routes::llm::complete))
+        .with_state(state);
+    foundry::http::instrument(routes, "hermes", env!("CARGO_PKG_VERSION"))
+}
+
+/// Hermes bound to its port, ready to run.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Builds the state and binds the listener (port 0 takes a free port).
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let state = AppState::from_config(config)?;
+        let listener = foundry::http::bind(&config.host, config.port).await?;
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        foundry::http::serve(self.listener, self.router).await
+    }
+}

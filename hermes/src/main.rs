@@ -1,0 +1,16 @@
+//! The hermes binary: configuration, telemetry, and the application until it is stopped.
+
+use clap::Parser;
+use hermes::{app::Application, config::Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry =
+        foundry::config::TelemetryConfig::from_env("hermes", env!("CARGO_PKG_VERSION"))?;
+    let _telemetry = foundry::telemetry::init(telemetry)?;
+    let app = Application::build(&config).await?;
+    println!("hermes listening on http://{}", app.local_addr()?);
+    app.run_until_stopped().await?;
+    Ok(())
+}

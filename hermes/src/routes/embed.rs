@@ -1,0 +1,90 @@
+//! `POST /embed_text` and `POST /search`: embeddings and the vector store.
+
+use axum::{Json, extract::State};
+use foundry::http::JsonBody;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::AppState,
+    embed::{self, Embedding},
+    error::ApiError,
+    vector_store::SearchHit,
+};
+
+/// The body of `POST /embed_text`.
+#[derive(Debug, Deserialize)]
+pub struct EmbedRequest {
+    /// The text to embed.
+    pub text: String,
+    /// The model; the default feature-hashing model when absent.
+    pub model: Option<String>,
+}
+
+/// The answer of `POST /embed_text`.
+#[derive(Debug, Serialize)]
+pub struct EmbedResponse {
+    /// The L2-normalised vector.
+    pub embedding: Vec<f32>,
+    /// Its length.
+    pub dimension: usize,
+    /// The model that made it.
+    pub model: &'static str,
+    /// Its id in the vector store.
+    pub embedding_id: String,
+}
+
+/// Embeds the text and stores the embedding.
+pub async fn embed_text(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<EmbedRequest>,
+) -> Result<Json<EmbedResponse>, ApiError> {
+    let Embedding { vector, model } = embed::embed(&request.text, request.model.as_deref())?;
+    let embedding_id = state.store.insert(request.text, vector.clone()).await?;
+    Ok(Json(EmbedResponse {
+        dimension: vector.len(),
+        embedding: vector,
+        model,
+        embedding_id,
+    }))
+}
+
+/// The body of `POST /search`: a text to embed, or an embedding.
+#[derive(Debug, Deserialize)]
+pub struct SearchRequest {
+    /// A text, embedded with `model` (not stored).
+    pub text: Option<String>,
+    /// A query vector of the store's dimension.
+    pub embedding: Option<Vec<f32>>,
+    /// The model for `text`.
+    pub model: Option<String>,
+    /// How many results, 1 to 100.
+    #[serde(default = "default_top_k")]
+    pub top_k: i64,
+}
+
+fn default_top_k() -> i64 {
+    5
+}
+
+/// The answer of `POST /search`.
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    /// The nearest stored embeddings, most similar first.
+    pub results: Vec<SearchHit>,
+}
+
+/// Finds the stored embeddings nearest to the query.
+pub async fn search(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<SearchRequest>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let query = match (request.text, request.embedding) {
+        (Some(text), None) => embed::embed(&text, request.model.as_deref())?.vector,
+        (None, Some(vector)) => vector,
+        _ => return Err(ApiError::SearchQuery),
+    };
+    // Negative or huge values become an out-of-range top_k that the store rejects by name.
+    let top_k = usize::try_from(request.top_k).unwrap_or(0);
+    let results = state.store.search(&query, top_k).await?;
+    Ok(Json(SearchResponse { results }))
+}

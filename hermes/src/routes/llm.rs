@@ -1,0 +1,18 @@
+//! `POST /llm`: chat completions from the echo or an OpenAI-compatible provider.
+
+use axum::{Json, extract::State};
+use foundry::http::JsonBody;
+
+use crate::{
+    app::AppState,
+    error::ApiError,
+    llm::{LlmRequest, LlmResponse},
+};
+
+/// Completes the prompt or conversation.
+pub async fn complete(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<LlmRequest>,
+) -> Result<Json<LlmResponse>, ApiError> {
+    Ok(Json(state.llm.complete(&request).await?))
+}

@@ -1,0 +1,114 @@
+//! Sophia's state, router and application: what `main` runs and tests drive.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use foundry::http::{Downstream, ErrorResponse};
+use http::StatusCode;
+
+use crate::{config::Config, hcg::Hcg, hermes::Hermes, routes, state::Cwm};
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The language services.
+    pub hermes: Hermes,
+    /// The graph of goals, plans, steps and simulations.
+    pub hcg: Hcg,
+    /// The world state.
+    pub cwm: Cwm,
+}
+
+impl AppState {
+    /// In-memory graph and state, Hermes at `hermes_url`.
+    pub fn new(hermes_url: &str, hermes_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = foundry::http::client(hermes_timeout)?;
+        Ok(Self {
+            hermes: Hermes::new(Downstream::new("hermes", hermes_url, client)),
+            hcg: Hcg::in_memory(),
+            cwm: Cwm::in_memory(),
+        })
+    }
+}
+
+/// Every route, instrumented, behind the bearer token when one is set.
+pub fn router(state: AppState, api_token: Option<String>) -> Router {
+    let routes = Router::new()
+        .route("/plan", post(routes::plan::create))
+        .route("/simulate", post(routes::simulate::create))
+        .route(
+            "/state",
+            get(routes::state::read).post(routes::state::replace),
+        )
+        .route("/hcg/entities", get(routes::hcg::entities))
+        .route("/hcg/entities/{id}", get(routes::hcg::entity))
+        .route("/hcg/snapshot", get(routes::hcg::snapshot))
+        .with_state(state);
+    let routes = match api_token.filter(|token| !token.is_empty()) {
+        Some(token) => routes.route_layer(middleware::from_fn_with_state(token, require_token)),
+        None => routes,
+    };
+    foundry::http::instrument(routes, "sophia", env!("CARGO_PKG_VERSION"))
+}
+
+/// 401 unless `Authorization: Bearer <token>` matches. The header is never recorded.
+async fn require_token(State(token): State<String>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ErrorResponse::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so response time does not leak how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sophia bound to its port, ready to run.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Builds the state and binds the listener (port 0 takes a free port).
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let state = AppState::new(
+            &config.hermes_url,
+            Duration::from_millis(config.hermes_timeout_ms),
+        )?;
+        let listener = foundry::http::bind(&config.host, config.port).await?;
+        Ok(Self {
+            listener,
+            router: router(state, config.api_token.clone()),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        foundry::http::serve(self.listener, self.router).await
+    }
+}

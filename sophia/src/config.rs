@@ -1,0 +1,53 @@
+//! Sophia's command line, with an environment variable behind every flag.
+
+use clap::Parser;
+
+/// `sophia [--host H] [--port P] [--hermes-url URL]`; defaults that work on a laptop.
+#[derive(Clone, Parser)]
+#[command(
+    name = "sophia",
+    version,
+    about = "The LOGOS planner: plans, simulations, world state, HCG"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SOPHIA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 takes a free one.
+    #[arg(long, env = "SOPHIA_PORT", default_value_t = 47000)]
+    pub port: u16,
+    /// Where Hermes answers.
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = parse_url)]
+    pub hermes_url: String,
+    /// How long one call to Hermes may take, in milliseconds.
+    #[arg(long, env = "HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub hermes_timeout_ms: u64,
+    /// When set, every route but /health and /metrics requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "SOPHIA_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("hermes_url", &self.hermes_url)
+            .field("hermes_timeout_ms", &self.hermes_timeout_ms)
+            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Accepts only absolute http(s) URLs, so a typo fails at startup, not on the first request.
+pub fn parse_url(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|error| format!("not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:17000".into()),
+    }
+}

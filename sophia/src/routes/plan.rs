@@ -1,0 +1,33 @@
+//! `POST /plan`: a goal becomes a plan, with Hermes' help, stored in the HCG.
+
+use axum::{Json, extract::State, http::StatusCode};
+use foundry::http::JsonBody;
+use tracing::Instrument;
+
+use crate::{
+    app::AppState,
+    error::ApiError,
+    planner::{Plan, PlanDraft, PlanRequest},
+};
+
+/// Asks Hermes for the goal's clauses, embeds each step, and stores goal, plan and steps.
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<PlanRequest>,
+) -> Result<(StatusCode, Json<Plan>), ApiError> {
+    let draft = PlanDraft::new(request.goal, request.priority.unwrap_or_default())?;
+    let span = draft.span().clone();
+    let plan = async move {
+        let clauses = state.hermes.clauses(&draft.goal().description).await?;
+        let mut steps = draft.steps_from_clauses(&clauses)?;
+        for step in &mut steps {
+            step.embedding_id = Some(state.hermes.embed(&step.name).await?);
+        }
+        let planned = draft.build(steps)?;
+        state.hcg.write(planned.batch)?;
+        Ok::<_, ApiError>(planned.plan)
+    }
+    .instrument(span)
+    .await?;
+    Ok((StatusCode::CREATED, Json(plan)))
+}
