@@ -182,11 +182,18 @@ impl DownstreamError {
 }
 
 impl From<DownstreamError> for ErrorResponse {
-    /// A 4xx from the other service passes through (it is about the caller's input); anything
-    /// else is 502, or 504 for a timeout, with a code that names the service.
     fn from(error: DownstreamError) -> Self {
+        Self::from_ref(&error)
+    }
+}
+
+impl ErrorResponse {
+    /// The answer for a failed downstream call: a 4xx from the other service passes through
+    /// (it is about the caller's input); anything else is 502, or 504 for a timeout, with a code
+    /// that names the service.
+    pub fn from_ref(error: &DownstreamError) -> Self {
         let service = error.service();
-        match &error {
+        match error {
             DownstreamError::Status {
                 status,
                 code,

@@ -1,0 +1,126 @@
+//! Apollo's command line: global flags, the commands, and `serve`.
+
+use clap::{Parser, Subcommand};
+
+/// `apollo [--sophia-url URL] [--hermes-url URL] [--json] <command>`
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "apollo",
+    version,
+    about = "The LOGOS operator's command line and API"
+)]
+pub struct Cli {
+    /// Where Sophia answers.
+    #[arg(long, env = "SOPHIA_URL", default_value = "http://127.0.0.1:47000", value_parser = parse_url, global = true)]
+    pub sophia_url: String,
+    /// Where Hermes answers.
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = parse_url, global = true)]
+    pub hermes_url: String,
+    /// Sent to Sophia as `Authorization: Bearer <key>` when set.
+    #[arg(long, env = "SOPHIA_API_KEY", hide_env_values = true, global = true)]
+    pub sophia_api_key: Option<String>,
+    /// How long one call to a service may take, in milliseconds.
+    #[arg(long, env = "APOLLO_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    pub timeout_ms: u64,
+    /// Print one JSON object `{"trace_id", "result"}` (or `{"trace_id", "error"}`) on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands; each one is one trace rooted at `apollo.command`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Health and latency of Sophia and Hermes.
+    Status,
+    /// Plan a goal with Sophia.
+    Plan {
+        /// The goal, in words.
+        #[arg(required = true, num_args = 1..)]
+        goal: Vec<String>,
+    },
+    /// Roll a plan forward with Sophia.
+    Simulate {
+        /// The plan's id.
+        plan_id: String,
+        /// How many states to imagine (1 to 100).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+        steps: i64,
+    },
+    /// Sophia's world state.
+    State,
+    /// Embed a text with Hermes (and store it in its vector store).
+    Embed {
+        /// The text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Find the stored embeddings nearest to a text.
+    Search {
+        /// The text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+        /// How many results (1 to 100).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+        top_k: i64,
+    },
+    /// Ask Hermes' LLM endpoint.
+    Chat {
+        /// The prompt.
+        #[arg(required = true, num_args = 1..)]
+        prompt: Vec<String>,
+        /// `echo` (local) or `openai`; Hermes' default when absent.
+        #[arg(long)]
+        provider: Option<String>,
+        /// The model name.
+        #[arg(long)]
+        model: Option<String>,
+        /// The most tokens to generate (1 to 4096).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=4096))]
+        max_tokens: Option<i64>,
+    },
+    /// Run the Apollo API.
+    Serve(ServeArgs),
+}
+
+/// Where `apollo serve` listens.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "APOLLO_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 takes a free one.
+    #[arg(long, env = "APOLLO_PORT", default_value_t = 27000)]
+    pub port: u16,
+}
+
+impl Command {
+    /// The name recorded as `command.name`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Plan { .. } => "plan",
+            Self::Simulate { .. } => "simulate",
+            Self::State => "state",
+            Self::Embed { .. } => "embed",
+            Self::Search { .. } => "search",
+            Self::Chat { .. } => "chat",
+            Self::Serve(_) => "serve",
+        }
+    }
+}
+
+/// Accepts only absolute http(s) URLs, so a typo fails at once with a clear message.
+pub fn parse_url(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|error| format!("not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:47000".into()),
+    }
+}

@@ -1,0 +1,3 @@
+//! Apollo's API routes.
+
+pub mod api;
