@@ -26,9 +26,9 @@ demo:
 	./scripts/demo.sh
 
 bench:
-	$(CARGO) build --release -p hermes -p sophia -p apollo -p bench
-	$(CARGO) run --release -p bench --bin overhead
-	$(CARGO) bench -p bench
+	$(CARGO) build --release -p hermes -p sophia -p apollo
+	$(CARGO) run --release -p integration-tests --bin overhead
+	$(CARGO) bench -p foundry
 
 run-sophia:
 	$(CARGO) run -p sophia

@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{AnyValue, KeyValue, any_value},
 };
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use prost::Message;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -159,22 +159,58 @@ pub fn new_traceparent(sampled: bool) -> (String, String) {
 /// The in-process span capture of [`capture`].
 #[derive(Debug)]
 pub struct SpanCapture {
-    service_name: String,
-    exporter: InMemorySpanExporter,
+    exporter: CapturingExporter,
     provider: SdkTracerProvider,
 }
 
 impl SpanCapture {
-    /// Every finished span of `trace_id`.
+    /// Every finished span of `trace_id`, with the `service.name` of the provider's resource.
     pub fn spans(&self, trace_id: &str) -> Vec<ReceivedSpan> {
         let _ = self.provider.force_flush();
+        let service_name = self
+            .exporter
+            .service_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         self.exporter
-            .get_finished_spans()
-            .unwrap_or_default()
+            .spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|span| span.span_context.trace_id().to_string() == trace_id)
-            .map(|span| from_span_data(&self.service_name, span))
+            .map(|span| from_span_data(&service_name, span))
             .collect()
+    }
+}
+
+/// Keeps finished spans and the `service.name` of the resource the SDK hands its exporter, so
+/// tests see the resource as an OTLP receiver would (the SDK's `InMemorySpanExporter` keeps the
+/// resource to itself).
+#[derive(Clone, Debug, Default)]
+struct CapturingExporter {
+    spans: Arc<Mutex<Vec<SpanData>>>,
+    service_name: Arc<Mutex<String>>,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for CapturingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(batch);
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        let name = resource
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .map(|value| value.to_string())
+            .unwrap_or_default();
+        *self
+            .service_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = name;
     }
 }
 
@@ -187,7 +223,7 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         let mut config = TelemetryConfig::from_lookup(service_name, "test", |_| None)
             .unwrap_or_else(|error| panic!("default config is valid: {error}"));
         config.service_name = service_name.to_owned();
-        let exporter = InMemorySpanExporter::default();
+        let exporter = CapturingExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_resource(crate::telemetry::resource(&config))
             .with_simple_exporter(exporter.clone())
@@ -207,11 +243,7 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::telemetry::install_globals(&provider, &meter_provider, registry);
-        SpanCapture {
-            service_name: service_name.to_owned(),
-            exporter,
-            provider,
-        }
+        SpanCapture { exporter, provider }
     })
 }
 
@@ -260,6 +292,8 @@ fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
 
 #[derive(Default, Debug)]
 struct Received {
+    /// False for a receiver that only counts (benchmarks): no span is converted or kept.
+    keep_spans: bool,
     spans: Vec<ReceivedSpan>,
     span_count: usize,
     metric_names: BTreeSet<String>,
@@ -276,6 +310,16 @@ impl Sink {
     }
 
     fn traces(&self, request: ExportTraceServiceRequest) {
+        if !self.lock().keep_spans {
+            let count = request
+                .resource_spans
+                .iter()
+                .flat_map(|resource| &resource.scope_spans)
+                .map(|scope| scope.spans.len())
+                .sum::<usize>();
+            self.lock().span_count += count;
+            return;
+        }
         let mut spans = Vec::new();
         for resource_spans in request.resource_spans {
             let service_name = resource_spans
@@ -432,7 +476,17 @@ impl OtlpReceiver {
     /// Starts the gRPC server on `grpc_address` (a test may reserve a port first and start the
     /// receiver there later) and the HTTP server on a free port.
     pub async fn start_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(grpc_address, true).await
+    }
+
+    /// A receiver that only counts spans, for benchmarks: [`Self::spans`] stays empty.
+    pub async fn start_counting() -> std::io::Result<Self> {
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false).await
+    }
+
+    async fn start_with(grpc_address: SocketAddr, keep_spans: bool) -> std::io::Result<Self> {
         let sink = Sink::default();
+        sink.lock().keep_spans = keep_spans;
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
         let grpc_address = grpc_listener.local_addr()?;
         let http_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;

@@ -1,0 +1,501 @@
+//! `make bench`: what telemetry costs end to end, as ratios measured in one run.
+//!
+//! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in three modes,
+//! interleaved over several rounds so machine drift hits every mode alike: `off`
+//! (`OTEL_SDK_DISABLED=true`), `on` (100 % sampling, OTLP/gRPC to a counting receiver in this
+//! process) and `unsampled` (`OTEL_TRACES_SAMPLER=always_off`). A closed-loop load generator with
+//! fixed concurrency drives `POST /api/plan`. Per mode it reports throughput (median over
+//! rounds), CPU time per request of the three services (from /proc), p50/p99 latency, peak RSS,
+//! and spans received against spans expected. `BENCH_QUICK=1` runs a short version.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use foundry::testing::OtlpReceiver;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Off,
+    On,
+    Unsampled,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::Unsampled => "unsampled",
+        }
+    }
+
+    fn env(self, endpoint: &str) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Off => vec![("OTEL_SDK_DISABLED", "true".into())],
+            Self::On => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into())],
+            Self::Unsampled => vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
+                ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ],
+        }
+    }
+}
+
+struct Settings {
+    rounds: usize,
+    warmup: Duration,
+    measure: Duration,
+    concurrency: usize,
+}
+
+/// One mode's run in one round.
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    latencies_us: Vec<u64>,
+    peak_rss_kib: BTreeMap<&'static str, u64>,
+    spans_received: usize,
+    spans_expected: usize,
+}
+
+/// A started service that is stopped with SIGTERM (and killed if it outlives that).
+struct Service {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Service {
+    async fn start(
+        bin: &Path,
+        name: &'static str,
+        args: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Self {
+        let mut command = Command::new(bin.join(name));
+        command
+            .args(args)
+            .args(["--port", "0"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_else(|| panic!("{name} printed no listening line"));
+        let url = line
+            .split_once("listening on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"));
+        Self { name, child, url }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// user + system CPU seconds so far, from /proc/<pid>/stat.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The command name may hold spaces: fields count from after its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        ticks / clock_ticks_per_second()
+    }
+
+    /// Peak resident set size (VmHWM), KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_default()
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(8), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "bench: {} did not exit after SIGTERM; killing it",
+                self.name
+            );
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The three services of one mode.
+struct Chain {
+    services: Vec<Service>,
+    apollo_url: String,
+}
+
+impl Chain {
+    async fn start(bin: &Path, env: &[(&'static str, String)]) -> Self {
+        let hermes = Service::start(bin, "hermes", &[], env).await;
+        let sophia = Service::start(bin, "sophia", &["--hermes-url", &hermes.url], env).await;
+        let apollo = Service::start(
+            bin,
+            "apollo",
+            &[
+                "--sophia-url",
+                &sophia.url,
+                "--hermes-url",
+                &hermes.url,
+                "serve",
+            ],
+            env,
+        )
+        .await;
+        let apollo_url = apollo.url.clone();
+        Self {
+            services: vec![hermes, sophia, apollo],
+            apollo_url,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.services.iter().map(Service::cpu_seconds).sum()
+    }
+
+    async fn stop(self) -> BTreeMap<&'static str, u64> {
+        let mut peaks = BTreeMap::new();
+        for service in self.services.into_iter().rev() {
+            peaks.insert(service.name, service.peak_rss_kib());
+            service.stop().await;
+        }
+        peaks
+    }
+}
+
+/// Closed loop: `concurrency` workers, each sending the next request when the last answered.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> (Vec<u64>, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let body = serde_json::json!({ "goal": GOAL });
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body, stop) =
+            (client.clone(), url.to_owned(), body.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.post(&url).json(&body).send().await {
+                    Ok(response) if response.status() == reqwest::StatusCode::CREATED => {
+                        let _ = response.bytes().await;
+                        latencies
+                            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((mut l, e)) = worker.await {
+            latencies.append(&mut l);
+            errors += e;
+        }
+    }
+    (latencies, errors)
+}
+
+async fn run_mode(
+    bin: &Path,
+    mode: Mode,
+    receiver: &OtlpReceiver,
+    spans_per_request: usize,
+    settings: &Settings,
+) -> Sample {
+    let client = reqwest::Client::new();
+    let before_spans = receiver.span_count();
+    let chain = Chain::start(bin, &mode.env(&receiver.grpc_endpoint())).await;
+    let url = format!("{}/api/plan", chain.apollo_url);
+    let (warm, warm_errors) = load(&client, &url, settings.concurrency, settings.warmup).await;
+
+    let cpu_before = chain.cpu_seconds();
+    let started = Instant::now();
+    let (latencies_us, errors) = load(&client, &url, settings.concurrency, settings.measure).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = chain.cpu_seconds() - cpu_before;
+    // SIGTERM flushes what is still queued: everything sent must then have arrived.
+    let peak_rss_kib = chain.stop().await;
+
+    let sent = (warm.len() + latencies_us.len()) as u64 + warm_errors + errors;
+    let spans_expected = match mode {
+        Mode::On => usize::try_from(sent).unwrap_or(usize::MAX) * spans_per_request,
+        Mode::Off | Mode::Unsampled => 0,
+    };
+    Sample {
+        requests: latencies_us.len() as u64,
+        errors,
+        seconds,
+        cpu_seconds,
+        latencies_us,
+        peak_rss_kib,
+        spans_received: receiver.span_count() - before_spans,
+        spans_expected,
+    }
+}
+
+/// Spans one `/api/plan` request produces, counted on a traced chain.
+async fn calibrate(bin: &Path, receiver: &OtlpReceiver) -> usize {
+    let before = receiver.span_count();
+    let chain = Chain::start(bin, &Mode::On.env(&receiver.grpc_endpoint())).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/plan", chain.apollo_url))
+        .json(&serde_json::json!({ "goal": GOAL }))
+        .send()
+        .await
+        .expect("calibration request");
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::CREATED,
+        "calibration request failed"
+    );
+    chain.stop().await;
+    receiver.span_count() - before
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return 0.0;
+    }
+    values[values.len() / 2]
+}
+
+/// Summary of one mode over all rounds.
+struct Summary {
+    throughput: f64,
+    cpu_us_per_request: f64,
+    p50_us: u64,
+    p99_us: u64,
+    peak_rss_mib: BTreeMap<&'static str, f64>,
+    errors: u64,
+    spans_received: usize,
+    spans_expected: usize,
+}
+
+fn summarise(samples: &[Sample]) -> Summary {
+    let mut latencies: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let requests: u64 = samples.iter().map(|s| s.requests).sum();
+    let cpu: f64 = samples.iter().map(|s| s.cpu_seconds).sum();
+    let mut peak_rss_mib = BTreeMap::new();
+    for sample in samples {
+        for (name, kib) in &sample.peak_rss_kib {
+            let entry = peak_rss_mib.entry(*name).or_insert(0.0f64);
+            *entry = entry.max(*kib as f64 / 1024.0);
+        }
+    }
+    Summary {
+        throughput: median(
+            samples
+                .iter()
+                .map(|s| s.requests as f64 / s.seconds)
+                .collect(),
+        ),
+        cpu_us_per_request: if requests == 0 {
+            0.0
+        } else {
+            cpu * 1e6 / requests as f64
+        },
+        p50_us: percentile(&latencies, 50.0),
+        p99_us: percentile(&latencies, 99.0),
+        peak_rss_mib,
+        errors: samples.iter().map(|s| s.errors).sum(),
+        spans_received: samples.iter().map(|s| s.spans_received).sum(),
+        spans_expected: samples.iter().map(|s| s.spans_expected).sum(),
+    }
+}
+
+fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release")
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let settings = if quick {
+        Settings {
+            rounds: 2,
+            warmup: Duration::from_millis(700),
+            measure: Duration::from_secs(2),
+            concurrency: 8,
+        }
+    } else {
+        Settings {
+            rounds: 5,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(8),
+            concurrency: 8,
+        }
+    };
+    let bin = release_dir();
+    let receiver = OtlpReceiver::start_counting()
+        .await
+        .expect("receiver starts");
+    let spans_per_request = calibrate(&bin, &receiver).await;
+    println!(
+        "bench: {} rounds x 3 modes, {} s each after {} s warm-up, concurrency {}, {} spans per request",
+        settings.rounds,
+        settings.measure.as_secs_f64(),
+        settings.warmup.as_secs_f64(),
+        settings.concurrency,
+        spans_per_request
+    );
+
+    // BENCH_MODES=on (for profiling one mode); the ratios need all three.
+    let modes: Vec<Mode> = match std::env::var("BENCH_MODES").as_deref() {
+        Ok("on") => vec![Mode::On],
+        _ => vec![Mode::Off, Mode::On, Mode::Unsampled],
+    };
+    let mut samples: BTreeMap<Mode, Vec<Sample>> = BTreeMap::new();
+    for round in 0..settings.rounds {
+        // Rotate the order so no mode always runs first (or last) in a round.
+        for i in 0..modes.len() {
+            let mode = modes[(round + i) % modes.len()];
+            let sample = run_mode(&bin, mode, &receiver, spans_per_request, &settings).await;
+            println!(
+                "  round {} {:<9} {:>8.1} req/s  {:>7.0} us cpu/req  spans {}/{}",
+                round + 1,
+                mode.name(),
+                sample.requests as f64 / sample.seconds,
+                sample.cpu_seconds * 1e6 / sample.requests.max(1) as f64,
+                sample.spans_received,
+                sample.spans_expected
+            );
+            samples.entry(mode).or_default().push(sample);
+        }
+    }
+
+    println!();
+    println!(
+        "{:<10} {:>10} {:>12} {:>9} {:>9} {:>7}  {:<34} spans",
+        "mode",
+        "req/s",
+        "cpu us/req",
+        "p50 us",
+        "p99 us",
+        "errors",
+        "peak RSS MiB (apollo/hermes/sophia)"
+    );
+    let summaries: BTreeMap<Mode, Summary> = samples
+        .iter()
+        .map(|(mode, s)| (*mode, summarise(s)))
+        .collect();
+    for (mode, s) in &summaries {
+        let rss: Vec<String> = s.peak_rss_mib.values().map(|m| format!("{m:.1}")).collect();
+        println!(
+            "{:<10} {:>10.1} {:>12.0} {:>9} {:>9} {:>7}  {:<34} {}/{}",
+            mode.name(),
+            s.throughput,
+            s.cpu_us_per_request,
+            s.p50_us,
+            s.p99_us,
+            s.errors,
+            rss.join(" / "),
+            s.spans_received,
+            s.spans_expected
+        );
+    }
+    let (Some(off), Some(on), Some(unsampled)) = (
+        summaries.get(&Mode::Off),
+        summaries.get(&Mode::On),
+        summaries.get(&Mode::Unsampled),
+    ) else {
+        return;
+    };
+    println!(
+        "unsampled: throughput_ratio={:.3} cpu_per_request_ratio={:.3}",
+        unsampled.throughput / off.throughput,
+        unsampled.cpu_us_per_request / off.cpu_us_per_request
+    );
+    println!(
+        "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}",
+        on.throughput / off.throughput,
+        on.cpu_us_per_request / off.cpu_us_per_request,
+        i128::from(on.p99_us) - i128::from(off.p99_us),
+        on.spans_received,
+        on.spans_expected
+    );
+}

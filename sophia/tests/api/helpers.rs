@@ -1,0 +1,329 @@
+//! What every Sophia API test shares: Sophia's router driven with `tower::ServiceExt::oneshot`,
+//! pointed at a real Hermes served on loopback in the same process (or at a closed port, or at a
+//! fake Hermes), the decoded answer, the error-shape assertion, and lookups into the spans of one
+//! trace. Hermes' spans land in the same capture under service name "sophia", so spans are told
+//! apart by name and kind, never by service name.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{Router, body::Body, response::IntoResponse};
+use foundry::testing::{Kind, ReceivedSpan, SpanCapture, capture, new_traceparent};
+use http::{HeaderMap, Request, StatusCode, header::CONTENT_TYPE};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Larger than foundry's 1 MiB body limit.
+pub const OVER_LIMIT_BYTES: usize = foundry::http::MAX_BODY_BYTES + 1;
+
+/// The goal most tests plan; Hermes splits it into three clauses.
+pub const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
+
+/// How long a call to Hermes may take in tests that expect it to answer.
+const HERMES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sophia with in-memory graph and state, behind the span capture.
+pub struct TestApp {
+    router: Router,
+    /// The capture every span of this process lands in.
+    pub capture: &'static SpanCapture,
+    /// Where this Sophia reaches Hermes.
+    pub hermes_url: String,
+}
+
+/// An answer, its body decoded as JSON (`Value::Null` when it is not JSON).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    /// Sophia with a real Hermes of its own, served on a free loopback port.
+    pub async fn with_hermes() -> Self {
+        Self::against(&spawn_hermes().await, HERMES_TIMEOUT, None)
+    }
+
+    /// Sophia with a real Hermes, requiring `Authorization: Bearer <token>`.
+    pub async fn with_hermes_and_token(token: &str) -> Self {
+        Self::against(&spawn_hermes().await, HERMES_TIMEOUT, Some(token))
+    }
+
+    /// Sophia whose Hermes is down: nothing listens at its URL.
+    pub fn with_hermes_down() -> Self {
+        Self::against(&closed_port_url(), HERMES_TIMEOUT, None)
+    }
+
+    /// Sophia reaching Hermes at `hermes_url` with the given client timeout and optional token.
+    pub fn against(hermes_url: &str, timeout: Duration, token: Option<&str>) -> Self {
+        let capture = capture("sophia");
+        let state = sophia::app::AppState::new(hermes_url, timeout).unwrap();
+        Self {
+            router: sophia::app::router(state, token.map(str::to_owned)),
+            capture,
+            hermes_url: hermes_url.to_owned(),
+        }
+    }
+
+    /// Sends one request through the whole router.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// Sends `request` tagged with a new sampled `traceparent`, and reads back that trace.
+    pub async fn send_traced(
+        &self,
+        request: http::request::Builder,
+        body: Body,
+    ) -> (TestResponse, Trace) {
+        let (trace_id, traceparent) = new_traceparent(true);
+        let request = request
+            .header("traceparent", &traceparent)
+            .body(body)
+            .unwrap();
+        let response = self.send(request).await;
+        let trace = Trace {
+            spans: self.capture.spans(&trace_id),
+            caller_span_id: traceparent[36..52].to_owned(),
+        };
+        (response, trace)
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> TestResponse {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    /// `POST path` with `body` sent as-is with a JSON content type.
+    pub async fn post_raw(&self, path: &str, body: impl Into<Body>) -> TestResponse {
+        self.send(json_post(path).body(body.into()).unwrap()).await
+    }
+
+    /// `POST path` with a JSON body in a new trace.
+    pub async fn post_traced(&self, path: &str, body: &Value) -> (TestResponse, Trace) {
+        self.send_traced(json_post(path), Body::from(body.to_string()))
+            .await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    /// `GET path` in a new trace.
+    pub async fn get_traced(&self, path: &str) -> (TestResponse, Trace) {
+        self.send_traced(Request::get(path), Body::empty()).await
+    }
+
+    /// Plans [`GOAL`] and returns the 201 answer's body.
+    pub async fn create_plan(&self) -> Value {
+        let response = self
+            .post("/plan", &json!({"goal": {"description": GOAL}}))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.body
+    }
+}
+
+/// A `POST` builder with a JSON content type.
+pub fn json_post(path: &str) -> http::request::Builder {
+    Request::post(path).header(CONTENT_TYPE, "application/json")
+}
+
+/// A real Hermes (`hermes::app::router` over a local state) served on a free loopback port until
+/// the test's runtime ends; returns its base URL.
+pub async fn spawn_hermes() -> String {
+    serve(hermes::app::router(hermes::app::AppState::local())).await
+}
+
+/// A stand-in Hermes whose every route answers `status` with `body` after `delay`.
+pub async fn spawn_fake_hermes(status: StatusCode, body: &'static str, delay: Duration) -> String {
+    let handler = move || async move {
+        tokio::time::sleep(delay).await;
+        (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    serve(Router::new().fallback(handler)).await
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+/// A loopback URL where nothing listens: the port was free a moment ago and is closed again.
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{address}")
+}
+
+/// A JSON document just over the body limit, as the value of `key`.
+pub fn oversized_body(key: &str) -> String {
+    format!("{{\"{key}\": \"{}\"}}", "a".repeat(OVER_LIMIT_BYTES))
+}
+
+/// A JSON object over Sophia's 256 KiB state limit yet well under the 1 MiB body limit.
+pub fn oversized_state() -> Value {
+    json!({"blob": "x".repeat(300 * 1024)})
+}
+
+/// Asserts the LOGOS error contract: the status, `{"error": {"code", "message"}}` with exactly
+/// these two keys, the expected code and a non-empty message.
+#[track_caller]
+pub fn assert_error(response: &TestResponse, status: StatusCode, code: &str) {
+    assert_eq!(response.status, status, "{}", response.text);
+    assert_eq!(
+        response.headers[CONTENT_TYPE], "application/json",
+        "{}",
+        response.text
+    );
+    let error = response.body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object in {}", response.text));
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "message"], "{}", response.text);
+    assert_eq!(error["code"], code, "{}", response.text);
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.trim().is_empty(),
+        "empty message: {}",
+        response.text
+    );
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Asserts `value` is a UUID v4 string and returns it.
+#[track_caller]
+pub fn assert_uuid(value: &Value) -> String {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"));
+    let uuid = uuid::Uuid::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(uuid.get_version_num(), 4, "{text}");
+    text.to_owned()
+}
+
+/// Asserts `value` is an RFC 3339 time.
+#[track_caller]
+pub fn assert_rfc3339(value: &Value) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"));
+    assert!(humantime::parse_rfc3339(text).is_ok(), "{text}");
+}
+
+/// The finished spans of one test's trace, and the span id of the test's own (remote) parent.
+#[derive(Debug)]
+pub struct Trace {
+    pub spans: Vec<ReceivedSpan>,
+    pub caller_span_id: String,
+}
+
+impl Trace {
+    /// Every span called `name` of `kind`.
+    pub fn all(&self, name: &str, kind: Kind) -> Vec<&ReceivedSpan> {
+        self.spans
+            .iter()
+            .filter(|s| s.name == name && s.kind == kind)
+            .collect()
+    }
+
+    /// The one span called `name` of `kind`; fails listing what there is otherwise.
+    #[track_caller]
+    pub fn one_of(&self, name: &str, kind: Kind) -> &ReceivedSpan {
+        let found = self.all(name, kind);
+        assert_eq!(
+            found.len(),
+            1,
+            "one {kind:?} {name:?} in {:?}",
+            self.names()
+        );
+        found[0]
+    }
+
+    /// The one internal (manual) span called `name`.
+    #[track_caller]
+    pub fn one(&self, name: &str) -> &ReceivedSpan {
+        self.one_of(name, Kind::Internal)
+    }
+
+    /// Whether any span is called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.spans.iter().any(|s| s.name == name)
+    }
+
+    /// `kind name` of every span, sorted, for assertions and failure messages.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .spans
+            .iter()
+            .map(|s| format!("{:?} {}", s.kind, s.name))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Sophia's server span `name`: kind Server, resource `service.name` sophia, and the child
+    /// of the test's `traceparent`.
+    #[track_caller]
+    pub fn server(&self, name: &str) -> &ReceivedSpan {
+        let server = self.one_of(name, Kind::Server);
+        assert_eq!(server.service_name, "sophia");
+        assert_eq!(server.parent_span_id, self.caller_span_id, "{server:#?}");
+        server
+    }
+
+    /// The span with this id.
+    #[track_caller]
+    pub fn by_id(&self, span_id: &str) -> &ReceivedSpan {
+        self.spans
+            .iter()
+            .find(|s| s.span_id == span_id)
+            .unwrap_or_else(|| panic!("no span {span_id} in {:?}", self.names()))
+    }
+}
+
+/// Asserts that `child` is a direct child of `parent` in the same trace.
+#[track_caller]
+pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
+    assert_eq!(
+        child.trace_id, parent.trace_id,
+        "{} vs {}",
+        child.name, parent.name
+    );
+    assert_eq!(
+        child.parent_span_id, parent.span_id,
+        "{} should be a child of {}",
+        child.name, parent.name
+    );
+}
