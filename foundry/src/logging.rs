@@ -33,9 +33,9 @@ pub(crate) fn layer<S>(format: LogFormat, filter: EnvFilter) -> Box<dyn Layer<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
-    let events_only = filter_fn(|metadata| metadata.is_event());
-    let filter = filter
-        .and(events_only)
+    // Cheapest test first: spans stop at `is_event` before the directive matching of `RUST_LOG`.
+    let filter = filter_fn(|metadata| metadata.is_event())
+        .and(filter)
         .and(filter_fn(rate_limit_telemetry_warnings));
     tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -179,5 +179,34 @@ impl Fields {
         } else {
             self.values.insert(field.name().to_owned(), value);
         }
+    }
+}
+
+/// Runs a layer's `on_event` with the OpenTelemetry context of the event's span active, so the
+/// OTLP log bridge (which reads the active context) stamps log records with their trace and span
+/// ids, without activating contexts on every span entry for everyone else. Written here because
+/// opentelemetry-appender-tracing 0.32 reads only the active context.
+pub(crate) struct WithSpanContext<L> {
+    inner: L,
+}
+
+impl<L> WithSpanContext<L> {
+    pub(crate) fn new(inner: L) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, L> Layer<S> for WithSpanContext<L>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let span = tracing::Span::current();
+        if span.is_none() {
+            return self.inner.on_event(event, ctx);
+        }
+        let _active = span.context().attach();
+        self.inner.on_event(event, ctx);
     }
 }

@@ -263,10 +263,12 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
     let subscriber = tracing_subscriber::registry()
         .with(log_layer)
-        .with(span_layer(&tracer_provider, logger_provider.is_some()))
+        .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {
-            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
-                .with_filter(no_telemetry_about_telemetry())
+            logging::WithSpanContext::new(
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider),
+            )
+            .with_filter(no_telemetry_about_telemetry())
         }));
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
@@ -307,12 +309,12 @@ pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex:
 /// The `tracing` → OpenTelemetry bridge, with the per-span work cut to what is exported.
 ///
 /// Location, thread and timing attributes are off: they are noise on every span
-/// (`code.file.path` is an absolute path into the cargo registry) and cost per span. Its filter
-/// is separate from `RUST_LOG`, so a quiet log level never disables spans.
-pub(crate) fn span_layer<S>(
-    provider: &SdkTracerProvider,
-    activate_context: bool,
-) -> impl Layer<S> + use<S>
+/// (`code.file.path` is an absolute path into the cargo registry) and cost per span. So is
+/// context activation, a thread-local context switch on every poll of every instrumented
+/// future: only the OTLP log bridge reads the active context, and [`logging::WithSpanContext`]
+/// activates it for log events alone. Its filter is separate from `RUST_LOG`, so a quiet log
+/// level never disables spans.
+pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
@@ -323,9 +325,7 @@ where
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        // Only the OTLP log bridge reads the active OpenTelemetry context; without it, skip
-        // the per-enter context switch.
-        .with_context_activation(activate_context)
+        .with_context_activation(false)
         .with_filter(no_telemetry_about_telemetry())
 }
 

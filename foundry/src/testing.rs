@@ -238,13 +238,44 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         }
         let meter_provider = meter_builder.build();
         let subscriber =
-            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider, false));
+            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::telemetry::install_globals(&provider, &meter_provider, registry);
         SpanCapture { exporter, provider }
     })
+}
+
+/// Installs, once per process, the production span pipeline (batch processor included) with an
+/// exporter that drops what it gets: for benchmarks of the per-span cost on the request path.
+pub fn install_discarding_pipeline(service_name: &str) {
+    static INSTALLED: OnceLock<SdkTracerProvider> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let mut config = TelemetryConfig::from_lookup(service_name, "bench", |_| None)
+            .unwrap_or_else(|error| panic!("default config is valid: {error}"));
+        config.service_name = service_name.to_owned();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(crate::telemetry::resource(&config))
+            .with_batch_exporter(DiscardingExporter)
+            .build();
+        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
+        provider
+    });
+}
+
+#[derive(Debug)]
+struct DiscardingExporter;
+
+impl opentelemetry_sdk::trace::SpanExporter for DiscardingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
 }
 
 fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {

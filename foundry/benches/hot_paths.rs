@@ -1,0 +1,82 @@
+//! Criterion micro-benchmarks of the request path's telemetry: a manual span, context
+//! propagation, and one request through the server layer (with a baseline without it).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use axum::{Router, body::Body, routing::get};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use opentelemetry::propagation::TextMapPropagator;
+use tower::ServiceExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn spans(c: &mut Criterion) {
+    foundry::testing::install_discarding_pipeline("bench");
+    c.bench_function("span/three_attributes", |b| {
+        b.iter(|| {
+            let span = tracing::info_span!(
+                "bench.operation",
+                plan.id = "4bf92f35",
+                plan.step_count = 3i64,
+                simulation.confidence = 0.9,
+            );
+            span.in_scope(|| std::hint::black_box(1));
+        });
+    });
+}
+
+fn propagation(c: &mut Criterion) {
+    foundry::testing::install_discarding_pipeline("bench");
+    let propagator = foundry::propagation::W3cTraceContextPropagator::new();
+    let mut headers = HashMap::new();
+    headers.insert("traceparent".to_owned(), TRACEPARENT.to_owned());
+    headers.insert("tracestate".to_owned(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned());
+    c.bench_function("propagation/extract", |b| {
+        b.iter(|| std::hint::black_box(propagator.extract(&headers)));
+    });
+    let span = tracing::info_span!("bench.parent");
+    let _ = span.set_parent(propagator.extract(&headers));
+    let context = span.context();
+    c.bench_function("propagation/inject", |b| {
+        b.iter(|| {
+            let mut out: HashMap<String, String> = HashMap::new();
+            propagator.inject_context(&context, &mut out);
+            std::hint::black_box(out)
+        });
+    });
+}
+
+fn server(c: &mut Criterion) {
+    foundry::testing::install_discarding_pipeline("bench");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let routes = || Router::new().route("/items/{id}", get(|| async { "an item" }));
+    let instrumented = foundry::http::instrument(routes(), "bench", "0");
+    let plain = routes();
+    let request = || {
+        Request::get("/items/42")
+            .header("host", "localhost:47000")
+            .header("traceparent", TRACEPARENT)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut group = c.benchmark_group("server_request");
+    group.bench_function("without_layer", |b| {
+        b.iter(|| runtime.block_on(plain.clone().oneshot(request())).unwrap());
+    });
+    group.bench_function("with_layer", |b| {
+        b.iter(|| runtime.block_on(instrumented.clone().oneshot(request())).unwrap());
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = spans, propagation, server
+}
+criterion_main!(benches);
