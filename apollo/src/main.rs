@@ -10,6 +10,10 @@ use apollo::{
 };
 use clap::Parser;
 
+/// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();

@@ -33,7 +33,10 @@ fn propagation(c: &mut Criterion) {
     let propagator = foundry::propagation::W3cTraceContextPropagator::new();
     let mut headers = HashMap::new();
     headers.insert("traceparent".to_owned(), TRACEPARENT.to_owned());
-    headers.insert("tracestate".to_owned(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned());
+    headers.insert(
+        "tracestate".to_owned(),
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned(),
+    );
     c.bench_function("propagation/extract", |b| {
         b.iter(|| std::hint::black_box(propagator.extract(&headers)));
     });
@@ -51,7 +54,9 @@ fn propagation(c: &mut Criterion) {
 
 fn server(c: &mut Criterion) {
     foundry::testing::install_discarding_pipeline("bench");
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let routes = || Router::new().route("/items/{id}", get(|| async { "an item" }));
     let instrumented = foundry::http::instrument(routes(), "bench", "0");
     let plain = routes();
@@ -67,7 +72,11 @@ fn server(c: &mut Criterion) {
         b.iter(|| runtime.block_on(plain.clone().oneshot(request())).unwrap());
     });
     group.bench_function("with_layer", |b| {
-        b.iter(|| runtime.block_on(instrumented.clone().oneshot(request())).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(instrumented.clone().oneshot(request()))
+                .unwrap()
+        });
     });
     group.finish();
 }

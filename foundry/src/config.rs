@@ -13,6 +13,11 @@ pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// The collector endpoint documented for OTLP over HTTP/protobuf.
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
 
+/// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset. The spec's 2048 drops spans when a
+/// service handles a few thousand requests a second of ~10 spans each before the exporter's next
+/// batch leaves; 16384 spans hold a few megabytes.
+pub const DEFAULT_SPAN_QUEUE_SIZE: usize = 16_384;
+
 /// Everything [`crate::telemetry::init`] needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TelemetryConfig {
@@ -32,6 +37,8 @@ pub struct TelemetryConfig {
     pub sampler: SamplerConfig,
     /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
     pub metric_export_interval: Duration,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export before new ones are dropped.
+    pub span_queue_size: usize,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
@@ -192,6 +199,19 @@ impl TelemetryConfig {
                 var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
             )?,
             metric_export_interval: parse_millis("OTEL_METRIC_EXPORT_INTERVAL", var, 60_000)?,
+            span_queue_size: match var("OTEL_BSP_MAX_QUEUE_SIZE") {
+                None => DEFAULT_SPAN_QUEUE_SIZE,
+                Some(value) => match value.trim().parse::<usize>() {
+                    Ok(size) if (1..=1_000_000).contains(&size) => size,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "OTEL_BSP_MAX_QUEUE_SIZE",
+                            &value,
+                            "expected a number of spans from 1 to 1000000",
+                        ));
+                    }
+                },
+            },
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => LogFormat::Text,
@@ -433,6 +453,7 @@ mod tests {
             ("OTEL_EXPORT_CONSOLE", "1"),
             ("OTEL_TRACES_SAMPLER", "sometimes"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
             ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
             ("LOG_FORMAT", "xml"),
         ];

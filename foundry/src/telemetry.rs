@@ -19,7 +19,9 @@ use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
     metrics::{PeriodicReader, SdkMeterProvider},
     propagation::BaggagePropagator,
-    trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor},
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor,
+    },
 };
 use tracing_subscriber::{
     EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
@@ -190,10 +192,17 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                 .build(),
         }
         .map_err(|error| exporter_error("traces", error))?;
-        // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): when the
-        // collector is slow or gone, spans are dropped rather than memory growing.
-        tracer_builder =
-            tracer_builder.with_span_processor(BatchSpanProcessor::builder(exporter).build());
+        // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
+        // gone, spans are dropped rather than memory growing. The other OTEL_BSP_* variables
+        // are read by the SDK itself.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.span_queue_size)
+            .build();
+        tracer_builder = tracer_builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch)
+                .build(),
+        );
     }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(

@@ -323,8 +323,6 @@ fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
 
 #[derive(Default, Debug)]
 struct Received {
-    /// False for a receiver that only counts (benchmarks): no span is converted or kept.
-    keep_spans: bool,
     spans: Vec<ReceivedSpan>,
     span_count: usize,
     metric_names: BTreeSet<String>,
@@ -341,16 +339,6 @@ impl Sink {
     }
 
     fn traces(&self, request: ExportTraceServiceRequest) {
-        if !self.lock().keep_spans {
-            let count = request
-                .resource_spans
-                .iter()
-                .flat_map(|resource| &resource.scope_spans)
-                .map(|scope| scope.spans.len())
-                .sum::<usize>();
-            self.lock().span_count += count;
-            return;
-        }
         let mut spans = Vec::new();
         for resource_spans in request.resource_spans {
             let service_name = resource_spans
@@ -483,6 +471,135 @@ impl LogsService for Sink {
     }
 }
 
+/// The OTLP trace service of a counting receiver: it walks the protobuf wire format to count
+/// spans instead of decoding every span into structs, so a benchmark's receiver takes as little
+/// CPU from the services it measures as it can. Hand-written because the generated
+/// `TraceServiceServer` always decodes the whole request.
+#[derive(Clone, Debug)]
+struct CountingTraceServer {
+    sink: Sink,
+}
+
+impl tonic::server::NamedService for CountingTraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl<B> tower::Service<http::Request<B>> for CountingTraceServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let sink = self.sink.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                ExportTraceServiceResponse,
+                SpanCount,
+            >::default());
+            Ok(grpc.unary(CountSpans { sink }, request).await)
+        })
+    }
+}
+
+struct CountSpans {
+    sink: Sink,
+}
+
+impl tonic::server::UnaryService<SpanCount> for CountSpans {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<SpanCount>) -> Self::Future {
+        self.sink.lock().span_count += request.into_inner().0;
+        std::future::ready(Ok(tonic::Response::new(
+            ExportTraceServiceResponse::default(),
+        )))
+    }
+}
+
+/// An `ExportTraceServiceRequest` read only as far as counting its spans: field 1
+/// (resource_spans) holds field 2 (scope_spans), which holds field 2 (spans).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct SpanCount(usize);
+
+impl prost::Message for SpanCount {
+    fn encode_raw(&self, _buf: &mut impl prost::bytes::BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        if tag != 1 || wire_type != prost::encoding::WireType::LengthDelimited {
+            return prost::encoding::skip_field(wire_type, tag, buf, ctx);
+        }
+        let resource_spans = length_delimited(buf)?;
+        for scope_spans in fields(resource_spans, 2)? {
+            self.0 += fields(scope_spans, 2)?.len();
+        }
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+fn length_delimited(
+    buf: &mut impl prost::bytes::Buf,
+) -> Result<prost::bytes::Bytes, prost::DecodeError> {
+    let mut value = prost::bytes::Bytes::new();
+    prost::encoding::bytes::merge(
+        prost::encoding::WireType::LengthDelimited,
+        &mut value,
+        buf,
+        prost::encoding::DecodeContext::default(),
+    )?;
+    Ok(value)
+}
+
+/// The length-delimited fields numbered `wanted` of one message.
+fn fields(
+    mut message: prost::bytes::Bytes,
+    wanted: u32,
+) -> Result<Vec<prost::bytes::Bytes>, prost::DecodeError> {
+    use prost::bytes::Buf;
+    let mut found = Vec::new();
+    while message.has_remaining() {
+        let (tag, wire_type) = prost::encoding::decode_key(&mut message)?;
+        if tag == wanted && wire_type == prost::encoding::WireType::LengthDelimited {
+            found.push(length_delimited(&mut message)?);
+        } else {
+            prost::encoding::skip_field(
+                wire_type,
+                tag,
+                &mut message,
+                prost::encoding::DecodeContext::default(),
+            )?;
+        }
+    }
+    Ok(found)
+}
+
 /// A real OTLP receiver on loopback: gRPC on one port, HTTP/protobuf on another. It runs on
 /// the runtime it was started in and stops when dropped.
 #[derive(Debug)]
@@ -517,16 +634,22 @@ impl OtlpReceiver {
 
     async fn start_with(grpc_address: SocketAddr, keep_spans: bool) -> std::io::Result<Self> {
         let sink = Sink::default();
-        sink.lock().keep_spans = keep_spans;
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
         let grpc_address = grpc_listener.local_addr()?;
         let http_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let http_address = http_listener.local_addr()?;
 
-        let grpc = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(sink.clone()))
+        let mut routes = tonic::service::Routes::builder();
+        if keep_spans {
+            routes.add_service(TraceServiceServer::new(sink.clone()));
+        } else {
+            routes.add_service(CountingTraceServer { sink: sink.clone() });
+        }
+        routes
             .add_service(MetricsServiceServer::new(sink.clone()))
-            .add_service(LogsServiceServer::new(sink.clone()))
+            .add_service(LogsServiceServer::new(sink.clone()));
+        let grpc = tonic::transport::Server::builder()
+            .add_routes(routes.routes())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
                 grpc_listener,
             ));

@@ -3,6 +3,10 @@
 use clap::Parser;
 use sophia::{app::Application, config::Config};
 
+/// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -305,3 +305,28 @@ async fn bad_configuration_is_an_error_naming_the_variable() {
     .await;
     assert_eq!(child_value(&output, "error"), "OTEL_EXPORTER_OTLP_PROTOCOL");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_receiver_counts_every_span_it_gets() {
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_otlp::WithExportConfig;
+
+    let receiver = OtlpReceiver::start_counting().await.unwrap();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(receiver.grpc_endpoint())
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("counting-test");
+    for i in 0..1500 {
+        tracer.in_span(format!("span {i}"), |_| {});
+    }
+
+    tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+
+    assert_eq!(receiver.span_count(), 1500);
+    assert!(receiver.spans().is_empty(), "a counting receiver keeps no spans");
+}

@@ -69,6 +69,7 @@ struct Sample {
     errors: u64,
     seconds: f64,
     cpu_seconds: f64,
+    cpu_seconds_by_service: BTreeMap<&'static str, f64>,
     latencies_us: Vec<u64>,
     peak_rss_kib: BTreeMap<&'static str, u64>,
     spans_received: usize,
@@ -96,7 +97,6 @@ impl Service {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -207,8 +207,12 @@ impl Chain {
         }
     }
 
-    fn cpu_seconds(&self) -> f64 {
-        self.services.iter().map(Service::cpu_seconds).sum()
+    /// CPU seconds so far, per service.
+    fn cpu_seconds(&self) -> BTreeMap<&'static str, f64> {
+        self.services
+            .iter()
+            .map(|service| (service.name, service.cpu_seconds()))
+            .collect()
     }
 
     async fn stop(self) -> BTreeMap<&'static str, u64> {
@@ -281,7 +285,12 @@ async fn run_mode(
     let started = Instant::now();
     let (latencies_us, errors) = load(&client, &url, settings.concurrency, settings.measure).await;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = chain.cpu_seconds() - cpu_before;
+    let cpu_seconds_by_service: BTreeMap<&'static str, f64> = chain
+        .cpu_seconds()
+        .into_iter()
+        .map(|(name, after)| (name, after - cpu_before.get(name).copied().unwrap_or_default()))
+        .collect();
+    let cpu_seconds = cpu_seconds_by_service.values().sum();
     // SIGTERM flushes what is still queued: everything sent must then have arrived.
     let peak_rss_kib = chain.stop().await;
 
@@ -295,6 +304,7 @@ async fn run_mode(
         errors,
         seconds,
         cpu_seconds,
+        cpu_seconds_by_service,
         latencies_us,
         peak_rss_kib,
         spans_received: receiver.span_count() - before_spans,
@@ -341,6 +351,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 struct Summary {
     throughput: f64,
     cpu_us_per_request: f64,
+    cpu_us_by_service: BTreeMap<&'static str, f64>,
     p50_us: u64,
     p99_us: u64,
     peak_rss_mib: BTreeMap<&'static str, f64>,
@@ -364,7 +375,14 @@ fn summarise(samples: &[Sample]) -> Summary {
             *entry = entry.max(*kib as f64 / 1024.0);
         }
     }
+    let mut cpu_us_by_service = BTreeMap::new();
+    for sample in samples {
+        for (name, seconds) in &sample.cpu_seconds_by_service {
+            *cpu_us_by_service.entry(*name).or_insert(0.0) += seconds * 1e6 / requests.max(1) as f64;
+        }
+    }
     Summary {
+        cpu_us_by_service,
         throughput: median(
             samples
                 .iter()
@@ -465,11 +483,13 @@ async fn main() {
         .collect();
     for (mode, s) in &summaries {
         let rss: Vec<String> = s.peak_rss_mib.values().map(|m| format!("{m:.1}")).collect();
+        let cpu: Vec<String> = s.cpu_us_by_service.values().map(|us| format!("{us:.0}")).collect();
         println!(
-            "{:<10} {:>10.1} {:>12.0} {:>9} {:>9} {:>7}  {:<34} {}/{}",
+            "{:<10} {:>10.1} {:>12.0} {:>20} {:>9} {:>9} {:>7}  {:<20} {}/{}",
             mode.name(),
             s.throughput,
             s.cpu_us_per_request,
+            cpu.join("/"),
             s.p50_us,
             s.p99_us,
             s.errors,
