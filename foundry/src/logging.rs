@@ -17,7 +17,7 @@ use tracing::{Event, Subscriber, callsite::Identifier, field::Field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{FilterExt, filter_fn},
+    filter::{DynFilterFn, FilterExt, filter_fn},
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     registry::LookupSpan,
 };
@@ -34,9 +34,13 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     // Cheapest test first: spans stop at `is_event` before the directive matching of `RUST_LOG`.
+    // The rate limit must be asked per event: a plain `filter_fn` caches its first answer for
+    // the call site, so it is a dynamic one that never lets its interest be cached.
+    let rate_limit = DynFilterFn::new(|metadata, _| rate_limit_telemetry_warnings(metadata))
+        .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes());
     let filter = filter_fn(|metadata| metadata.is_event())
         .and(filter)
-        .and(filter_fn(rate_limit_telemetry_warnings));
+        .and(rate_limit);
     tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(Formatter { format })
@@ -48,6 +52,10 @@ fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
     static LAST_SEEN: Mutex<Option<HashMap<Identifier, Instant>>> = Mutex::new(None);
     if !metadata.target().starts_with("opentelemetry") {
         return true;
+    }
+    // The SDK's own INFO lines ("global tracer provider is set") are telemetry about telemetry.
+    if *metadata.level() > tracing::Level::WARN {
+        return false;
     }
     let now = Instant::now();
     let mut last_seen = LAST_SEEN.lock().unwrap_or_else(PoisonError::into_inner);
@@ -80,6 +88,12 @@ where
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // OpenTelemetry's internal events carry their text in `name`, not in a message.
+        if fields.message.is_empty()
+            && let Some(serde_json::Value::String(name)) = fields.values.remove("name")
+        {
+            fields.message = name;
+        }
         let ids = current_trace_ids();
         match self.format {
             LogFormat::Json => {

@@ -325,8 +325,98 @@ async fn counting_receiver_counts_every_span_it_gets() {
         tracer.in_span(format!("span {i}"), |_| {});
     }
 
-    tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(receiver.span_count(), 1500);
-    assert!(receiver.spans().is_empty(), "a counting receiver keeps no spans");
+    assert!(
+        receiver.spans().is_empty(),
+        "a counting receiver keeps no spans"
+    );
+}
+
+#[tokio::test]
+async fn export_errors_are_logged_once_not_once_per_batch() {
+    if is_child() {
+        let config =
+            foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
+        let telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+        // Many spans and many export attempts against a collector that is not there.
+        for round in 0..8 {
+            for i in 0..50 {
+                tracing::info_span!("work", round = round as i64, item = i as i64).in_scope(|| {});
+            }
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        let _ = telemetry.shutdown();
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+
+    let output = run_child(
+        "export::export_errors_are_logged_once_not_once_per_batch",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+        ],
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let export_errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("ExportError"))
+        .collect();
+    assert!(
+        !export_errors.is_empty(),
+        "the failure is logged:\n{stderr}"
+    );
+    let kinds: std::collections::HashSet<&str> = export_errors
+        .iter()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.ends_with("ExportError"))
+        })
+        .collect();
+    assert_eq!(
+        export_errors.len(),
+        kinds.len(),
+        "each kind of export error is logged once, not once per batch:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("Global tracer provider is set"),
+        "no telemetry about telemetry"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_trace_and_span_ids() {
+    if is_child() {
+        return child_service().await;
+    }
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    let output = run_child(
+        "export::json_logs_carry_the_trace_and_span_ids",
+        &[("LOG_FORMAT", "json"), ("CHILD_TRACEPARENT", &traceparent)],
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("serving an item"))
+        .unwrap_or_else(|| panic!("the handler's log line:\n{stderr}"));
+    let log: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(log["level"], "INFO");
+    assert_eq!(log["message"], "serving an item");
+    assert_eq!(log["fields"]["item"], "42");
+    assert_eq!(log["trace_id"], trace_id.as_str());
+    assert_eq!(log["span_id"].as_str().map(str::len), Some(16));
 }
