@@ -3,7 +3,7 @@
 //! replace the in-memory one; callers go through [`Hcg`], which validates input and opens the
 //! `sophia.hcg.read` / `sophia.hcg.write` spans, so every backend is traced the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -373,17 +373,66 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 /// The graph in memory, lost at exit. Entities keep insertion order so "newest first" does not
-/// depend on timestamps, which tie within a millisecond.
-#[derive(Debug, Default)]
+/// depend on timestamps, which tie within a millisecond. It holds at most `capacity` entities:
+/// past that, the oldest tenth is evicted with the edges that touch them, so a long-running
+/// Sophia keeps flat memory (a plan evicted that way is then unknown to `/simulate`).
+#[derive(Debug)]
 pub struct InMemoryHcg {
     graph: RwLock<Graph>,
+    capacity: usize,
+}
+
+/// Entities an in-memory graph keeps by default (a plan of three steps is five entities).
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+impl Default for InMemoryHcg {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl InMemoryHcg {
+    /// A graph that keeps at most `capacity` entities (at least 10).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            graph: RwLock::new(Graph::default()),
+            capacity: capacity.max(10),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Graph {
-    entities: Vec<Entity>,
+    /// Oldest first; the entity with sequence number `n` is at `n - evicted`.
+    entities: VecDeque<Entity>,
+    /// Entity id to sequence number.
     index: HashMap<String, usize>,
+    /// How many entities were evicted from the front so far.
+    evicted: usize,
     edges: Vec<Edge>,
+}
+
+impl Graph {
+    fn get(&self, id: &str) -> Option<&Entity> {
+        self.index
+            .get(id)
+            .and_then(|&sequence| self.entities.get(sequence - self.evicted))
+    }
+
+    /// Drops the oldest entities until at most `keep` remain, and every edge that touched them.
+    fn evict_to(&mut self, keep: usize) {
+        let excess = self.entities.len().saturating_sub(keep);
+        if excess == 0 {
+            return;
+        }
+        for entity in self.entities.drain(..excess) {
+            self.index.remove(&entity.id);
+        }
+        self.evicted += excess;
+        let index = &self.index;
+        self.edges
+            .retain(|edge| index.contains_key(&edge.from) && index.contains_key(&edge.to));
+    }
 }
 
 impl HcgStore for InMemoryHcg {
@@ -408,20 +457,22 @@ impl HcgStore for InMemoryHcg {
             }
         }
         for entity in batch.entities {
-            let position = graph.entities.len();
-            graph.index.insert(entity.id.clone(), position);
-            graph.entities.push(entity);
+            let sequence = graph.evicted + graph.entities.len();
+            graph.index.insert(entity.id.clone(), sequence);
+            graph.entities.push_back(entity);
         }
         graph.edges.extend(batch.edges);
+        if graph.entities.len() > self.capacity {
+            // A tenth at a time, so the edge sweep is paid rarely.
+            graph.evict_to(self.capacity - self.capacity / 10);
+        }
         Ok(())
     }
 
     fn entity(&self, id: &str) -> Result<Entity, HcgError> {
-        let graph = self.graph.read();
-        graph
-            .index
+        self.graph
+            .read()
             .get(id)
-            .and_then(|&i| graph.entities.get(i))
             .cloned()
             .ok_or_else(|| HcgError::NotFound { id: id.to_owned() })
     }
@@ -464,6 +515,48 @@ mod tests {
 
     fn entity(entity_type: &str, name: &str) -> Entity {
         Entity::new(entity_type, name, Map::new())
+    }
+
+    #[test]
+    fn a_full_graph_evicts_its_oldest_entities_and_their_edges() {
+        let hcg = InMemoryHcg::with_capacity(10);
+        let mut previous: Option<Entity> = None;
+        let mut all = Vec::new();
+        for i in 0..12 {
+            let next = entity("step", &format!("step {i}"));
+            let edges = previous
+                .iter()
+                .map(|p| Edge::new(&p.id, &next.id, "precedes"))
+                .collect();
+            hcg.insert_batch(HcgBatch {
+                entities: vec![next.clone()],
+                edges,
+            })
+            .expect("insert");
+            all.push(next.clone());
+            previous = Some(next);
+        }
+
+        // 11 entities went over 10: the oldest tenth plus the excess went, 9 remain, then 1 more.
+        let snapshot = hcg.snapshot(100).expect("snapshot");
+        assert_eq!(snapshot.entity_count, 10);
+        assert!(matches!(
+            hcg.entity(&all[0].id),
+            Err(HcgError::NotFound { .. })
+        ));
+        assert!(matches!(
+            hcg.entity(&all[1].id),
+            Err(HcgError::NotFound { .. })
+        ));
+        assert_eq!(
+            hcg.entity(&all[11].id).expect("newest kept").name,
+            "step 11"
+        );
+        assert_eq!(
+            snapshot.edge_count, 9,
+            "edges to evicted entities went with them"
+        );
+        assert!(snapshot.edges.iter().all(|e| e.from != all[1].id));
     }
 
     fn ids(entities: &[Entity]) -> Vec<&str> {
