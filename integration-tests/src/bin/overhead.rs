@@ -288,7 +288,12 @@ async fn run_mode(
     let cpu_seconds_by_service: BTreeMap<&'static str, f64> = chain
         .cpu_seconds()
         .into_iter()
-        .map(|(name, after)| (name, after - cpu_before.get(name).copied().unwrap_or_default()))
+        .map(|(name, after)| {
+            (
+                name,
+                after - cpu_before.get(name).copied().unwrap_or_default(),
+            )
+        })
         .collect();
     let cpu_seconds = cpu_seconds_by_service.values().sum();
     // SIGTERM flushes what is still queued: everything sent must then have arrived.
@@ -378,7 +383,8 @@ fn summarise(samples: &[Sample]) -> Summary {
     let mut cpu_us_by_service = BTreeMap::new();
     for sample in samples {
         for (name, seconds) in &sample.cpu_seconds_by_service {
-            *cpu_us_by_service.entry(*name).or_insert(0.0) += seconds * 1e6 / requests.max(1) as f64;
+            *cpu_us_by_service.entry(*name).or_insert(0.0) +=
+                seconds * 1e6 / requests.max(1) as f64;
         }
     }
     Summary {
@@ -468,14 +474,15 @@ async fn main() {
 
     println!();
     println!(
-        "{:<10} {:>10} {:>12} {:>9} {:>9} {:>7}  {:<34} spans",
+        "{:<10} {:>10} {:>12} {:>20} {:>9} {:>9} {:>7}  {:<20} spans",
         "mode",
         "req/s",
         "cpu us/req",
+        "(apollo/hermes/soph)",
         "p50 us",
         "p99 us",
         "errors",
-        "peak RSS MiB (apollo/hermes/sophia)"
+        "peak RSS MiB (a/h/s)"
     );
     let summaries: BTreeMap<Mode, Summary> = samples
         .iter()
@@ -483,7 +490,11 @@ async fn main() {
         .collect();
     for (mode, s) in &summaries {
         let rss: Vec<String> = s.peak_rss_mib.values().map(|m| format!("{m:.1}")).collect();
-        let cpu: Vec<String> = s.cpu_us_by_service.values().map(|us| format!("{us:.0}")).collect();
+        let cpu: Vec<String> = s
+            .cpu_us_by_service
+            .values()
+            .map(|us| format!("{us:.0}"))
+            .collect();
         println!(
             "{:<10} {:>10.1} {:>12.0} {:>20} {:>9} {:>9} {:>7}  {:<20} {}/{}",
             mode.name(),
