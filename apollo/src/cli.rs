@@ -5,9 +5,22 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::{
-    config::Command,
-    services::{Action, ActionError, Outcome},
+    config::{Cli, Command},
+    services::{Action, ActionError, Outcome, Services},
 };
+
+/// Performs the command of `cli` (not `serve`) and renders its outcome.
+pub async fn run(cli: &Cli, services: &Services) -> Report {
+    let Some(action) = action(&cli.command) else {
+        return Report {
+            stdout: String::new(),
+            stderr: Some("apollo: serve is not a one-shot command".into()),
+            exit_code: 2,
+        };
+    };
+    let outcome = services.perform(action).await;
+    report(&cli.command, &outcome, cli.json)
+}
 
 /// The action a command asks for (`None` for `serve`, which is not an action).
 pub fn action(command: &Command) -> Option<Action> {
@@ -53,6 +66,17 @@ pub struct Report {
     pub stderr: Option<String>,
     /// The process exit code: 0 on success, 1 when a service failed or refused.
     pub exit_code: i32,
+}
+
+impl Report {
+    /// Prints the report and returns the exit code.
+    pub fn print(&self) -> std::process::ExitCode {
+        print!("{}", self.stdout);
+        if let Some(line) = &self.stderr {
+            eprintln!("{line}");
+        }
+        std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1))
+    }
 }
 
 /// Renders `outcome` of `command` for people, or as one JSON object with `json`.

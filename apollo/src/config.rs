@@ -96,6 +96,31 @@ pub struct ServeArgs {
     pub port: u16,
 }
 
+impl Cli {
+    /// Telemetry from the environment; a command's output is the answer, so unless `RUST_LOG`
+    /// says otherwise only warnings are logged beside it.
+    pub fn telemetry_config(
+        &self,
+    ) -> Result<foundry::config::TelemetryConfig, foundry::config::ConfigError> {
+        let mut config =
+            foundry::config::TelemetryConfig::from_env("apollo", env!("CARGO_PKG_VERSION"))?;
+        if std::env::var_os("RUST_LOG").is_none() && !matches!(self.command, Command::Serve(_)) {
+            config.log_filter = "warn".into();
+        }
+        Ok(config)
+    }
+
+    /// Sophia and Hermes as these flags say.
+    pub fn services(&self) -> Result<crate::services::Services, reqwest::Error> {
+        crate::services::Services::new(
+            &self.sophia_url,
+            &self.hermes_url,
+            self.sophia_api_key.clone(),
+            std::time::Duration::from_millis(self.timeout_ms),
+        )
+    }
+}
+
 impl Command {
     /// The name recorded as `command.name`.
     pub fn name(&self) -> &'static str {
