@@ -8,11 +8,16 @@
 #   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
 
 CARGO ?= cargo
+SHELL := /bin/bash
 
 .PHONY: test lint fmt demo bench run-sophia run-hermes run-apollo
 
+# The last line sums every suite's `test result:` line, so the run ends on one total.
 test: lint
-	$(CARGO) test --workspace
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } \
+		END { printf "%d passed, %d failed, %d skipped\n", passed, failed, ignored }' target/test-output.log
 
 lint:
 	$(CARGO) fmt --all -- --check
