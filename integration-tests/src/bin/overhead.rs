@@ -60,7 +60,14 @@ struct Settings {
     warmup: Duration,
     measure: Duration,
     concurrency: usize,
+    /// The latency phase: one request at a time, so no queueing hides or inflates what
+    /// telemetry adds to a request.
+    latency: Duration,
 }
+
+/// HTTP hops of one `/api/plan`: client → apollo → sophia → hermes (`/simple_nlp` and one
+/// `/embed_text` per step of the fixed three-step goal).
+const HOPS_PER_REQUEST: i128 = 6;
 
 /// One mode's run in one round.
 #[derive(Debug, Default, Clone)]
@@ -71,6 +78,8 @@ struct Sample {
     cpu_seconds: f64,
     cpu_seconds_by_service: BTreeMap<&'static str, f64>,
     latencies_us: Vec<u64>,
+    /// Latencies of the one-at-a-time phase.
+    single_latencies_us: Vec<u64>,
     peak_rss_kib: BTreeMap<&'static str, u64>,
     spans_received: usize,
     spans_expected: usize,
@@ -296,10 +305,14 @@ async fn run_mode(
         })
         .collect();
     let cpu_seconds = cpu_seconds_by_service.values().sum();
+    let (single_latencies_us, single_errors) = load(&client, &url, 1, settings.latency).await;
     // SIGTERM flushes what is still queued: everything sent must then have arrived.
     let peak_rss_kib = chain.stop().await;
 
-    let sent = (warm.len() + latencies_us.len()) as u64 + warm_errors + errors;
+    let sent = (warm.len() + latencies_us.len() + single_latencies_us.len()) as u64
+        + warm_errors
+        + errors
+        + single_errors;
     let spans_expected = match mode {
         Mode::On => usize::try_from(sent).unwrap_or(usize::MAX) * spans_per_request,
         Mode::Off | Mode::Unsampled => 0,
@@ -311,6 +324,7 @@ async fn run_mode(
         cpu_seconds,
         cpu_seconds_by_service,
         latencies_us,
+        single_latencies_us,
         peak_rss_kib,
         spans_received: receiver.span_count() - before_spans,
         spans_expected,
@@ -359,6 +373,8 @@ struct Summary {
     cpu_us_by_service: BTreeMap<&'static str, f64>,
     p50_us: u64,
     p99_us: u64,
+    single_p50_us: u64,
+    single_p99_us: u64,
     peak_rss_mib: BTreeMap<&'static str, f64>,
     errors: u64,
     spans_received: usize,
@@ -371,6 +387,11 @@ fn summarise(samples: &[Sample]) -> Summary {
         .flat_map(|s| s.latencies_us.iter().copied())
         .collect();
     latencies.sort_unstable();
+    let mut single: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.single_latencies_us.iter().copied())
+        .collect();
+    single.sort_unstable();
     let requests: u64 = samples.iter().map(|s| s.requests).sum();
     let cpu: f64 = samples.iter().map(|s| s.cpu_seconds).sum();
     let mut peak_rss_mib = BTreeMap::new();
@@ -402,6 +423,8 @@ fn summarise(samples: &[Sample]) -> Summary {
         },
         p50_us: percentile(&latencies, 50.0),
         p99_us: percentile(&latencies, 99.0),
+        single_p50_us: percentile(&single, 50.0),
+        single_p99_us: percentile(&single, 99.0),
         peak_rss_mib,
         errors: samples.iter().map(|s| s.errors).sum(),
         spans_received: samples.iter().map(|s| s.spans_received).sum(),
@@ -421,6 +444,7 @@ async fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let settings = if quick {
         Settings {
+            latency: Duration::from_millis(700),
             rounds: 2,
             warmup: Duration::from_millis(700),
             measure: Duration::from_secs(2),
@@ -430,8 +454,9 @@ async fn main() {
         Settings {
             rounds: 5,
             warmup: Duration::from_secs(2),
-            measure: Duration::from_secs(8),
+            measure: Duration::from_secs(7),
             concurrency: 8,
+            latency: Duration::from_secs(3),
         }
     };
     let bin = release_dir();
@@ -440,11 +465,12 @@ async fn main() {
         .expect("receiver starts");
     let spans_per_request = calibrate(&bin, &receiver).await;
     println!(
-        "bench: {} rounds x 3 modes, {} s each after {} s warm-up, concurrency {}, {} spans per request",
+        "bench: {} rounds x 3 modes, {} s at concurrency {} after {} s warm-up, then {} s one at a time; {} spans per request",
         settings.rounds,
         settings.measure.as_secs_f64(),
-        settings.warmup.as_secs_f64(),
         settings.concurrency,
+        settings.warmup.as_secs_f64(),
+        settings.latency.as_secs_f64(),
         spans_per_request
     );
 
@@ -474,13 +500,13 @@ async fn main() {
 
     println!();
     println!(
-        "{:<10} {:>10} {:>12} {:>20} {:>9} {:>9} {:>7}  {:<20} spans",
+        "{:<10} {:>10} {:>12} {:>20} {:>15} {:>15} {:>7}  {:<20} spans",
         "mode",
         "req/s",
         "cpu us/req",
         "(apollo/hermes/soph)",
-        "p50 us",
-        "p99 us",
+        "p50/p99 loaded",
+        "p50/p99 single",
         "errors",
         "peak RSS MiB (a/h/s)"
     );
@@ -496,13 +522,13 @@ async fn main() {
             .map(|us| format!("{us:.0}"))
             .collect();
         println!(
-            "{:<10} {:>10.1} {:>12.0} {:>20} {:>9} {:>9} {:>7}  {:<20} {}/{}",
+            "{:<10} {:>10.1} {:>12.0} {:>20} {:>15} {:>15} {:>7}  {:<20} {}/{}",
             mode.name(),
             s.throughput,
             s.cpu_us_per_request,
             cpu.join("/"),
-            s.p50_us,
-            s.p99_us,
+            format!("{}/{}", s.p50_us, s.p99_us),
+            format!("{}/{}", s.single_p50_us, s.single_p99_us),
             s.errors,
             rss.join(" / "),
             s.spans_received,
@@ -516,16 +542,24 @@ async fn main() {
     ) else {
         return;
     };
+    let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
     println!(
         "unsampled: throughput_ratio={:.3} cpu_per_request_ratio={:.3}",
         unsampled.throughput / off.throughput,
         unsampled.cpu_us_per_request / off.cpu_us_per_request
     );
     println!(
+        "latency (one request at a time): p99 added {} us over {} hops, {} us per hop; under load p99 added {} us",
+        single_p99_added,
+        HOPS_PER_REQUEST,
+        single_p99_added / HOPS_PER_REQUEST,
+        i128::from(on.p99_us) - i128::from(off.p99_us)
+    );
+    println!(
         "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}",
         on.throughput / off.throughput,
         on.cpu_us_per_request / off.cpu_us_per_request,
-        i128::from(on.p99_us) - i128::from(off.p99_us),
+        single_p99_added,
         on.spans_received,
         on.spans_expected
     );
