@@ -11,10 +11,10 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Where Sophia answers.
-    #[arg(long, env = "SOPHIA_URL", default_value = "http://127.0.0.1:47000", value_parser = parse_url, global = true)]
+    #[arg(long, env = "SOPHIA_URL", default_value = "http://127.0.0.1:47000", value_parser = foundry::config::parse_service_url, global = true)]
     pub sophia_url: String,
     /// Where Hermes answers.
-    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = parse_url, global = true)]
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::config::parse_service_url, global = true)]
     pub hermes_url: String,
     /// Sent to Sophia as `Authorization: Bearer <key>` when set.
     #[arg(long, env = "SOPHIA_API_KEY", hide_env_values = true, global = true)]
@@ -134,18 +134,5 @@ impl Command {
             Self::Chat { .. } => "chat",
             Self::Serve(_) => "serve",
         }
-    }
-}
-
-/// Accepts only absolute http(s) URLs, so a typo fails at once with a clear message.
-pub fn parse_url(value: &str) -> Result<String, String> {
-    let uri: http::Uri = value
-        .parse()
-        .map_err(|error| format!("not a URL: {error}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:47000".into()),
     }
 }

@@ -240,6 +240,21 @@ impl TelemetryConfig {
     }
 }
 
+/// Parses a service base URL given on a command line (`--hermes-url`, `--sophia-url`): only
+/// absolute http(s) URLs, so a typo fails at startup with a clear message, not on the first
+/// request. The trailing slash is dropped.
+pub fn parse_service_url(value: &str) -> Result<String, String> {
+    let uri: Uri = value
+        .parse()
+        .map_err(|error| format!("not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:17000".into()),
+    }
+}
+
 fn parse_endpoint(value: &str) -> Result<String, ConfigError> {
     const VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     let uri: Uri = value

@@ -142,6 +142,29 @@ impl Drop for Telemetry {
     }
 }
 
+/// Builds the OTLP exporter `$kind` (`SpanExporter`, `MetricExporter`, `LogExporter`) for the
+/// configured protocol. A macro because the three builders share no trait to be generic over.
+macro_rules! otlp_exporter {
+    ($kind:ident, $otlp:expr, $path:literal, $signal:literal) => {
+        match $otlp.protocol {
+            Protocol::Grpc => opentelemetry_otlp::$kind::builder()
+                .with_tonic()
+                .with_endpoint(&$otlp.endpoint)
+                .with_timeout($otlp.timeout)
+                .with_metadata(grpc_metadata(&$otlp.headers))
+                .build(),
+            // The HTTP exporter takes the signal's full URL; gRPC takes the base endpoint.
+            Protocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
+                .with_http()
+                .with_endpoint(format!("{}/{}", $otlp.endpoint, $path))
+                .with_timeout($otlp.timeout)
+                .with_headers($otlp.headers.clone())
+                .build(),
+        }
+        .map_err(|error| exporter_error($signal, error))
+    };
+}
+
 /// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
 /// subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is installed.
 pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
@@ -177,21 +200,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));
     if let Some(otlp) = &config.otlp {
-        let exporter = match otlp.protocol {
-            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(&otlp.endpoint)
-                .with_timeout(otlp.timeout)
-                .with_metadata(grpc_metadata(&otlp.headers))
-                .build(),
-            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(format!("{}/v1/traces", otlp.endpoint))
-                .with_timeout(otlp.timeout)
-                .with_headers(otlp.headers.clone())
-                .build(),
-        }
-        .map_err(|error| exporter_error("traces", error))?;
+        let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
         // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing. The other OTEL_BSP_* variables
         // are read by the SDK itself.
@@ -220,21 +229,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with_resource(resource.clone())
         .with_reader(prometheus_reader);
     if let Some(otlp) = &config.otlp {
-        let exporter = match otlp.protocol {
-            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(&otlp.endpoint)
-                .with_timeout(otlp.timeout)
-                .with_metadata(grpc_metadata(&otlp.headers))
-                .build(),
-            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_endpoint(format!("{}/v1/metrics", otlp.endpoint))
-                .with_timeout(otlp.timeout)
-                .with_headers(otlp.headers.clone())
-                .build(),
-        }
-        .map_err(|error| exporter_error("metrics", error))?;
+        let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
         meter_builder = meter_builder.with_reader(
             PeriodicReader::builder(exporter)
                 .with_interval(config.metric_export_interval)
@@ -246,21 +241,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let logger_provider = match &config.otlp {
         None => None,
         Some(otlp) => {
-            let exporter = match otlp.protocol {
-                Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(&otlp.endpoint)
-                    .with_timeout(otlp.timeout)
-                    .with_metadata(grpc_metadata(&otlp.headers))
-                    .build(),
-                Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-                    .with_http()
-                    .with_endpoint(format!("{}/v1/logs", otlp.endpoint))
-                    .with_timeout(otlp.timeout)
-                    .with_headers(otlp.headers.clone())
-                    .build(),
-            }
-            .map_err(|error| exporter_error("logs", error))?;
+            let exporter = otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?;
             Some(
                 SdkLoggerProvider::builder()
                     .with_resource(resource)

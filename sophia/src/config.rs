@@ -17,7 +17,7 @@ pub struct Config {
     #[arg(long, env = "SOPHIA_PORT", default_value_t = 47000)]
     pub port: u16,
     /// Where Hermes answers.
-    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = parse_url)]
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::config::parse_service_url)]
     pub hermes_url: String,
     /// How long one call to Hermes may take, in milliseconds.
     #[arg(long, env = "HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
@@ -36,18 +36,5 @@ impl std::fmt::Debug for Config {
             .field("hermes_timeout_ms", &self.hermes_timeout_ms)
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .finish()
-    }
-}
-
-/// Accepts only absolute http(s) URLs, so a typo fails at startup, not on the first request.
-pub fn parse_url(value: &str) -> Result<String, String> {
-    let uri: http::Uri = value
-        .parse()
-        .map_err(|error| format!("not a URL: {error}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:17000".into()),
     }
 }
