@@ -226,18 +226,6 @@ impl TelemetryConfig {
             },
         })
     }
-
-    /// Sends spans and metrics to `endpoint` over `protocol`, as the CLI of a binary may ask.
-    #[must_use]
-    pub fn with_otlp_endpoint(mut self, endpoint: &str, protocol: Protocol) -> Self {
-        self.otlp = Some(OtlpConfig {
-            endpoint: endpoint.to_owned(),
-            protocol,
-            headers: HashMap::new(),
-            timeout: Duration::from_secs(10),
-        });
-        self
-    }
 }
 
 /// Parses a service base URL given on a command line (`--hermes-url`, `--sophia-url`): only
@@ -251,29 +239,28 @@ pub fn parse_service_url(value: &str) -> Result<String, String> {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => {
             Ok(value.trim_end_matches('/').to_owned())
         }
-        _ => Err("expected an http:// or https:// URL such as http://127.0.0.1:17000".into()),
+        _ => Err("expected an http:// or https:// URL such as http://localhost:4317".into()),
     }
 }
 
 fn parse_endpoint(value: &str) -> Result<String, ConfigError> {
-    const VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-    let uri: Uri = value
-        .parse()
-        .map_err(|error| ConfigError::new(VAR, value, format!("not a URL ({error})")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => {
-            return Err(ConfigError::new(
-                VAR,
-                value,
-                "expected an http:// or https:// URL such as http://localhost:4317",
-            ));
+    parse_service_url(value).map_err(|reason| {
+        ConfigError::new(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &without_userinfo(value),
+            reason,
+        )
+    })
+}
+
+/// `value` without any `user:password@`, for error messages.
+pub fn without_userinfo(value: &str) -> String {
+    match (value.find("://"), value.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***@{}", &value[..scheme_end + 3], &value[at + 1..])
         }
+        _ => value.to_owned(),
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(VAR, value, "the URL has no host"));
-    }
-    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
@@ -368,9 +355,25 @@ fn parse_key_values(
 fn parse_headers(value: &str) -> Result<HashMap<String, String>, ConfigError> {
     const VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
     // The value may hold credentials: errors name the variable but do not echo it.
-    parse_key_values(VAR, value)
-        .map(|pairs| pairs.into_iter().collect())
-        .map_err(|error| ConfigError::new(VAR, "<redacted>", error.reason))
+    let pairs = parse_key_values(VAR, value)
+        .map_err(|error| ConfigError::new(VAR, "<redacted>", error.reason))?;
+    for (name, value) in &pairs {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::new(
+                VAR,
+                "<redacted>",
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(ConfigError::new(
+                VAR,
+                "<redacted>",
+                format!("the value of {name:?} is not a valid header value"),
+            ));
+        }
+    }
+    Ok(pairs.into_iter().collect())
 }
 
 /// Decodes `%XX` escapes. Hand-written because it is ten lines and the `percent-encoding`
@@ -489,6 +492,30 @@ mod tests {
         ])
         .expect_err("zero timeout");
         assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_TIMEOUT");
+    }
+
+    #[test]
+    fn invalid_header_names_and_values_are_errors() {
+        for headers in ["bad name=x", "key=line%0Abreak"] {
+            let error = config(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", headers),
+            ])
+            .expect_err(headers);
+            assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_HEADERS");
+        }
+    }
+
+    #[test]
+    fn endpoint_errors_hide_credentials() {
+        let error = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:s3cret@collector")])
+            .expect_err("ftp");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        assert_eq!(
+            without_userinfo("http://a:b@host:1/x"),
+            "http://***@host:1/x"
+        );
+        assert_eq!(without_userinfo("http://host:1"), "http://host:1");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod config;
+mod console;
 pub mod http;
 mod logging;
 pub mod metrics;

@@ -7,7 +7,7 @@
 
 use std::{
     sync::{Mutex, PoisonError, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use opentelemetry::{
@@ -81,7 +81,35 @@ struct Providers {
     logger: Option<SdkLoggerProvider>,
     meter: SdkMeterProvider,
     /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
-    export_runtime: Option<tokio::runtime::Runtime>,
+    export_runtime: Option<ExportRuntime>,
+}
+
+/// The export runtime, shut down in the background when dropped: dropping a runtime the usual
+/// way blocks, which tokio forbids (with a panic) inside the service's own runtime, where `init`
+/// and the guard's drop run.
+struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExportRuntime {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otel-export")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+}
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -110,22 +138,24 @@ impl Telemetry {
             export_runtime,
         } = providers;
         let (done_tx, done_rx) = mpsc::channel();
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        // What is left of the one budget: a collector that never answers the traces must not
+        // leave logs and metrics no time at all, nor stretch the whole beyond the bound.
+        let remaining = move || deadline.saturating_duration_since(Instant::now());
         // On its own thread, so that neither a current-thread runtime of the caller nor a
         // collector that accepts and never answers can hold the process beyond the bound.
         let spawned = std::thread::Builder::new()
             .name("otel-shutdown".into())
             .spawn(move || {
-                let _ = tracer.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                let _ = tracer.shutdown_with_timeout(remaining() / 2);
                 if let Some(logger) = logger {
-                    let _ = logger.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                    let _ = logger.shutdown_with_timeout(remaining() / 2);
                 }
-                let _ = meter.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+                let _ = meter.shutdown_with_timeout(remaining());
                 let _ = done_tx.send(());
             });
-        let finished = spawned.is_ok() && done_rx.recv_timeout(SHUTDOWN_TIMEOUT).is_ok();
-        if let Some(runtime) = export_runtime {
-            runtime.shutdown_background();
-        }
+        let finished = spawned.is_ok() && done_rx.recv_timeout(remaining()).is_ok();
+        drop(export_runtime);
         if !finished {
             tracing::warn!(
                 timeout_ms = SHUTDOWN_TIMEOUT.as_millis() as i64,
@@ -184,17 +214,11 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
     let resource = resource(&config);
     let export_runtime = match &config.otlp {
-        Some(otlp) if otlp.protocol == Protocol::Grpc => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("otel-export")
-                .enable_all()
-                .build()?,
-        ),
+        Some(otlp) if otlp.protocol == Protocol::Grpc => Some(ExportRuntime::start()?),
         _ => None,
     };
     // tonic spawns its connection tasks on the runtime current at build time: make it ours.
-    let _entered = export_runtime.as_ref().map(tokio::runtime::Runtime::enter);
+    let entered = export_runtime.as_ref().and_then(ExportRuntime::enter);
 
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
@@ -215,7 +239,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
-            opentelemetry_stdout::SpanExporter::default(),
+            crate::console::ConsoleExporter::default(),
         ));
     }
     let tracer_provider = tracer_builder.build();
@@ -264,7 +288,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
 
     install_globals(&tracer_provider, &meter_provider, registry);
-    drop(_entered);
+    drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {
             tracer: tracer_provider,
