@@ -71,9 +71,11 @@ pub struct Report {
 impl Report {
     /// Prints the report and returns the exit code.
     pub fn print(&self) -> std::process::ExitCode {
-        print!("{}", self.stdout);
+        use std::io::Write as _;
+        // A closed pipe (`apollo state | head -1`) is the reader's choice, not a crash.
+        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
         if let Some(line) = &self.stderr {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
         std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1))
     }

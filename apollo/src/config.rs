@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 /// `apollo [--sophia-url URL] [--hermes-url URL] [--json] <command>`
-#[derive(Clone, Debug, Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "apollo",
     version,
@@ -96,6 +96,22 @@ pub struct ServeArgs {
     pub port: u16,
 }
 
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("sophia_url", &self.sophia_url)
+            .field("hermes_url", &self.hermes_url)
+            .field(
+                "sophia_api_key",
+                &self.sophia_api_key.as_ref().map(|_| "***"),
+            )
+            .field("timeout_ms", &self.timeout_ms)
+            .field("json", &self.json)
+            .field("command", &self.command)
+            .finish()
+    }
+}
+
 impl Cli {
     /// Telemetry from the environment; a command's output is the answer, so unless `RUST_LOG`
     /// says otherwise only warnings are logged beside it.
@@ -104,7 +120,9 @@ impl Cli {
     ) -> Result<foundry::config::TelemetryConfig, foundry::config::ConfigError> {
         let mut config =
             foundry::config::TelemetryConfig::from_env("apollo", env!("CARGO_PKG_VERSION"))?;
-        if std::env::var_os("RUST_LOG").is_none() && !matches!(self.command, Command::Serve(_)) {
+        let rust_log_unset =
+            std::env::var("RUST_LOG").map_or(true, |value| value.trim().is_empty());
+        if rust_log_unset && !matches!(self.command, Command::Serve(_)) {
             config.log_filter = "warn".into();
         }
         Ok(config)
@@ -118,21 +136,5 @@ impl Cli {
             self.sophia_api_key.clone(),
             std::time::Duration::from_millis(self.timeout_ms),
         )
-    }
-}
-
-impl Command {
-    /// The name recorded as `command.name`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Status => "status",
-            Self::Plan { .. } => "plan",
-            Self::Simulate { .. } => "simulate",
-            Self::State => "state",
-            Self::Embed { .. } => "embed",
-            Self::Search { .. } => "search",
-            Self::Chat { .. } => "chat",
-            Self::Serve(_) => "serve",
-        }
     }
 }

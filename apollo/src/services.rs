@@ -83,9 +83,11 @@ impl Services {
     ) -> Result<Self, reqwest::Error> {
         let client = foundry::http::client(timeout)?;
         Ok(Self {
+            // Apollo forwards the user's input: their mistakes come back to them as they are.
             sophia: Downstream::new("sophia", sophia_url, client.clone())
-                .with_bearer_token(sophia_api_key),
-            hermes: Downstream::new("hermes", hermes_url, client),
+                .with_bearer_token(sophia_api_key)
+                .forwarding_client_errors(),
+            hermes: Downstream::new("hermes", hermes_url, client).forwarding_client_errors(),
         })
     }
 

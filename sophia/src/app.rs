@@ -23,6 +23,8 @@ pub struct AppState {
     pub hcg: Hcg,
     /// The world state.
     pub cwm: Cwm,
+    /// When set, every route but `/health` and `/metrics` requires `Authorization: Bearer` it.
+    pub api_token: Option<String>,
 }
 
 impl AppState {
@@ -33,12 +35,22 @@ impl AppState {
             hermes: Hermes::new(Downstream::new("hermes", hermes_url, client)),
             hcg: Hcg::in_memory(),
             cwm: Cwm::in_memory(),
+            api_token: None,
         })
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every route but `/health` and `/metrics`;
+    /// `None` or an empty token requires nothing.
+    #[must_use]
+    pub fn with_api_token(mut self, token: Option<String>) -> Self {
+        self.api_token = token.filter(|token| !token.is_empty());
+        self
     }
 }
 
 /// Every route, instrumented, behind the bearer token when one is set.
-pub fn router(state: AppState, api_token: Option<String>) -> Router {
+pub fn router(state: AppState) -> Router {
+    let api_token = state.api_token.clone();
     let routes = Router::new()
         .route("/plan", post(routes::plan::create))
         .route("/simulate", post(routes::simulate::create))
@@ -50,7 +62,7 @@ pub fn router(state: AppState, api_token: Option<String>) -> Router {
         .route("/hcg/entities/{id}", get(routes::hcg::entity))
         .route("/hcg/snapshot", get(routes::hcg::snapshot))
         .with_state(state);
-    let routes = match api_token.filter(|token| !token.is_empty()) {
+    let routes = match api_token {
         Some(token) => routes.route_layer(middleware::from_fn_with_state(token, require_token)),
         None => routes,
     };
@@ -94,11 +106,12 @@ impl Application {
         let state = AppState::new(
             &config.hermes_url,
             Duration::from_millis(config.hermes_timeout_ms),
-        )?;
+        )?
+        .with_api_token(config.api_token.clone());
         let listener = foundry::http::bind(&config.host, config.port).await?;
         Ok(Self {
             listener,
-            router: router(state, config.api_token.clone()),
+            router: router(state),
         })
     }
 

@@ -20,7 +20,7 @@ pub struct Config {
     #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::config::parse_service_url)]
     pub hermes_url: String,
     /// How long one call to Hermes may take, in milliseconds.
-    #[arg(long, env = "HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
     pub hermes_timeout_ms: u64,
     /// When set, every route but /health and /metrics requires `Authorization: Bearer <token>`.
     #[arg(long, env = "SOPHIA_API_TOKEN", hide_env_values = true)]

@@ -16,7 +16,7 @@ pub async fn serve(router: axum::Router) -> String {
 pub async fn services() -> (String, String) {
     let hermes = serve(hermes::app::router(hermes::app::AppState::local())).await;
     let state = sophia::app::AppState::new(&hermes, Duration::from_secs(5)).unwrap();
-    let sophia = serve(sophia::app::router(state, None)).await;
+    let sophia = serve(sophia::app::router(state)).await;
     (sophia, hermes)
 }
 

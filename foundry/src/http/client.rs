@@ -122,12 +122,23 @@ fn transport_error_type(error: &reqwest_middleware::Error) -> &'static str {
 
 /// Another LOGOS service, called with JSON: every failure becomes a [`DownstreamError`] that
 /// names the service.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Downstream {
     service: &'static str,
     base_url: String,
     client: HttpClient,
     bearer_token: Option<String>,
+    forwards_client_errors: bool,
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("service", &self.service)
+            .field("base_url", &self.base_url)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a call to another service failed.
@@ -158,6 +169,8 @@ pub enum DownstreamError {
         code: String,
         /// Its error message.
         message: String,
+        /// Whether a 4xx is the end user's to see (the caller only forwards their input).
+        forwarded: bool,
     },
     /// It answered 2xx with a body that is not what the contract says.
     #[error("{service} sent an invalid response: {detail}")]
@@ -188,9 +201,9 @@ impl From<DownstreamError> for ErrorResponse {
 }
 
 impl ErrorResponse {
-    /// The answer for a failed downstream call: a 4xx from the other service passes through
-    /// (it is about the caller's input); anything else is 502, or 504 for a timeout, with a code
-    /// that names the service.
+    /// The answer for a failed downstream call: a 4xx from a service that only forwards the
+    /// user's input passes through (see [`Downstream::forwarding_client_errors`]); anything else
+    /// is 502, or 504 for a timeout, with a code that names the service.
     pub fn from_ref(error: &DownstreamError) -> Self {
         let service = error.service();
         match error {
@@ -198,6 +211,7 @@ impl ErrorResponse {
                 status,
                 code,
                 message,
+                forwarded: true,
                 ..
             } if status.is_client_error() => {
                 ErrorResponse::new(*status, code.clone(), format!("{service}: {message}"))
@@ -224,7 +238,17 @@ impl Downstream {
             base_url: base_url.trim_end_matches('/').to_owned(),
             client,
             bearer_token: None,
+            forwards_client_errors: false,
         }
+    }
+
+    /// Lets the other service's 4xx answers reach the end user as they are, for a caller that
+    /// only forwards the user's input (Apollo). Otherwise a 4xx means the caller sent a wrong
+    /// request, which is its own failure: 502 naming the service.
+    #[must_use]
+    pub fn forwarding_client_errors(mut self) -> Self {
+        self.forwards_client_errors = true;
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` with every call (never recorded on a span).
@@ -307,6 +331,7 @@ impl Downstream {
                 status,
                 code,
                 message,
+                forwarded: self.forwards_client_errors,
             });
         }
         serde_json::from_slice(&bytes).map_err(|error| DownstreamError::InvalidResponse {
@@ -324,7 +349,7 @@ impl Downstream {
             }
             _ => DownstreamError::Unreachable {
                 service: self.service,
-                url: url.to_owned(),
+                url: crate::config::without_userinfo(url),
             },
         }
     }

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use axum::{
     Json,
     extract::{
-        FromRequest, FromRequestParts, Query, Request,
-        rejection::{JsonRejection, QueryRejection},
+        FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
     },
     response::{IntoResponse, Response},
 };
@@ -111,6 +111,32 @@ where
                 ErrorResponse::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
+                    rejection.body_text(),
+                )
+            },
+        )?;
+        Ok(Self(value))
+    }
+}
+
+/// `axum::extract::Path` whose rejections (a segment that is not valid UTF-8 once decoded, or
+/// not of the expected type) answer 400 `invalid_path` in the error shape above.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PathParam<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await.map_err(
+            |rejection: PathRejection| {
+                ErrorResponse::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
                     rejection.body_text(),
                 )
             },

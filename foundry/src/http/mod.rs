@@ -12,9 +12,9 @@ mod server;
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 
 pub use client::{ClientSpanBackend, Downstream, DownstreamError, HttpClient, client};
-pub use error::{ErrorResponse, JsonBody, QueryParams};
+pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub use serve::{DRAIN_TIMEOUT, bind, serve};
-pub use server::{ServerLayer, UNTRACED_PATHS};
+pub use server::{REQUEST_TIMEOUT, ServerLayer, UNTRACED_PATHS};
 
 /// The largest request body a service accepts; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -13,10 +13,10 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use axum::{body::Body, extract::MatchedPath};
+use axum::{body::Body, extract::MatchedPath, response::IntoResponse};
 use http::{Method, Request, Response};
 use opentelemetry::{KeyValue, global, propagation::TextMapPropagator};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -24,19 +24,42 @@ use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::ErrorResponse;
 use crate::{metrics::HttpInstruments, propagation::W3cTraceContextPropagator};
+
+/// How long a request may take, body included, before it is abandoned with 503 `timeout`:
+/// a slow client or a stuck downstream cannot hold a handler for ever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Paths that are never traced: health checks and metric scrapes would drown the real traffic.
 pub const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
 
-/// Adds the server span, its metric and the `traceparent` response header to a router.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServerLayer;
+/// Adds the server span, its metric and the `traceparent` response header to a router, and
+/// abandons requests that outlive [`REQUEST_TIMEOUT`].
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLayer {
+    timeout: Duration,
+}
+
+impl Default for ServerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl ServerLayer {
     /// The layer; telemetry must be initialised first for its metric to record.
     pub fn new() -> Self {
-        Self
+        Self {
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Abandons requests after `timeout` instead of [`REQUEST_TIMEOUT`].
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -44,7 +67,10 @@ impl<S> Layer<S> for ServerLayer {
     type Service = ServerService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ServerService { inner }
+        ServerService {
+            inner,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -52,6 +78,7 @@ impl<S> Layer<S> for ServerLayer {
 #[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,
+    timeout: Duration,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -70,6 +97,8 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // `instrument` adds these routes outside the layer; this guards a service that routes
+        // them itself, for the price of two string comparisons.
         if UNTRACED_PATHS.contains(&request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
@@ -81,9 +110,22 @@ where
             .map(|matched| matched.as_str().to_owned());
         let span = server_span(&request, &method, route.as_deref());
         let future = self.inner.call(request);
+        let timeout = self.timeout;
 
         Box::pin(async move {
-            let Ok(mut response) = future.instrument(span.clone()).await;
+            let mut response =
+                match tokio::time::timeout(timeout, future.instrument(span.clone())).await {
+                    Ok(Ok(response)) => response,
+                    Err(_elapsed) => ErrorResponse::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        format!(
+                            "the request took longer than {} ms and was abandoned",
+                            timeout.as_millis()
+                        ),
+                    )
+                    .into_response(),
+                };
             let status = response.status();
             let status_code = i64::from(status.as_u16());
             if !span.is_disabled() {

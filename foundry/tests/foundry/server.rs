@@ -132,8 +132,12 @@ async fn unsampled_parent_records_nothing_but_still_propagates() {
     let capture = capture("foundry-test");
     let (trace_id, traceparent) = new_traceparent(false);
 
-    let response = get_with("/items/3", Some(&traceparent)).await;
+    let (control_id, control) = new_traceparent(true);
 
+    let response = get_with("/items/3", Some(&traceparent)).await;
+    let _ = get_with("/items/3", Some(&control)).await;
+
+    assert_eq!(capture.spans(&control_id).len(), 1, "the capture works");
     assert!(capture.spans(&trace_id).is_empty());
     let returned = response.headers()["traceparent"].to_str().unwrap();
     assert!(returned.starts_with(&format!("00-{trace_id}-")) && returned.ends_with("-00"));
@@ -145,8 +149,11 @@ async fn health_and_metrics_are_untraced_and_metrics_has_the_request_histogram()
     let (trace_id, traceparent) = new_traceparent(true);
     let _ = get_with("/items/9", None).await;
 
+    let (control_id, control) = new_traceparent(true);
     let health = get_with("/health", Some(&traceparent)).await;
     let metrics = get_with("/metrics", Some(&traceparent)).await;
+    let _ = get_with("/items/10", Some(&control)).await;
+    assert_eq!(capture.spans(&control_id).len(), 1, "the capture works");
 
     assert_eq!(health.status(), StatusCode::OK);
     let body = axum::body::to_bytes(health.into_body(), 1 << 20)
@@ -193,4 +200,42 @@ async fn errors_are_json_with_a_code() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], code, "{body}");
     }
+}
+
+#[tokio::test]
+async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
+    let capture = capture("foundry-test");
+    let (trace_id, traceparent) = new_traceparent(true);
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                "too late"
+            }),
+        )
+        .layer(
+            foundry::http::ServerLayer::new()
+                .with_request_timeout(std::time::Duration::from_millis(50)),
+        );
+
+    let response = app
+        .oneshot(
+            Request::get("/slow")
+                .header("traceparent", &traceparent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "timeout");
+    let spans = capture.spans(&trace_id);
+    assert_eq!(spans[0].status, Status::Error);
+    assert_eq!(spans[0].int("http.response.status_code"), Some(503));
 }

@@ -1,10 +1,7 @@
 //! `GET /hcg/entities/{id}`, `GET /hcg/entities?type=&limit=`, `GET /hcg/snapshot?limit=`.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
-use foundry::http::QueryParams;
+use axum::{Json, extract::State};
+use foundry::http::{PathParam, QueryParams};
 use serde::Deserialize;
 
 use crate::{
@@ -26,7 +23,7 @@ pub struct ListQuery {
 /// One entity by id.
 pub async fn entity(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Entity>, ApiError> {
     Ok(Json(state.hcg.get(&id)?))
 }

@@ -2,6 +2,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use foundry::http::JsonBody;
+use futures_util::future::try_join_all;
 use tracing::Instrument;
 
 use crate::{
@@ -20,8 +21,11 @@ pub async fn create(
     let plan = async move {
         let clauses = state.hermes.clauses(&draft.goal().description).await?;
         let mut steps = draft.steps_from_clauses(&clauses)?;
-        for step in &mut steps {
-            step.embedding_id = Some(state.hermes.embed(&step.name).await?);
+        // All steps at once: the plan waits for the slowest embedding, not for their sum.
+        let embedding_ids =
+            try_join_all(steps.iter().map(|step| state.hermes.embed(&step.name))).await?;
+        for (step, embedding_id) in steps.iter_mut().zip(embedding_ids) {
+            step.embedding_id = Some(embedding_id);
         }
         let planned = draft.build(steps)?;
         state.hcg.write(planned.batch)?;

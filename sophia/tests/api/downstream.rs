@@ -1,6 +1,6 @@
 //! Hermes failing under `POST /plan`: down (502 `hermes_unavailable`), slow (504
-//! `hermes_timeout`), answering 5xx or garbage (502), or rejecting the input (its 4xx passes
-//! through). Each is bounded in time, leaves the graph untouched, and marks the spans.
+//! `hermes_timeout`), answering 5xx or garbage (502), or rejecting Sophia's request (also 502:
+//! the user's goal is not at fault). Each is bounded in time, leaves the graph untouched, and marks the spans.
 
 use std::time::Duration;
 
@@ -124,8 +124,9 @@ async fn a_hermes_answer_outside_the_contract_is_502() {
 }
 
 #[tokio::test]
-async fn a_hermes_client_error_passes_through_with_its_code() {
-    // Arrange
+async fn a_hermes_client_error_is_a_bad_gateway_naming_hermes() {
+    // Arrange: Sophia's own request to Hermes was refused, e.g. HERMES_URL names another
+    // service; the user's goal is not at fault.
     let rejecting = spawn_fake_hermes(
         StatusCode::UNPROCESSABLE_ENTITY,
         r#"{"error": {"code": "text_too_long", "message": "text is too long"}}"#,
@@ -138,10 +139,14 @@ async fn a_hermes_client_error_passes_through_with_its_code() {
     let (response, trace) = plan_within_guard(&app).await;
 
     // Assert
-    assert_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "text_too_long");
-    assert_eq!(
-        response.body["error"]["message"],
-        "hermes: text is too long"
+    assert_error(&response, StatusCode::BAD_GATEWAY, "hermes_unavailable");
+    assert!(
+        response.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hermes answered 422 Unprocessable Entity: text is too long"),
+        "{}",
+        response.body
     );
-    assert_eq!(trace.server("POST /plan").status, Status::Unset);
+    assert_eq!(trace.server("POST /plan").status, Status::Error);
 }

@@ -82,6 +82,18 @@ async fn an_unknown_id_is_404_not_found() {
 }
 
 #[tokio::test]
+async fn an_id_that_is_not_utf8_is_400_invalid_path_in_json() {
+    // Arrange
+    let app = TestApp::with_hermes_down();
+
+    // Act
+    let (response, _) = app.get_traced("/hcg/entities/%FF").await;
+
+    // Assert
+    assert_error(&response, StatusCode::BAD_REQUEST, "invalid_path");
+}
+
+#[tokio::test]
 async fn entities_of_a_type_are_listed_newest_first_up_to_the_limit() {
     // Arrange
     let (app, _) = app_with_plan().await;

@@ -58,9 +58,11 @@ impl TestApp {
     /// Sophia reaching Hermes at `hermes_url` with the given client timeout and optional token.
     pub fn against(hermes_url: &str, timeout: Duration, token: Option<&str>) -> Self {
         let capture = capture("sophia");
-        let state = sophia::app::AppState::new(hermes_url, timeout).unwrap();
+        let state = sophia::app::AppState::new(hermes_url, timeout)
+            .unwrap()
+            .with_api_token(token.map(str::to_owned));
         Self {
-            router: sophia::app::router(state, token.map(str::to_owned)),
+            router: sophia::app::router(state),
             capture,
             hermes_url: hermes_url.to_owned(),
         }
