@@ -179,3 +179,22 @@ async fn downstream_errors_name_the_service_and_mark_the_span() {
         "{error_types:?}"
     );
 }
+
+#[tokio::test]
+async fn https_urls_are_supported() {
+    // Nothing listens there: a connect error proves the client took the https URL, where a
+    // client without a TLS backend refuses the scheme before connecting.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = foundry::http::client(Duration::from_secs(2)).unwrap();
+
+    let error = client
+        .get(format!("https://{closed}/"))
+        .send()
+        .await
+        .unwrap_err();
+
+    assert!(error.is_connect(), "{error:?}");
+}
