@@ -114,13 +114,10 @@ pub fn report(command: &Command, outcome: &Outcome, json: bool) -> Report {
 
 fn error_fields(error: &ActionError) -> (String, String) {
     let message = error.to_string().replace('\n', " ");
-    let code = match error {
-        ActionError::Downstream(error) => foundry::http::ErrorResponse::from_ref(error)
-            .code
-            .into_owned(),
-        ActionError::Unhealthy(_) => "unhealthy".to_owned(),
-    };
-    (code, message)
+    (
+        foundry::http::ErrorResponse::from(error).code.into_owned(),
+        message,
+    )
 }
 
 /// A few readable lines per command; JSON for anything unexpected.

@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use foundry::http::{Downstream, DownstreamError};
+
+pub use crate::error::ActionError;
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Value, json};
 use tracing::{Instrument, field::Empty};
@@ -44,17 +46,6 @@ impl Action {
             Self::Chat(_) => "chat",
         }
     }
-}
-
-/// Why an action failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ActionError {
-    /// A service failed or refused.
-    #[error(transparent)]
-    Downstream(#[from] DownstreamError),
-    /// `status` found services down.
-    #[error("{0}")]
-    Unhealthy(String),
 }
 
 /// The outcome of one action: its trace id, and its result.

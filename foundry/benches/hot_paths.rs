@@ -55,6 +55,7 @@ fn propagation(c: &mut Criterion) {
 fn server(c: &mut Criterion) {
     foundry::testing::install_discarding_pipeline("bench");
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let routes = || Router::new().route("/items/{id}", get(|| async { "an item" }));

@@ -9,18 +9,14 @@ use foundry::http::{ErrorResponse, JsonBody};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::services::{Action, ActionError, Services};
+use crate::services::{Action, Services};
 
 async fn perform(services: &Services, action: Action, created: bool) -> Response {
     let outcome = services.perform(action).await;
     match outcome.result {
         Ok(result) if created => (StatusCode::CREATED, Json(result)).into_response(),
         Ok(result) => Json(result).into_response(),
-        Err(ActionError::Downstream(error)) => ErrorResponse::from(error).into_response(),
-        Err(error @ ActionError::Unhealthy(_)) => {
-            ErrorResponse::new(StatusCode::BAD_GATEWAY, "unhealthy", error.to_string())
-                .into_response()
-        }
+        Err(error) => ErrorResponse::from(&error).into_response(),
     }
 }
 

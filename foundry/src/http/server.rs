@@ -35,7 +35,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
 
 /// Adds the server span, its metric and the `traceparent` response header to a router, and
-/// abandons requests that outlive [`REQUEST_TIMEOUT`].
+/// abandons requests that outlive [`REQUEST_TIMEOUT`] (so it needs a tokio runtime with timers).
 #[derive(Clone, Copy, Debug)]
 pub struct ServerLayer {
     timeout: Duration,
