@@ -26,7 +26,9 @@ pub mod http;
 mod logging;
 pub mod metrics;
 pub mod propagation;
+mod sampling;
 mod shutdown;
+mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

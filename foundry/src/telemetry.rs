@@ -24,7 +24,10 @@ use opentelemetry_sdk::{
     },
 };
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+    EnvFilter, Layer,
+    filter::{FilterExt, Targets, filter_fn},
+    layer::SubscriberExt,
+    registry::LookupSpan,
 };
 
 use crate::{
@@ -32,6 +35,8 @@ use crate::{
     logging,
     metrics::HttpInstruments,
     propagation::W3cTraceContextPropagator,
+    sampling,
+    span_export::GrpcSpanExporter,
 };
 
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
@@ -224,18 +229,34 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));
     if let Some(otlp) = &config.otlp {
-        let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
         // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing. The other OTEL_BSP_* variables
         // are read by the SDK itself.
         let batch = BatchConfigBuilder::default()
             .with_max_queue_size(config.span_queue_size)
             .build();
-        tracer_builder = tracer_builder.with_span_processor(
-            BatchSpanProcessor::builder(exporter)
-                .with_batch_config(batch)
-                .build(),
-        );
+        let processor = match otlp.protocol {
+            // Plain-text gRPC, the collector next door: the lean exporter. (TLS stays with the
+            // upstream exporter and its features.)
+            Protocol::Grpc if !otlp.endpoint.starts_with("https:") => {
+                let exporter = GrpcSpanExporter::new(
+                    &otlp.endpoint,
+                    otlp.timeout,
+                    grpc_metadata(&otlp.headers),
+                )
+                .map_err(|error| exporter_error("traces", error))?;
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build()
+            }
+            _ => {
+                let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build()
+            }
+        };
+        tracer_builder = tracer_builder.with_span_processor(processor);
     }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
@@ -282,8 +303,12 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             logging::WithSpanContext::new(
                 opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider),
             )
-            .with_filter(no_telemetry_about_telemetry())
-        }));
+            // Log records only: spans mean nothing to this layer.
+            .with_filter(
+                filter_fn(|metadata| metadata.is_event()).and(no_telemetry_about_telemetry()),
+            )
+        }))
+        .with(sampling::SkipUnsampled);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
 
@@ -327,7 +352,7 @@ pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex:
 /// context activation, a thread-local context switch on every poll of every instrumented
 /// future: only the OTLP log bridge reads the active context, and [`logging::WithSpanContext`]
 /// activates it for log events alone. Its filter is separate from `RUST_LOG`, so a quiet log
-/// level never disables spans.
+/// level never disables spans. [`sampling::SkipUnsampled`] goes with it, outermost.
 pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,

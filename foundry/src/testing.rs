@@ -237,8 +237,9 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
             meter_builder = meter_builder.with_reader(reader);
         }
         let meter_provider = meter_builder.build();
-        let subscriber =
-            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::telemetry::span_layer(&provider))
+            .with(crate::sampling::SkipUnsampled);
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
@@ -260,8 +261,9 @@ pub fn install_discarding_pipeline(service_name: &str) {
             .with_batch_exporter(DiscardingExporter)
             .build();
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
-        let subscriber =
-            tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::telemetry::span_layer(&provider))
+            .with(crate::sampling::SkipUnsampled);
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
         provider
@@ -324,6 +326,8 @@ fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
 #[derive(Default, Debug)]
 struct Received {
     spans: Vec<ReceivedSpan>,
+    /// The gRPC metadata of the last span export.
+    trace_metadata: tonic::metadata::MetadataMap,
     span_count: usize,
     metric_names: BTreeSet<String>,
     log_records: usize,
@@ -444,6 +448,7 @@ impl TraceService for Sink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.lock().trace_metadata = request.metadata().clone();
         self.traces(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -690,6 +695,16 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.sink.lock().spans.clone()
+    }
+
+    /// A header of the last span export over gRPC (its metadata), if it was sent.
+    pub fn trace_export_header(&self, name: &str) -> Option<String> {
+        self.sink
+            .lock()
+            .trace_metadata
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// How many spans were received so far.

@@ -201,6 +201,7 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
         global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let _ = span.set_parent(parent);
+    crate::sampling::mark_if_unsampled(&span);
     span
 }
 

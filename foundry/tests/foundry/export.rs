@@ -108,6 +108,7 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("CHILD_TRACEPARENT", &traceparent),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-logos-tenant=acme"),
         ],
     )
     .await;
@@ -126,6 +127,13 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
     assert_eq!(span.parent_span_id, &traceparent[36..52]);
     assert_eq!(span.int("http.response.status_code"), Some(200));
     assert_eq!(span.str("http.route"), Some("/items/{id}"));
+    if protocol == "grpc" {
+        assert_eq!(
+            receiver.trace_export_header("x-logos-tenant").as_deref(),
+            Some("acme"),
+            "OTEL_EXPORTER_OTLP_HEADERS go with every span export"
+        );
+    }
     let metrics = receiver.metric_names();
     assert!(
         metrics.contains("http.server.request.duration"),

@@ -4,6 +4,7 @@ use axum::{Router, body::Body, routing::get};
 use foundry::testing::{Kind, Status, capture, new_traceparent};
 use http::{Request, StatusCode};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 fn app() -> Router {
     let routes = Router::new()
@@ -141,6 +142,109 @@ async fn unsampled_parent_records_nothing_but_still_propagates() {
     assert!(capture.spans(&trace_id).is_empty());
     let returned = response.headers()["traceparent"].to_str().unwrap();
     assert!(returned.starts_with(&format!("00-{trace_id}-")) && returned.ends_with("-00"));
+}
+
+/// An app whose handler opens a span inside a span and calls `downstream`, answering whether
+/// its spans were created at all (`"created"`) or skipped (`"skipped"`).
+fn app_with_work(downstream: foundry::http::Downstream) -> Router {
+    let routes = Router::new().route(
+        "/work",
+        get(move || async move {
+            let outer = tracing::info_span!("work.outer");
+            let inner = outer.in_scope(|| tracing::info_span!("work.inner"));
+            let answer: serde_json::Value = downstream
+                .get_json("/echo")
+                .instrument(outer.clone())
+                .await
+                .expect("the downstream answers");
+            assert_eq!(answer["ok"], true);
+            match (outer.is_disabled(), inner.is_disabled()) {
+                (false, false) => "created",
+                (true, true) => "skipped",
+                _ => "mixed",
+            }
+        }),
+    );
+    foundry::http::instrument(routes, "foundry-test", "0.0.0")
+}
+
+#[tokio::test]
+async fn inside_an_unsampled_request_no_span_is_created_and_the_context_still_flows() {
+    // Arrange
+    let capture = capture("foundry-test");
+    let (echo_url, seen) = echo_server().await;
+    let downstream = foundry::http::Downstream::new(
+        "echo",
+        &echo_url,
+        foundry::http::client(std::time::Duration::from_secs(5)).unwrap(),
+    );
+    let (unsampled_trace, unsampled) = new_traceparent(false);
+    let (sampled_trace, sampled) = new_traceparent(true);
+
+    // Act
+    let skipped = call_work(app_with_work(downstream.clone()), &unsampled).await;
+    let sent_unsampled = seen.lock().unwrap().clone();
+    let created = call_work(app_with_work(downstream), &sampled).await;
+    let sent_sampled = seen.lock().unwrap().clone();
+
+    // Assert: unsampled, the handler's spans and the client span are never created, yet the
+    // downstream call continues the caller's trace, still unsampled.
+    assert_eq!(skipped, "skipped");
+    assert!(capture.spans(&unsampled_trace).is_empty());
+    let traceparent = sent_unsampled["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{unsampled_trace}-")) && traceparent.ends_with("-00"),
+        "{traceparent}"
+    );
+    // Sampled, the same handler records server, work.outer, work.inner and the client span.
+    assert_eq!(created, "created");
+    let spans = capture.spans(&sampled_trace);
+    let mut names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["GET /echo", "GET /work", "work.inner", "work.outer"]
+    );
+    let client = spans.iter().find(|span| span.name == "GET /echo").unwrap();
+    let traceparent = sent_sampled["traceparent"].to_str().unwrap();
+    assert_eq!(
+        traceparent,
+        format!("00-{sampled_trace}-{}-01", client.span_id)
+    );
+}
+
+async fn call_work(app: Router, traceparent: &str) -> String {
+    let response = app
+        .oneshot(
+            Request::get("/work")
+                .header("traceparent", traceparent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// A server on loopback that remembers the headers of the last request.
+async fn echo_server() -> (String, std::sync::Arc<std::sync::Mutex<http::HeaderMap>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(http::HeaderMap::new()));
+    let remember = seen.clone();
+    let app = Router::new().route(
+        "/echo",
+        get(move |headers: http::HeaderMap| async move {
+            *remember.lock().unwrap() = headers;
+            axum::Json(serde_json::json!({"ok": true}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), seen)
 }
 
 #[tokio::test]

@@ -474,10 +474,14 @@ async fn main() {
         spans_per_request
     );
 
-    // BENCH_MODES=on (for profiling one mode); the ratios need all three.
-    let modes: Vec<Mode> = match std::env::var("BENCH_MODES").as_deref() {
-        Ok("on") => vec![Mode::On],
-        _ => vec![Mode::Off, Mode::On, Mode::Unsampled],
+    // BENCH_MODES=on or BENCH_MODES=off,unsampled (for profiling); the ratios need all three.
+    let all = [Mode::Off, Mode::On, Mode::Unsampled];
+    let modes: Vec<Mode> = match std::env::var("BENCH_MODES") {
+        Ok(list) => all
+            .into_iter()
+            .filter(|mode| list.split(',').any(|name| name.trim() == mode.name()))
+            .collect(),
+        Err(_) => all.to_vec(),
     };
     let mut samples: BTreeMap<Mode, Vec<Sample>> = BTreeMap::new();
     for round in 0..settings.rounds {
