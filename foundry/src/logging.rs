@@ -13,12 +13,16 @@ use std::{
 };
 
 use opentelemetry::trace::TraceContextExt;
-use tracing::{Event, Subscriber, callsite::Identifier, field::Field};
+use tracing::{
+    Event, Subscriber, callsite::Identifier, field::Field, level_filters::LevelFilter,
+    subscriber::Interest,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{DynFilterFn, FilterExt, filter_fn},
+    filter::{DynFilterFn, FilterExt},
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::{Context, Filter},
     registry::LookupSpan,
 };
 
@@ -29,23 +33,85 @@ use crate::config::LogFormat;
 const TELEMETRY_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The stderr log layer: `filter` (from `RUST_LOG`) decides which events print.
-pub(crate) fn layer<S>(format: LogFormat, filter: EnvFilter) -> Box<dyn Layer<S> + Send + Sync>
+pub(crate) fn layer<S>(
+    format: LogFormat,
+    filter: EnvFilter,
+    span_scoped: bool,
+) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
-    // Cheapest test first: spans stop at `is_event` before the directive matching of `RUST_LOG`.
     // The rate limit must be asked per event: a plain `filter_fn` caches its first answer for
     // the call site, so it is a dynamic one that never lets its interest be cached.
     let rate_limit = DynFilterFn::new(|metadata, _| rate_limit_telemetry_warnings(metadata))
         .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes());
-    let filter = filter_fn(|metadata| metadata.is_event())
-        .and(filter)
-        .and(rate_limit);
-    tracing_subscriber::fmt::layer()
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .event_format(Formatter { format })
-        .with_filter(filter)
-        .boxed()
+        .event_format(Formatter { format });
+    if span_scoped {
+        // `RUST_LOG` directives scoped to spans (`[plan]=debug`) need the filter to see the
+        // spans enter and exit: the per-layer filter does that, for a registry lookup per span
+        // event, and formats the fields of the spans the directives name.
+        output.with_filter(filter.and(rate_limit)).boxed()
+    } else {
+        EventsOnly::new(output, filter.and(rate_limit)).boxed()
+    }
+}
+
+/// A layer that takes events alone, behind a filter of its own, at no cost per span.
+///
+/// `Layer::with_filter` does the same for events, but tracing-subscriber consults every
+/// per-layer filter on every span's creation, entry, exit, record and close (a registry lookup
+/// each), for layers that never look at spans; on the request path that is several lookups per
+/// poll of every instrumented future. This wrapper leaves spans alone and filters in
+/// `on_event`. It never disables anything for the other layers: an event it does not want is
+/// `sometimes`, not `never`, so another layer may still take it.
+pub(crate) struct EventsOnly<L, F> {
+    layer: L,
+    filter: F,
+}
+
+impl<L, F> EventsOnly<L, F> {
+    pub(crate) fn new(layer: L, filter: F) -> Self {
+        Self { layer, filter }
+    }
+}
+
+impl<S, L, F> Layer<S> for EventsOnly<L, F>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    L: Layer<S>,
+    F: Filter<S> + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.layer.on_register_dispatch(subscriber);
+    }
+
+    fn register_callsite(&self, metadata: &'static tracing::Metadata<'static>) -> Interest {
+        if metadata.is_span() || self.filter.callsite_enabled(metadata).is_never() {
+            // Spans are not this layer's to judge; an unwanted event may be another's.
+            return if metadata.is_span() {
+                Interest::always()
+            } else {
+                Interest::sometimes()
+            };
+        }
+        Interest::always()
+    }
+
+    fn enabled(&self, _metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        true
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.filter.max_level_hint()
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.filter.enabled(event.metadata(), &ctx) && self.filter.event_enabled(event, &ctx) {
+            self.layer.on_event(event, ctx);
+        }
+    }
 }
 
 fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {

@@ -603,7 +603,8 @@ mod tests {
                 &ResourceAttributesWithSchema::from(&resource),
             ),
         };
-        let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).expect("valid in this test");
+        let decoded =
+            ExportTraceServiceRequest::decode(ours.as_slice()).expect("valid in this test");
         assert_eq!(sorted(decoded), sorted(upstream.clone()));
         assert_eq!(ours.len(), upstream.encoded_len(), "no field written twice");
     }
@@ -612,7 +613,8 @@ mod tests {
     fn an_empty_batch_is_one_empty_resource() {
         let mut out = Vec::new();
         encode_request(&[], "", &[], &mut out);
-        let decoded = ExportTraceServiceRequest::decode(out.as_slice()).expect("valid in this test");
+        let decoded =
+            ExportTraceServiceRequest::decode(out.as_slice()).expect("valid in this test");
         assert_eq!(decoded.resource_spans.len(), 1);
         assert!(decoded.resource_spans[0].scope_spans.is_empty());
     }

@@ -24,10 +24,7 @@ use opentelemetry_sdk::{
     },
 };
 use tracing_subscriber::{
-    EnvFilter, Layer,
-    filter::{FilterExt, Targets, filter_fn},
-    layer::SubscriberExt,
-    registry::LookupSpan,
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
 };
 
 use crate::{
@@ -208,7 +205,8 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             value: config.log_filter.clone(),
             reason: error.to_string(),
         })?;
-    let log_layer = logging::layer(config.log_format, log_filter);
+    let span_scoped = config.log_filter.contains('[');
+    let log_layer = logging::layer(config.log_format, log_filter, span_scoped);
 
     if config.sdk_disabled {
         let subscriber = tracing_subscriber::registry().with(log_layer);
@@ -300,12 +298,13 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with(log_layer)
         .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {
-            logging::WithSpanContext::new(
-                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider),
-            )
-            // Log records only: spans mean nothing to this layer.
-            .with_filter(
-                filter_fn(|metadata| metadata.is_event()).and(no_telemetry_about_telemetry()),
+            logging::EventsOnly::new(
+                logging::WithSpanContext::new(
+                    opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                        provider,
+                    ),
+                ),
+                no_telemetry_about_telemetry(),
             )
         }))
         .with(sampling::SkipUnsampled);

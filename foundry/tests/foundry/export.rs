@@ -467,3 +467,57 @@ async fn a_failed_init_is_an_error_not_a_panic() {
 
     assert_eq!(child_value(&output, "error"), "true");
 }
+
+#[tokio::test]
+async fn a_quiet_rust_log_hides_log_lines_but_never_spans_or_exported_logs() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    // Act
+    let output = run_child(
+        "export::a_quiet_rust_log_hides_log_lines_but_never_spans_or_exported_logs",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("CHILD_TRACEPARENT", &traceparent),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+
+    // Assert
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("serving an item"), "{stderr}");
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert!(
+        receiver.log_record_count() >= 1,
+        "the OTLP log bridge has a filter of its own"
+    );
+}
+
+#[tokio::test]
+async fn span_scoped_rust_log_directives_still_work() {
+    if is_child() {
+        return child_service().await;
+    }
+    let (_, traceparent) = new_traceparent(true);
+
+    // Only events inside a span with an `http.route` field print.
+    let output = run_child(
+        "export::span_scoped_rust_log_directives_still_work",
+        &[
+            ("CHILD_TRACEPARENT", &traceparent),
+            ("RUST_LOG", "error,[{http.route}]=info"),
+        ],
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("serving an item"), "{stderr}");
+}
