@@ -39,6 +39,10 @@ pub struct TelemetryConfig {
     pub metric_export_interval: Duration,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export before new ones are dropped.
     pub span_queue_size: usize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export (at most the queue size).
+    pub span_batch_size: usize,
+    /// `OTEL_BSP_SCHEDULE_DELAY`: the longest a finished span waits before its batch leaves.
+    pub span_schedule_delay: Duration,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
@@ -187,6 +191,7 @@ impl TelemetryConfig {
             .unwrap_or_else(|| service_name.to_owned());
         resource_attributes.retain(|(key, _)| key != "service.name");
 
+        let span_queue_size = parse_count("OTEL_BSP_MAX_QUEUE_SIZE", var, DEFAULT_SPAN_QUEUE_SIZE)?;
         Ok(Self {
             service_name,
             service_version: service_version.to_owned(),
@@ -199,19 +204,10 @@ impl TelemetryConfig {
                 var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
             )?,
             metric_export_interval: parse_millis("OTEL_METRIC_EXPORT_INTERVAL", var, 60_000)?,
-            span_queue_size: match var("OTEL_BSP_MAX_QUEUE_SIZE") {
-                None => DEFAULT_SPAN_QUEUE_SIZE,
-                Some(value) => match value.trim().parse::<usize>() {
-                    Ok(size) if (1..=1_000_000).contains(&size) => size,
-                    _ => {
-                        return Err(ConfigError::new(
-                            "OTEL_BSP_MAX_QUEUE_SIZE",
-                            &value,
-                            "expected a number of spans from 1 to 1000000",
-                        ));
-                    }
-                },
-            },
+            span_queue_size,
+            span_batch_size: parse_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", var, 512)?
+                .min(span_queue_size),
+            span_schedule_delay: parse_millis("OTEL_BSP_SCHEDULE_DELAY", var, 5_000)?,
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => LogFormat::Text,
@@ -273,6 +269,25 @@ fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, Con
             other,
             "expected `true` or `false`",
         )),
+    }
+}
+
+/// A number of spans, from 1 to a million.
+fn parse_count(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match var(variable) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse::<usize>() {
+            Ok(count) if (1..=1_000_000).contains(&count) => Ok(count),
+            _ => Err(ConfigError::new(
+                variable,
+                &value,
+                "expected a number of spans from 1 to 1000000",
+            )),
+        },
     }
 }
 
@@ -472,6 +487,8 @@ mod tests {
             ("OTEL_TRACES_SAMPLER", "sometimes"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
             ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
             ("LOG_FORMAT", "xml"),
         ];

@@ -1,22 +1,32 @@
-//! OTLP/gRPC span export that writes each span straight to protobuf bytes.
+//! OTLP/gRPC span export that encodes each span to protobuf where it ends.
 //!
-//! Written here because opentelemetry-otlp 0.32's tonic span exporter was the largest cost of a
-//! traced request (see BENCHMARKS.md): it deep-copies every batch twice (once to be able to
-//! retry, once more inside `group_spans_by_resource_and_scope`), then builds a protobuf struct
-//! per span with an allocation for every id, key and string, encodes it and frees it all. This
-//! exporter encodes the same `ExportTraceServiceRequest` from borrowed `SpanData` into one
-//! reused buffer: no copy and no allocation per span. The bytes are the library's own (a test
-//! decodes them with opentelemetry-proto and compares them with its conversion), the resource and
-//! scope messages are built by opentelemetry-proto itself, and tonic sends them. OTLP/HTTP keeps
-//! the upstream exporter.
+//! Written here because the SDK's batch processor with opentelemetry-otlp 0.32's tonic exporter
+//! was the largest cost of a traced request (see BENCHMARKS.md). That path moves every
+//! `SpanData` (hundreds of bytes, a dozen allocations) through a channel to the export thread,
+//! which deep-copies each batch twice (to be able to retry, then inside
+//! `group_spans_by_resource_and_scope`), builds a protobuf struct per span with an allocation
+//! for every id, key and string, encodes it, and frees everything on a thread other than the one
+//! that allocated it. [`OtlpSpanProcessor`] instead writes the span's protobuf bytes on the
+//! thread that ends it, while its data is hot, appends them to the current batch, and frees the
+//! span right there; the export thread only frames batches and hands them to tonic. The bytes
+//! are the library's own (a test decodes them with opentelemetry-proto and compares them with
+//! its conversion), the resource and scope messages are built by opentelemetry-proto itself.
+//!
+//! It keeps the batch processor's contract: a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`, spans
+//! beyond it are dropped and counted), batches of `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, a batch at
+//! least every `OTEL_BSP_SCHEDULE_DELAY`, `force_flush`, and a shutdown that exports what is left
+//! within its timeout. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
 
 use std::{
-    sync::{Mutex, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    cell::RefCell,
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use opentelemetry::{
-    Array, InstrumentationScope, KeyValue, Value,
+    Array, Context, InstrumentationScope, KeyValue, Value,
     trace::{SpanId, SpanKind, Status, TraceState},
 };
 use opentelemetry_proto::tonic::{
@@ -28,7 +38,7 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
-    trace::{SpanData, SpanExporter},
+    trace::{Span, SpanData, SpanProcessor},
 };
 use prost::{
     Message,
@@ -39,99 +49,364 @@ use tonic::{codegen::http::uri::PathAndQuery, metadata::MetadataMap, transport::
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Sends spans to an OTLP/gRPC collector, encoding them without intermediate structs.
-pub(crate) struct GrpcSpanExporter {
-    client: tonic::client::Grpc<Channel>,
-    metadata: MetadataMap,
-    /// `ResourceSpans.resource`, encoded once.
-    resource: Vec<u8>,
-    resource_schema_url: String,
-    /// The request buffer, reused from batch to batch (export calls never overlap).
-    buffer: Mutex<Vec<u8>>,
+/// Export failures and dropped spans are logged at most this often, with counts.
+const WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How batches are formed, from the `OTEL_BSP_*` variables.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchSettings {
+    /// Spans waiting (not yet taken for export) before new ones are dropped.
+    pub(crate) max_queue: usize,
+    /// Spans per export.
+    pub(crate) max_batch: usize,
+    /// The longest a span waits for its batch to leave.
+    pub(crate) schedule_delay: Duration,
 }
 
-impl std::fmt::Debug for GrpcSpanExporter {
+/// The span processor for OTLP/gRPC export: see the module documentation.
+pub(crate) struct OtlpSpanProcessor {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for OtlpSpanProcessor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcSpanExporter").finish_non_exhaustive()
+        f.debug_struct("OtlpSpanProcessor").finish_non_exhaustive()
     }
 }
 
-impl GrpcSpanExporter {
-    /// An exporter to `endpoint` (`http://host:port`); the channel connects on first use, from
-    /// the tokio runtime current when this is called. `timeout` bounds every export.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the export thread: a full batch, a flush, or shutdown.
+    work: Condvar,
+    /// Wakes those waiting for a flush.
+    flushed: Condvar,
+    settings: BatchSettings,
+}
+
+#[derive(Default)]
+struct State {
+    current: Batch,
+    full: VecDeque<Batch>,
+    /// Spans in `current` and `full`.
+    queued: usize,
+    /// Spans dropped because the queue was full, since the export thread last looked.
+    dropped: u64,
+    flush_requested: u64,
+    flush_done: u64,
+    shutdown: bool,
+    resource: Arc<EncodedResource>,
+}
+
+#[derive(Default)]
+struct EncodedResource {
+    /// `ResourceSpans.resource`.
+    message: Vec<u8>,
+    schema_url: String,
+}
+
+/// Spans already encoded, grouped by instrumentation scope.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Each scope with its spans, as `ScopeSpans.spans` fields.
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    spans: usize,
+}
+
+impl Batch {
+    fn push(&mut self, scope: &InstrumentationScope, encoded_span: &[u8]) {
+        let index = match self.scopes.iter().position(|(known, _)| known == scope) {
+            Some(index) => index,
+            None => {
+                self.scopes
+                    .push((scope.clone(), Vec::with_capacity(64 * 1024)));
+                self.scopes.len() - 1
+            }
+        };
+        put_bytes_always(2, encoded_span, &mut self.scopes[index].1);
+        self.spans += 1;
+    }
+}
+
+thread_local! {
+    /// Where a span is encoded before it joins a batch, outside the batch's lock.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+impl OtlpSpanProcessor {
+    /// A processor exporting to `endpoint` (`http://host:port`). The channel connects on first
+    /// use and runs on `runtime`, which must outlive the export thread's work; `timeout`
+    /// bounds every export (the channel's own timeout, so no timer runs outside the runtime).
     pub(crate) fn new(
         endpoint: &str,
         timeout: Duration,
         metadata: MetadataMap,
+        settings: BatchSettings,
+        runtime: tokio::runtime::Handle,
     ) -> Result<Self, String> {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|error| error.to_string())?
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .connect_lazy();
-        Ok(Self {
+        let channel = {
+            let _entered = runtime.enter();
+            Channel::from_shared(endpoint.to_owned())
+                .map_err(|error| error.to_string())?
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .connect_lazy()
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            flushed: Condvar::new(),
+            settings,
+        });
+        let sender = Sender {
             client: tonic::client::Grpc::new(channel),
             metadata,
-            resource: Vec::new(),
-            resource_schema_url: String::new(),
-            buffer: Mutex::new(Vec::new()),
+            runtime,
+        };
+        let thread = std::thread::Builder::new()
+            .name("otel-spans".into())
+            .spawn({
+                let shared = shared.clone();
+                move || export_loop(&shared, &sender)
+            })
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Asks the export thread to send everything queued so far and waits until it has, or
+    /// until `timeout`.
+    fn flush_within(&self, timeout: Duration, shutdown: bool) -> OTelSdkResult {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        if shutdown {
+            state.shutdown = true;
+        }
+        state.flush_requested += 1;
+        let wanted = state.flush_requested;
+        self.shared.work.notify_one();
+        while state.flush_done < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(OTelSdkError::Timeout(timeout));
+            }
+            state = self
+                .shared
+                .flushed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SpanProcessor for OtlpSpanProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            encode_span(&span, scratch);
+            let mut state = self.shared.lock();
+            if state.shutdown || state.queued >= self.shared.settings.max_queue {
+                state.dropped += 1;
+                return;
+            }
+            state.current.push(&span.instrumentation_scope, scratch);
+            state.queued += 1;
+            if state.current.spans >= self.shared.settings.max_batch {
+                let full = std::mem::take(&mut state.current);
+                state.full.push_back(full);
+                self.shared.work.notify_one();
+            }
+        });
+        // `span` is freed here, by the thread that allocated it.
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush_within(Duration::from_secs(5), false)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let result = self.flush_within(timeout, true);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Joined only when it is done; a thread stuck on a silent collector is left behind.
+        if let Some(thread) = thread
+            && result.is_ok()
+        {
+            let _ = thread.join();
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.shared.lock().resource = Arc::new(EncodedResource::new(resource));
+    }
+}
+
+impl EncodedResource {
+    fn new(resource: &Resource) -> Self {
+        let resource = ResourceAttributesWithSchema::from(resource);
+        Self {
+            message: ProtoResource {
+                attributes: resource.attributes.0,
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }
+            .encode_to_vec(),
+            schema_url: resource.schema_url.unwrap_or_default(),
+        }
+    }
+}
+
+/// The export thread: waits for a full batch, the schedule delay, a flush or shutdown, then
+/// sends what is queued.
+fn export_loop(shared: &Shared, sender: &Sender) {
+    let delay = shared.settings.schedule_delay;
+    let mut last_export = Instant::now();
+    let mut warnings = Warnings::default();
+    let mut request = Vec::new();
+    loop {
+        let (batches, flush, shutdown, dropped, resource) = {
+            let mut state = shared.lock();
+            loop {
+                let waited = last_export.elapsed();
+                if state.shutdown
+                    || !state.full.is_empty()
+                    || state.flush_requested > state.flush_done
+                    || waited >= delay
+                {
+                    break;
+                }
+                state = shared
+                    .work
+                    .wait_timeout(state, delay - waited)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            let flush = state.flush_requested;
+            let everything =
+                state.shutdown || flush > state.flush_done || last_export.elapsed() >= delay;
+            let mut batches: Vec<Batch> = state.full.drain(..).collect();
+            if everything && state.current.spans > 0 {
+                batches.push(std::mem::take(&mut state.current));
+            }
+            state.queued -= batches.iter().map(|batch| batch.spans).sum::<usize>();
+            (
+                batches,
+                flush,
+                state.shutdown,
+                std::mem::take(&mut state.dropped),
+                state.resource.clone(),
+            )
+        };
+        for batch in &batches {
+            request.clear();
+            encode_request(&resource.message, &resource.schema_url, batch, &mut request);
+            if let Err(error) = sender.send(&request) {
+                warnings.export_failed(batch.spans, &error);
+            }
+        }
+        warnings.dropped(dropped);
+        last_export = Instant::now();
+        let mut state = shared.lock();
+        state.flush_done = state.flush_done.max(flush);
+        shared.flushed.notify_all();
+        if shutdown {
+            return;
+        }
+    }
+}
+
+/// The gRPC side: one unary `Export` call per batch, on the export runtime.
+struct Sender {
+    client: tonic::client::Grpc<Channel>,
+    metadata: MetadataMap,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Sender {
+    fn send(&self, request: &[u8]) -> Result<(), String> {
+        let body = Encoded(prost::bytes::Bytes::copy_from_slice(request));
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = self.metadata.clone();
+        let mut client = self.client.clone();
+        self.runtime.block_on(async move {
+            client.ready().await.map_err(|error| error.to_string())?;
+            let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
+            let response = client
+                .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
+                .await
+                .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
+            match response.into_inner().partial_success {
+                Some(partial) if partial.rejected_spans > 0 => Err(format!(
+                    "the collector rejected {} spans: {}",
+                    partial.rejected_spans, partial.error_message
+                )),
+                _ => Ok(()),
+            }
         })
     }
 }
 
-impl SpanExporter for GrpcSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = {
-            let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-            buffer.clear();
-            encode_request(
-                &self.resource,
-                &self.resource_schema_url,
-                &batch,
-                &mut buffer,
-            );
-            // The spans go back to the allocator here, before the network wait.
-            drop(batch);
-            Encoded(prost::bytes::Bytes::copy_from_slice(&buffer))
-        };
-        let mut request = tonic::Request::new(body);
-        *request.metadata_mut() = self.metadata.clone();
-        let mut client = self.client.clone();
-        client
-            .ready()
-            .await
-            .map_err(|error| OTelSdkError::InternalFailure(format!("export failed: {error}")))?;
-        let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
-        let response = client
-            .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
-            .await
-            .map_err(|status| {
-                OTelSdkError::InternalFailure(format!(
-                    "export failed: {} {}",
-                    status.code(),
-                    status.message()
-                ))
-            })?;
-        match response.into_inner().partial_success {
-            Some(partial) if partial.rejected_spans > 0 => {
-                Err(OTelSdkError::InternalFailure(format!(
-                    "the collector rejected {} spans: {}",
-                    partial.rejected_spans, partial.error_message
-                )))
-            }
-            _ => Ok(()),
+/// Export failures and drops repeat for every batch while the collector is away: each kind is
+/// logged once per [`WARNING_INTERVAL`], with what it cost since the last line.
+#[derive(Default)]
+struct Warnings {
+    failed_spans: u64,
+    last_failure: Option<Instant>,
+    dropped_spans: u64,
+    last_drop: Option<Instant>,
+}
+
+impl Warnings {
+    fn export_failed(&mut self, spans: usize, error: &str) {
+        self.failed_spans += spans as u64;
+        if self
+            .last_failure
+            .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
+        {
+            return;
         }
+        self.last_failure = Some(Instant::now());
+        tracing::warn!(
+            name = "SpanExport.ExportError",
+            spans_lost = std::mem::take(&mut self.failed_spans) as i64,
+            "OTLP span export failed: {error}"
+        );
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        let resource = ResourceAttributesWithSchema::from(resource);
-        self.resource = ProtoResource {
-            attributes: resource.attributes.0,
-            dropped_attributes_count: 0,
-            entity_refs: Vec::new(),
+    fn dropped(&mut self, spans: u64) {
+        self.dropped_spans += spans;
+        if self.dropped_spans == 0
+            || self
+                .last_drop
+                .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
+        {
+            return;
         }
-        .encode_to_vec();
-        self.resource_schema_url = resource.schema_url.unwrap_or_default();
+        self.last_drop = Some(Instant::now());
+        tracing::warn!(
+            name = "SpanExport.QueueFull",
+            spans_dropped = std::mem::take(&mut self.dropped_spans) as i64,
+            "the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE); spans were dropped"
+        );
     }
 }
 
@@ -164,52 +439,40 @@ impl Message for Encoded {
     }
 }
 
-/// Appends `batch` to `out` as an `ExportTraceServiceRequest` with one `ResourceSpans` (the
+/// Appends `batch` to `out` as an `ExportTraceServiceRequest`: one `ResourceSpans` (with the
 /// `resource` message, already encoded) and one `ScopeSpans` per instrumentation scope.
-pub(crate) fn encode_request(
-    resource: &[u8],
-    resource_schema_url: &str,
-    batch: &[SpanData],
-    out: &mut Vec<u8>,
-) {
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in batch {
-        match scopes
-            .iter_mut()
-            .find(|(scope, _)| **scope == span.instrumentation_scope)
-        {
-            Some((_, spans)) => spans.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
-        }
-    }
-    let mut span_buffer = Vec::with_capacity(512);
-    let scope_spans: Vec<Vec<u8>> = scopes
-        .into_iter()
+fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &Batch, out: &mut Vec<u8>) {
+    let scopes: Vec<(Vec<u8>, &InstrumentationScope, &[u8])> = batch
+        .scopes
+        .iter()
         .map(|(scope, spans)| {
-            let mut message = Vec::with_capacity(spans.len() * 256);
-            let scope_message = ProtoScope::from((scope, None)).encode_to_vec();
-            put_bytes_always(1, &scope_message, &mut message);
-            for span in spans {
-                span_buffer.clear();
-                encode_span(span, &mut span_buffer);
-                put_bytes(2, &span_buffer, &mut message);
-            }
-            put_str(3, scope.schema_url().unwrap_or_default(), &mut message);
-            message
+            (
+                ProtoScope::from((scope, None)).encode_to_vec(),
+                scope,
+                spans.as_slice(),
+            )
         })
         .collect();
-
+    let scope_spans_len = |(message, scope, spans): &(Vec<u8>, &InstrumentationScope, &[u8])| {
+        bytes_field_len(1, message.len())
+            + spans.len()
+            + str_field_len(3, scope.schema_url().unwrap_or_default())
+    };
     let resource_spans_len = bytes_field_len(1, resource.len())
-        + scope_spans
+        + scopes
             .iter()
-            .map(|message| bytes_field_len(2, message.len()))
+            .map(|scope| bytes_field_len(2, scope_spans_len(scope)))
             .sum::<usize>()
         + str_field_len(3, resource_schema_url);
     out.reserve(bytes_field_len(1, resource_spans_len));
     put_len(1, resource_spans_len, out);
     put_bytes_always(1, resource, out);
-    for message in &scope_spans {
-        put_bytes(2, message, out);
+    for scope in &scopes {
+        put_len(2, scope_spans_len(scope), out);
+        let (message, scope, spans) = scope;
+        put_bytes_always(1, message, out);
+        out.extend_from_slice(spans);
+        put_str(3, scope.schema_url().unwrap_or_default(), out);
     }
     put_str(3, resource_schema_url, out);
 }
@@ -487,7 +750,7 @@ mod tests {
     #[derive(Clone, Debug, Default)]
     struct Keep(Arc<Mutex<Vec<SpanData>>>);
 
-    impl SpanExporter for Keep {
+    impl opentelemetry_sdk::trace::SpanExporter for Keep {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
             self.0.lock().expect("valid in this test").extend(batch);
             Ok(())
@@ -571,30 +834,35 @@ mod tests {
         request
     }
 
-    #[tokio::test]
-    async fn encodes_what_opentelemetry_proto_encodes() {
+    fn encode(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
+        let mut batch = Batch::default();
+        for span in spans {
+            let mut encoded = Vec::new();
+            encode_span(span, &mut encoded);
+            batch.push(&span.instrumentation_scope, &encoded);
+        }
+        let resource = EncodedResource::new(resource);
+        let mut request = Vec::new();
+        encode_request(
+            &resource.message,
+            &resource.schema_url,
+            &batch,
+            &mut request,
+        );
+        request
+    }
+
+    #[test]
+    fn encodes_what_opentelemetry_proto_encodes() {
         // Arrange
         let resource = Resource::builder()
             .with_service_name("sophia")
             .with_attribute(KeyValue::new("service.version", "0.1.0"))
             .build();
         let batch = spans(&resource);
-        let mut exporter = GrpcSpanExporter::new(
-            "http://127.0.0.1:4317",
-            Duration::from_secs(1),
-            MetadataMap::new(),
-        )
-        .expect("valid in this test");
-        exporter.set_resource(&resource);
 
         // Act
-        let mut ours = Vec::new();
-        encode_request(
-            &exporter.resource,
-            &exporter.resource_schema_url,
-            &batch,
-            &mut ours,
-        );
+        let ours = encode(&resource, &batch);
 
         // Assert
         let upstream = ExportTraceServiceRequest {
@@ -611,8 +879,7 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_one_empty_resource() {
-        let mut out = Vec::new();
-        encode_request(&[], "", &[], &mut out);
+        let out = encode(&Resource::builder_empty().build(), &[]);
         let decoded =
             ExportTraceServiceRequest::decode(out.as_slice()).expect("valid in this test");
         assert_eq!(decoded.resource_spans.len(), 1);

@@ -33,7 +33,7 @@ use crate::{
     metrics::HttpInstruments,
     propagation::W3cTraceContextPropagator,
     sampling,
-    span_export::GrpcSpanExporter,
+    span_export::{BatchSettings, OtlpSpanProcessor},
 };
 
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
@@ -103,6 +103,10 @@ impl ExportRuntime {
 
     fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
         self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|runtime| runtime.handle().clone())
     }
 }
 
@@ -227,34 +231,41 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));
     if let Some(otlp) = &config.otlp {
-        // The batch queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
-        // gone, spans are dropped rather than memory growing. The other OTEL_BSP_* variables
-        // are read by the SDK itself.
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.span_queue_size)
-            .build();
-        let processor = match otlp.protocol {
-            // Plain-text gRPC, the collector next door: the lean exporter. (TLS stays with the
-            // upstream exporter and its features.)
-            Protocol::Grpc if !otlp.endpoint.starts_with("https:") => {
-                let exporter = GrpcSpanExporter::new(
+        // The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
+        // gone, spans are dropped rather than memory growing.
+        let runtime = export_runtime.as_ref().and_then(ExportRuntime::handle);
+        tracer_builder = match (otlp.protocol, runtime) {
+            // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS
+            // stays with the upstream exporter and its features.
+            (Protocol::Grpc, Some(runtime)) if !otlp.endpoint.starts_with("https:") => {
+                let processor = OtlpSpanProcessor::new(
                     &otlp.endpoint,
                     otlp.timeout,
                     grpc_metadata(&otlp.headers),
+                    BatchSettings {
+                        max_queue: config.span_queue_size,
+                        max_batch: config.span_batch_size,
+                        schedule_delay: config.span_schedule_delay,
+                    },
+                    runtime,
                 )
                 .map_err(|error| exporter_error("traces", error))?;
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build()
+                tracer_builder.with_span_processor(processor)
             }
             _ => {
                 let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build()
+                let batch = BatchConfigBuilder::default()
+                    .with_max_queue_size(config.span_queue_size)
+                    .with_max_export_batch_size(config.span_batch_size)
+                    .with_scheduled_delay(config.span_schedule_delay)
+                    .build();
+                tracer_builder.with_span_processor(
+                    BatchSpanProcessor::builder(exporter)
+                        .with_batch_config(batch)
+                        .build(),
+                )
             }
         };
-        tracer_builder = tracer_builder.with_span_processor(processor);
     }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
