@@ -5,14 +5,17 @@
 //! tracing-opentelemetry has recorded its attributes into a builder: an unsampled span costs
 //! almost as much as a sampled one that is not exported. The server layer knows the decision for
 //! the whole request as soon as its span's parent is set, so it marks that span, and
-//! [`SkipUnsampled`] then disables every span opened inside it. A disabled
-//! span costs one filter call; the request still carries its trace id downstream (with the
-//! sampled flag off, from the server span's context) and in its log lines.
+//! [`SkipUnsampled`] then disables every span opened inside it. A disabled span costs one filter
+//! call; the request still carries its trace id downstream (with the sampled flag off, from the
+//! server span's context) and in its log lines. While no marked span is open (every request
+//! sampled), the filter is one atomic load.
 //!
-//! Written here because neither `tracing-opentelemetry` nor the SDK offers sampling before a
-//! span is built (tracing-opentelemetry #32 discusses it; its pre-sampling only avoids the
-//! export). It covers spans whose parent is the current span, which is how every span on the
-//! request path is opened; a span with an explicit parent elsewhere is recorded as before.
+//! Written here because neither tracing-opentelemetry nor the SDK offers sampling before a span
+//! is built (the layer's pre-sampling only decides what is exported). It covers spans whose
+//! parent is the current span, which is how every span on the request path is opened; a span
+//! with an explicit parent elsewhere is recorded as before.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Metadata, Span, Subscriber, subscriber::Interest};
@@ -21,6 +24,10 @@ use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
 
 /// The extension on a span whose trace is not sampled.
 struct Unsampled;
+
+/// Marked spans still open: while there are none (every request sampled), the check of the
+/// current span is skipped.
+static OPEN_UNSAMPLED: AtomicUsize = AtomicUsize::new(0);
 
 /// Marks `span` if its trace is not sampled, so that nothing is recorded inside it; returns
 /// whether it is sampled. Call it once the span's parent is set: it starts the span (the sampler
@@ -37,16 +44,17 @@ pub(crate) fn mark_if_unsampled(span: &Span) -> bool {
                 .and_then(|registry| registry.span(id))
             {
                 data.extensions_mut().insert(Unsampled);
+                OPEN_UNSAMPLED.fetch_add(1, Ordering::AcqRel);
             }
         });
     }
     sampled
 }
 
-/// The layer that disables, for every layer, each span opened inside a marked span. It must be
-/// the outermost layer: a global filter, because a per-layer filter only hides a span from its
-/// own layer and the span would still exist, with an empty OpenTelemetry context that breaks
-/// propagation and the trace ids of log lines.
+/// The layer that disables, for every layer, each span opened inside a marked span. A global
+/// filter, because a per-layer filter only hides a span from its own layer: the span would still
+/// exist, with an empty OpenTelemetry context that breaks propagation and the trace ids of log
+/// lines.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SkipUnsampled;
 
@@ -66,9 +74,20 @@ where
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, cx: Context<'_, S>) -> bool {
-        !(metadata.is_span()
+        let inside_unsampled = || {
+            cx.lookup_current()
+                .is_some_and(|span| span.extensions().get::<Unsampled>().is_some())
+        };
+        !metadata.is_span() || OPEN_UNSAMPLED.load(Ordering::Acquire) == 0 || !inside_unsampled()
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
+        if OPEN_UNSAMPLED.load(Ordering::Acquire) > 0
             && cx
-                .lookup_current()
-                .is_some_and(|span| span.extensions().get::<Unsampled>().is_some()))
+                .span(&id)
+                .is_some_and(|span| span.extensions().get::<Unsampled>().is_some())
+        {
+            OPEN_UNSAMPLED.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
