@@ -14,7 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn spans(c: &mut Criterion) {
-    foundry::testing::install_discarding_pipeline("bench");
+    foundry::testing::install_benchmark_pipeline("bench");
     c.bench_function("span/three_attributes", |b| {
         b.iter(|| {
             let span = tracing::info_span!(
@@ -29,7 +29,7 @@ fn spans(c: &mut Criterion) {
 }
 
 fn propagation(c: &mut Criterion) {
-    foundry::testing::install_discarding_pipeline("bench");
+    foundry::testing::install_benchmark_pipeline("bench");
     let propagator = foundry::propagation::W3cTraceContextPropagator::new();
     let mut headers = HashMap::new();
     headers.insert("traceparent".to_owned(), TRACEPARENT.to_owned());
@@ -53,7 +53,7 @@ fn propagation(c: &mut Criterion) {
 }
 
 fn server(c: &mut Criterion) {
-    foundry::testing::install_discarding_pipeline("bench");
+    foundry::testing::install_benchmark_pipeline("bench");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -248,17 +248,38 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
     })
 }
 
-/// Installs, once per process, the production span pipeline (batch processor included) with an
-/// exporter that drops what it gets: for benchmarks of the per-span cost on the request path.
-pub fn install_discarding_pipeline(service_name: &str) {
-    static INSTALLED: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// Installs, once per process, the production span pipeline (the OTLP/gRPC span processor,
+/// which encodes every span as it ends) exporting to a port where nothing listens: for
+/// benchmarks of the per-span cost on the request path.
+pub fn install_benchmark_pipeline(service_name: &str) {
+    static INSTALLED: OnceLock<(SdkTracerProvider, tokio::runtime::Runtime)> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let mut config = TelemetryConfig::from_lookup(service_name, "bench", |_| None)
             .unwrap_or_else(|error| panic!("default config is valid: {error}"));
         config.service_name = service_name.to_owned();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|error| panic!("a runtime for export: {error}"));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap_or_else(|error| panic!("a free port: {error}"));
+        let processor = crate::span_export::OtlpSpanProcessor::new(
+            &format!("http://{closed}"),
+            std::time::Duration::from_secs(1),
+            tonic::metadata::MetadataMap::new(),
+            crate::span_export::BatchSettings {
+                max_queue: config.span_queue_size,
+                max_batch: config.span_batch_size,
+                schedule_delay: config.span_schedule_delay,
+            },
+            runtime.handle().clone(),
+        )
+        .unwrap_or_else(|error| panic!("the span processor starts: {error}"));
         let provider = SdkTracerProvider::builder()
             .with_resource(crate::telemetry::resource(&config))
-            .with_batch_exporter(DiscardingExporter)
+            .with_span_processor(processor)
             .build();
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
@@ -266,18 +287,8 @@ pub fn install_discarding_pipeline(service_name: &str) {
             .with(crate::sampling::SkipUnsampled);
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
-        provider
+        (provider, runtime)
     });
-}
-
-#[derive(Debug)]
-struct DiscardingExporter;
-
-impl opentelemetry_sdk::trace::SpanExporter for DiscardingExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-        drop(batch);
-        Ok(())
-    }
 }
 
 fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
