@@ -324,6 +324,10 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             }
         }
         warnings.dropped(dropped);
+        if shutdown {
+            // What the interval held back is said once more before the end.
+            warnings.report_all();
+        }
         last_export = Instant::now();
         let mut state = shared.lock();
         state.flush_done = state.flush_done.max(flush);
@@ -370,6 +374,7 @@ impl Sender {
 #[derive(Default)]
 struct Warnings {
     failed_spans: u64,
+    last_error: String,
     last_failure: Option<Instant>,
     dropped_spans: u64,
     last_drop: Option<Instant>,
@@ -378,27 +383,45 @@ struct Warnings {
 impl Warnings {
     fn export_failed(&mut self, spans: usize, error: &str) {
         self.failed_spans += spans as u64;
-        if self
+        self.last_error = error.to_owned();
+        if !self
             .last_failure
             .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
         {
+            self.report_failures();
+        }
+    }
+
+    fn dropped(&mut self, spans: u64) {
+        self.dropped_spans += spans;
+        if !self
+            .last_drop
+            .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
+        {
+            self.report_drops();
+        }
+    }
+
+    fn report_all(&mut self) {
+        self.report_failures();
+        self.report_drops();
+    }
+
+    fn report_failures(&mut self) {
+        if self.failed_spans == 0 {
             return;
         }
         self.last_failure = Some(Instant::now());
         tracing::warn!(
             name = "SpanExport.ExportError",
             spans_lost = std::mem::take(&mut self.failed_spans) as i64,
-            "OTLP span export failed: {error}"
+            "OTLP span export failed: {}",
+            self.last_error
         );
     }
 
-    fn dropped(&mut self, spans: u64) {
-        self.dropped_spans += spans;
-        if self.dropped_spans == 0
-            || self
-                .last_drop
-                .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
-        {
+    fn report_drops(&mut self) {
+        if self.dropped_spans == 0 {
             return;
         }
         self.last_drop = Some(Instant::now());
