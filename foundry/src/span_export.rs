@@ -384,9 +384,9 @@ impl Warnings {
     fn export_failed(&mut self, spans: usize, error: &str) {
         self.failed_spans += spans as u64;
         self.last_error = error.to_owned();
-        if !self
+        if self
             .last_failure
-            .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
+            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL)
         {
             self.report_failures();
         }
@@ -394,9 +394,9 @@ impl Warnings {
 
     fn dropped(&mut self, spans: u64) {
         self.dropped_spans += spans;
-        if !self
+        if self
             .last_drop
-            .is_some_and(|at| at.elapsed() < WARNING_INTERVAL)
+            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL)
         {
             self.report_drops();
         }
