@@ -15,15 +15,49 @@
 //! parent is the current span, which is how every span on the request path is opened; a span
 //! with an explicit parent elsewhere is recorded as before.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Metadata, Span, Subscriber, subscriber::Interest};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
 
+use crate::config::SamplerConfig;
+
 /// The extension on a span whose trace is not sampled.
 struct Unsampled;
+
+/// The head sampler the tracer provider was built with, to tell ahead of the SDK.
+static HEAD_SAMPLER: OnceLock<SamplerConfig> = OnceLock::new();
+
+/// Remembers the head sampler (once per process, like the provider).
+pub(crate) fn remember_sampler(sampler: SamplerConfig) {
+    let _ = HEAD_SAMPLER.set(sampler);
+}
+
+/// Whether a span with `parent` is certain not to be sampled, known before it is created: the
+/// sampler is `always_off`, or parent-based with an unsampled parent (or, for
+/// `parentbased_always_off`, none). The server layer then creates a bare span, as the SDK would
+/// drop its attributes anyway.
+pub(crate) fn predicts_unsampled(parent: &opentelemetry::Context) -> bool {
+    certainly_unsampled(HEAD_SAMPLER.get(), parent)
+}
+
+fn certainly_unsampled(sampler: Option<&SamplerConfig>, parent: &opentelemetry::Context) -> bool {
+    let span = parent.span();
+    let parent = span.span_context();
+    match sampler {
+        Some(SamplerConfig::AlwaysOff) => true,
+        Some(SamplerConfig::ParentBasedAlwaysOff) => !parent.is_sampled(),
+        Some(SamplerConfig::ParentBasedAlwaysOn | SamplerConfig::ParentBasedTraceIdRatio(_)) => {
+            parent.is_valid() && !parent.is_sampled()
+        }
+        _ => false,
+    }
+}
 
 /// Marked spans still open: while there are none (every request sampled), the check of the
 /// current span is skipped.
@@ -89,5 +123,59 @@ where
         {
             OPEN_UNSAMPLED.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{
+        Context,
+        trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+    };
+
+    use super::*;
+
+    fn remote(flags: TraceFlags) -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+            SpanId::from(0x00f0_67aa_0ba9_02b7),
+            flags,
+            true,
+            TraceState::NONE,
+        ))
+    }
+
+    #[test]
+    fn only_certain_drops_are_predicted() {
+        let none = Context::new();
+        let sampled = remote(TraceFlags::SAMPLED);
+        let unsampled = remote(TraceFlags::default());
+        let cases = [
+            (SamplerConfig::ParentBasedAlwaysOn, &unsampled, true),
+            (SamplerConfig::ParentBasedAlwaysOn, &sampled, false),
+            (SamplerConfig::ParentBasedAlwaysOn, &none, false),
+            (
+                SamplerConfig::ParentBasedTraceIdRatio(0.5),
+                &unsampled,
+                true,
+            ),
+            (SamplerConfig::ParentBasedTraceIdRatio(0.5), &none, false),
+            (SamplerConfig::ParentBasedAlwaysOff, &none, true),
+            (SamplerConfig::ParentBasedAlwaysOff, &sampled, false),
+            (SamplerConfig::AlwaysOff, &sampled, true),
+            (SamplerConfig::AlwaysOn, &unsampled, false),
+            (SamplerConfig::TraceIdRatio(0.0), &none, false),
+        ];
+        for (sampler, parent, expected) in cases {
+            assert_eq!(
+                certainly_unsampled(Some(&sampler), parent),
+                expected,
+                "{sampler:?}"
+            );
+        }
+        assert!(
+            !certainly_unsampled(None, &unsampled),
+            "no telemetry, no guess"
+        );
     }
 }

@@ -227,6 +227,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     // tonic spawns its connection tasks on the runtime current at build time: make it ours.
     let entered = export_runtime.as_ref().and_then(ExportRuntime::enter);
 
+    sampling::remember_sampler(config.sampler);
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));

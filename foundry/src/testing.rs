@@ -243,6 +243,7 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
+        crate::sampling::remember_sampler(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, registry);
         SpanCapture { exporter, provider }
     })
@@ -286,6 +287,7 @@ pub fn install_benchmark_pipeline(service_name: &str) {
             .with(crate::telemetry::span_layer(&provider))
             .with(crate::sampling::SkipUnsampled);
         let _ = tracing::subscriber::set_global_default(subscriber);
+        crate::sampling::remember_sampler(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
         (provider, runtime)
     });

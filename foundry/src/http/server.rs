@@ -108,7 +108,7 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map(|matched| matched.as_str().to_owned());
-        let span = server_span(&request, &method, route.as_deref());
+        let (span, sampled) = server_span(&request, &method, route.as_deref());
         let future = self.inner.call(request);
         let timeout = self.timeout;
 
@@ -128,12 +128,14 @@ where
                 };
             let status = response.status();
             let status_code = i64::from(status.as_u16());
-            if !span.is_disabled() {
+            if sampled {
                 span.record("http.response.status_code", status_code);
                 if status.is_server_error() {
                     span.record("otel.status_code", "ERROR");
                     span.record("error.type", status.as_str());
                 }
+            }
+            if !span.is_disabled() {
                 // Only traceparent (and a non-empty tracestate): baggage is not echoed back.
                 W3cTraceContextPropagator::new()
                     .inject_context(&span.context(), &mut HeaderInjector(response.headers_mut()));
@@ -158,8 +160,24 @@ where
     }
 }
 
-/// The span of one request, its parent read from the W3C headers.
-fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) -> tracing::Span {
+/// The span of one request, its parent read from the W3C headers, and whether it is sampled.
+/// When it cannot be, it is a bare span: only its context matters, for the trace id in log
+/// lines and downstream.
+fn server_span(
+    request: &Request<Body>,
+    method: &Method,
+    route: Option<&str>,
+) -> (tracing::Span, bool) {
+    let headers = request.headers();
+    let parent =
+        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    if crate::sampling::predicts_unsampled(&parent) {
+        let span =
+            tracing::info_span!(target: "foundry::http", "HTTP request", otel.kind = "server");
+        let _ = span.set_parent(parent);
+        crate::sampling::mark_if_unsampled(&span);
+        return (span, false);
+    }
     let span = tracing::info_span!(
         target: "foundry::http",
         "HTTP request",
@@ -177,9 +195,8 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
         error.type = Empty,
     );
     if span.is_disabled() {
-        return span;
+        return (span, false);
     }
-    let headers = request.headers();
     if let Some(host) = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -197,12 +214,10 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
     {
         span.record("user_agent.original", agent);
     }
-    let parent =
-        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let _ = span.set_parent(parent);
-    crate::sampling::mark_if_unsampled(&span);
-    span
+    let sampled = crate::sampling::mark_if_unsampled(&span);
+    (span, sampled)
 }
 
 /// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.
