@@ -618,19 +618,24 @@ fn any_value_len(value: &Value) -> usize {
 
 /// The length of an `ArrayValue` message: one `AnyValue` per element.
 fn array_len(array: &Array) -> usize {
-    let element = |len: usize| bytes_field_len(1, len);
+    let mut len = 0;
+    for_each_element(array, |value| {
+        len += bytes_field_len(1, any_value_len(value))
+    });
+    len
+}
+
+/// Calls `f` with each element of `array` as a `Value` (arrays are rare in spans; a string
+/// element is cloned).
+fn for_each_element(array: &Array, mut f: impl FnMut(&Value)) {
     match array {
-        Array::Bool(values) => values.len() * element(key_len(2) + 1),
-        Array::I64(values) => values
-            .iter()
-            .map(|int| element(key_len(3) + encoded_len_varint(*int as u64)))
-            .sum(),
-        Array::F64(values) => values.len() * element(key_len(4) + 8),
+        Array::Bool(values) => values.iter().for_each(|flag| f(&Value::Bool(*flag))),
+        Array::I64(values) => values.iter().for_each(|int| f(&Value::I64(*int))),
+        Array::F64(values) => values.iter().for_each(|double| f(&Value::F64(*double))),
         Array::String(values) => values
             .iter()
-            .map(|text| element(bytes_field_len(1, text.as_str().len())))
-            .sum(),
-        _ => 0,
+            .for_each(|text| f(&Value::String(text.clone()))),
+        _ => {}
     }
 }
 
@@ -652,36 +657,10 @@ fn put_any_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn put_array(array: &Array, out: &mut Vec<u8>) {
-    match array {
-        Array::Bool(values) => {
-            for flag in values {
-                let value = Value::Bool(*flag);
-                put_len(1, any_value_len(&value), out);
-                put_any_value(&value, out);
-            }
-        }
-        Array::I64(values) => {
-            for int in values {
-                let value = Value::I64(*int);
-                put_len(1, any_value_len(&value), out);
-                put_any_value(&value, out);
-            }
-        }
-        Array::F64(values) => {
-            for double in values {
-                let value = Value::F64(*double);
-                put_len(1, any_value_len(&value), out);
-                put_any_value(&value, out);
-            }
-        }
-        Array::String(values) => {
-            for text in values {
-                put_len(1, bytes_field_len(1, text.as_str().len()), out);
-                put_bytes_always(1, text.as_str().as_bytes(), out);
-            }
-        }
-        _ => {}
-    }
+    for_each_element(array, |value| {
+        put_len(1, any_value_len(value), out);
+        put_any_value(value, out);
+    });
 }
 
 // Field writers. Like prost, they leave out proto3 defaults (zero, empty) unless "always".
