@@ -41,7 +41,8 @@ pub struct TelemetryConfig {
     pub span_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export (at most the queue size).
     pub span_batch_size: usize,
-    /// `OTEL_BSP_SCHEDULE_DELAY`: the longest a finished span waits before its batch leaves.
+    /// `OTEL_BSP_SCHEDULE_DELAY`: how often a batch leaves when fewer spans than a full batch
+    /// end in between.
     pub span_schedule_delay: Duration,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,

@@ -43,8 +43,11 @@ where
 {
     // The rate limit must be asked per event: a plain `filter_fn` caches its first answer for
     // the call site, so it is a dynamic one that never lets its interest be cached.
+    // Its level hint says it limits no level: without one, the combined filter would have no
+    // hint either, and every DEBUG and TRACE call site would be enabled for nothing.
     let rate_limit = DynFilterFn::new(|metadata, _| rate_limit_telemetry_warnings(metadata))
-        .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes());
+        .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes())
+        .with_max_level_hint(LevelFilter::TRACE);
     let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(Formatter { format });

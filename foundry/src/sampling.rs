@@ -11,9 +11,11 @@
 //! sampled), the filter is one atomic load.
 //!
 //! Written here because neither tracing-opentelemetry nor the SDK offers sampling before a span
-//! is built (the layer's pre-sampling only decides what is exported). It covers spans whose
-//! parent is the current span, which is how every span on the request path is opened; a span
-//! with an explicit parent elsewhere is recorded as before.
+//! is built (the layer's pre-sampling only decides what is exported). The filter judges by the
+//! current span: a span opened while a marked span is current is skipped, whatever parent it
+//! names; one opened elsewhere with a marked span as its explicit parent is recorded as before
+//! (and dropped by the sampler). With span-scoped `RUST_LOG` directives, which must see every
+//! span, nothing is skipped.
 
 use std::sync::{
     OnceLock,
@@ -30,11 +32,13 @@ use crate::config::SamplerConfig;
 /// The extension on a span whose trace is not sampled.
 struct Unsampled;
 
-/// The head sampler the tracer provider was built with, to tell ahead of the SDK.
+/// The head sampler the tracer provider was built with, to tell ahead of the SDK; set when
+/// unsampled requests skip their spans (not with span-scoped `RUST_LOG` directives, which must
+/// see every span).
 static HEAD_SAMPLER: OnceLock<SamplerConfig> = OnceLock::new();
 
-/// Remembers the head sampler (once per process, like the provider).
-pub(crate) fn remember_sampler(sampler: SamplerConfig) {
+/// Turns skipping on for this process, with the provider's head sampler.
+pub(crate) fn skip_unsampled_spans(sampler: SamplerConfig) {
     let _ = HEAD_SAMPLER.set(sampler);
 }
 
@@ -71,14 +75,21 @@ pub(crate) fn mark_if_unsampled(span: &Span) -> bool {
         return false;
     }
     let sampled = span.context().span().span_context().is_sampled();
-    if !sampled {
+    if !sampled && HEAD_SAMPLER.get().is_some() {
         span.with_subscriber(|(id, dispatch)| {
+            // Only where SkipUnsampled is installed, which counts the mark down again.
+            if dispatch.downcast_ref::<SkipUnsampled>().is_none() {
+                return;
+            }
             if let Some(data) = dispatch
                 .downcast_ref::<Registry>()
                 .and_then(|registry| registry.span(id))
             {
-                data.extensions_mut().insert(Unsampled);
-                OPEN_UNSAMPLED.fetch_add(1, Ordering::AcqRel);
+                let mut extensions = data.extensions_mut();
+                if extensions.get_mut::<Unsampled>().is_none() {
+                    extensions.insert(Unsampled);
+                    OPEN_UNSAMPLED.fetch_add(1, Ordering::AcqRel);
+                }
             }
         });
     }

@@ -59,7 +59,7 @@ pub(crate) struct BatchSettings {
     pub(crate) max_queue: usize,
     /// Spans per export.
     pub(crate) max_batch: usize,
-    /// The longest a span waits for its batch to leave.
+    /// How often a batch leaves when fewer spans than a full batch end in between.
     pub(crate) schedule_delay: Duration,
 }
 
@@ -95,6 +95,8 @@ struct State {
     flush_requested: u64,
     flush_done: u64,
     shutdown: bool,
+    /// The export thread has ended: nothing is exported any more, and nobody waits for it.
+    stopped: bool,
     resource: Arc<EncodedResource>,
 }
 
@@ -135,8 +137,9 @@ thread_local! {
 
 impl OtlpSpanProcessor {
     /// A processor exporting to `endpoint` (`http://host:port`). The channel connects on first
-    /// use and runs on `runtime`, which must outlive the export thread's work; `timeout`
-    /// bounds every export (the channel's own timeout, so no timer runs outside the runtime).
+    /// use and runs on `runtime`. `timeout` bounds connecting and, again, each export call
+    /// (the channel's own timeouts: no timer runs outside the runtime, so a runtime shut down
+    /// under a stuck export ends it with an error rather than a panic).
     pub(crate) fn new(
         endpoint: &str,
         timeout: Duration,
@@ -181,6 +184,9 @@ impl OtlpSpanProcessor {
     fn flush_within(&self, timeout: Duration, shutdown: bool) -> OTelSdkResult {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
+        if state.stopped {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
         if shutdown {
             state.shutdown = true;
         }
@@ -188,6 +194,9 @@ impl OtlpSpanProcessor {
         let wanted = state.flush_requested;
         self.shared.work.notify_one();
         while state.flush_done < wanted {
+            if state.stopped {
+                return Err(OTelSdkError::AlreadyShutdown);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(OTelSdkError::Timeout(timeout));
@@ -216,22 +225,29 @@ impl SpanProcessor for OtlpSpanProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            encode_span(&span, scratch);
+        let enqueue = |encoded: &mut Vec<u8>| {
+            encoded.clear();
+            encode_span(&span, encoded);
             let mut state = self.shared.lock();
             if state.shutdown || state.queued >= self.shared.settings.max_queue {
                 state.dropped += 1;
                 return;
             }
-            state.current.push(&span.instrumentation_scope, scratch);
+            state.current.push(&span.instrumentation_scope, encoded);
             state.queued += 1;
             if state.current.spans >= self.shared.settings.max_batch {
                 let full = std::mem::take(&mut state.current);
                 state.full.push_back(full);
                 self.shared.work.notify_one();
             }
-        });
+        };
+        // A span that ends while the thread's locals are torn down gets a buffer of its own.
+        if SCRATCH
+            .try_with(|scratch| enqueue(&mut scratch.borrow_mut()))
+            .is_err()
+        {
+            enqueue(&mut Vec::new());
+        }
         // `span` is freed here, by the thread that allocated it.
     }
 
@@ -278,6 +294,15 @@ impl EncodedResource {
 /// The export thread: waits for a full batch, the schedule delay, a flush or shutdown, then
 /// sends what is queued.
 fn export_loop(shared: &Shared, sender: &Sender) {
+    // However the loop ends (shutdown, or a panic), flushes stop waiting for it.
+    struct Stopped<'a>(&'a Shared);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.lock().stopped = true;
+            self.0.flushed.notify_all();
+        }
+    }
+    let _stopped = Stopped(shared);
     let delay = shared.settings.schedule_delay;
     let mut last_export = Instant::now();
     let mut warnings = Warnings::default();
@@ -319,8 +344,8 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         for batch in &batches {
             request.clear();
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
-            if let Err(error) = sender.send(&request) {
-                warnings.export_failed(batch.spans, &error);
+            if let Err((lost, error)) = sender.send(&request, batch.spans) {
+                warnings.export_failed(lost, &error);
             }
         }
         warnings.dropped(dropped);
@@ -346,22 +371,26 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&self, request: &[u8]) -> Result<(), String> {
+    /// Sends one request of `spans` spans; on failure, how many were lost and why.
+    fn send(&self, request: &[u8], spans: usize) -> Result<(), (usize, String)> {
         let body = Encoded(prost::bytes::Bytes::copy_from_slice(request));
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
         let mut client = self.client.clone();
         self.runtime.block_on(async move {
-            client.ready().await.map_err(|error| error.to_string())?;
+            client
+                .ready()
+                .await
+                .map_err(|error| (spans, error.to_string()))?;
             let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
             let response = client
                 .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
                 .await
-                .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
+                .map_err(|status| (spans, format!("{}: {}", status.code(), status.message())))?;
             match response.into_inner().partial_success {
-                Some(partial) if partial.rejected_spans > 0 => Err(format!(
-                    "the collector rejected {} spans: {}",
-                    partial.rejected_spans, partial.error_message
+                Some(partial) if partial.rejected_spans > 0 => Err((
+                    usize::try_from(partial.rejected_spans).unwrap_or(spans),
+                    format!("the collector rejected spans: {}", partial.error_message),
                 )),
                 _ => Ok(()),
             }
@@ -521,7 +550,7 @@ fn encode_span(span: &SpanData, out: &mut Vec<u8>) {
         put_str(2, &event.name, &mut message);
         put_attributes(3, &event.attributes, &mut message);
         put_varint(4, u64::from(event.dropped_attributes_count), &mut message);
-        put_bytes(11, &message, out);
+        put_bytes_always(11, &message, out);
     }
     put_varint(12, u64::from(span.events.dropped_count), out);
     for link in &span.links.links {
@@ -537,7 +566,7 @@ fn encode_span(span: &SpanData, out: &mut Vec<u8>) {
             span_flags(linked.is_remote(), linked.trace_flags().to_u8()),
             &mut message,
         );
-        put_bytes(13, &message, out);
+        put_bytes_always(13, &message, out);
     }
     put_varint(14, u64::from(span.links.dropped_count), out);
     // Status is always present, as the library sets it (an empty message when unset).

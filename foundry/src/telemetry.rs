@@ -210,10 +210,13 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             reason: error.to_string(),
         })?;
     let span_scoped = config.log_filter.contains('[');
-    let log_layer = logging::layer(config.log_format, log_filter, span_scoped);
 
     if config.sdk_disabled {
-        let subscriber = tracing_subscriber::registry().with(log_layer);
+        let subscriber = tracing_subscriber::registry().with(logging::layer(
+            config.log_format,
+            log_filter,
+            span_scoped,
+        ));
         tracing::subscriber::set_global_default(subscriber)
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         return Ok(Telemetry { providers: None });
@@ -227,7 +230,6 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     // tonic spawns its connection tasks on the runtime current at build time: make it ours.
     let entered = export_runtime.as_ref().and_then(ExportRuntime::enter);
 
-    sampling::remember_sampler(config.sampler);
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));
@@ -238,7 +240,12 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         tracer_builder = match (otlp.protocol, runtime) {
             // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS
             // stays with the upstream exporter and its features.
-            (Protocol::Grpc, Some(runtime)) if !otlp.endpoint.starts_with("https:") => {
+            (Protocol::Grpc, Some(runtime))
+                if !otlp
+                    .endpoint
+                    .get(..6)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
+            {
                 let processor = OtlpSpanProcessor::new(
                     &otlp.endpoint,
                     otlp.timeout,
@@ -306,8 +313,15 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         }
     };
 
+    // Span-scoped RUST_LOG directives must see every span, unsampled or not.
+    if !span_scoped {
+        sampling::skip_unsampled_spans(config.sampler);
+    }
+    // SkipUnsampled has no level of its own: it sits innermost, where it cannot hide the other
+    // layers' max level (outermost, it would leave every DEBUG and TRACE call site enabled).
     let subscriber = tracing_subscriber::registry()
-        .with(log_layer)
+        .with(sampling::SkipUnsampled)
+        .with(logging::layer(config.log_format, log_filter, span_scoped))
         .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {
             logging::EventsOnly::new(
@@ -318,8 +332,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                 ),
                 no_telemetry_about_telemetry(),
             )
-        }))
-        .with(sampling::SkipUnsampled);
+        }));
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
 
@@ -363,7 +376,7 @@ pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex:
 /// context activation, a thread-local context switch on every poll of every instrumented
 /// future: only the OTLP log bridge reads the active context, and [`logging::WithSpanContext`]
 /// activates it for log events alone. Its filter is separate from `RUST_LOG`, so a quiet log
-/// level never disables spans. [`sampling::SkipUnsampled`] goes with it, outermost.
+/// level never disables spans. [`sampling::SkipUnsampled`] goes with it.
 pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,

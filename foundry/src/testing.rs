@@ -238,12 +238,12 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         }
         let meter_provider = meter_builder.build();
         let subscriber = tracing_subscriber::registry()
-            .with(crate::telemetry::span_layer(&provider))
-            .with(crate::sampling::SkipUnsampled);
+            .with(crate::sampling::SkipUnsampled)
+            .with(crate::telemetry::span_layer(&provider));
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
-        crate::sampling::remember_sampler(config.sampler);
+        crate::sampling::skip_unsampled_spans(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, registry);
         SpanCapture { exporter, provider }
     })
@@ -284,10 +284,10 @@ pub fn install_benchmark_pipeline(service_name: &str) {
             .build();
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
-            .with(crate::telemetry::span_layer(&provider))
-            .with(crate::sampling::SkipUnsampled);
+            .with(crate::sampling::SkipUnsampled)
+            .with(crate::telemetry::span_layer(&provider));
         let _ = tracing::subscriber::set_global_default(subscriber);
-        crate::sampling::remember_sampler(config.sampler);
+        crate::sampling::skip_unsampled_spans(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
         (provider, runtime)
     });

@@ -525,20 +525,57 @@ async fn span_scoped_rust_log_directives_still_work() {
     if is_child() {
         return child_service().await;
     }
-    let (_, traceparent) = new_traceparent(true);
+    // Only events inside a span with an `http.route` field print, sampled request or not.
+    for sampled in [true, false] {
+        let (_, traceparent) = new_traceparent(sampled);
+        let output = run_child(
+            "export::span_scoped_rust_log_directives_still_work",
+            &[
+                ("CHILD_TRACEPARENT", &traceparent),
+                ("RUST_LOG", "error,[{http.route}]=info"),
+            ],
+        )
+        .await;
 
-    // Only events inside a span with an `http.route` field print.
-    let output = run_child(
-        "export::span_scoped_rust_log_directives_still_work",
-        &[
-            ("CHILD_TRACEPARENT", &traceparent),
-            ("RUST_LOG", "error,[{http.route}]=info"),
-        ],
-    )
-    .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("serving an item"),
+            "sampled={sampled}: {stderr}"
+        );
+    }
+}
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("serving an item"), "{stderr}");
+#[tokio::test]
+async fn debug_and_trace_call_sites_stay_disabled() {
+    if is_child() {
+        let config =
+            foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
+        let _telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+        println!(
+            "CHILD level={} debug_span_disabled={} h2_trace_span_disabled={}",
+            tracing::level_filters::LevelFilter::current(),
+            tracing::debug_span!("detail").is_disabled(),
+            tracing::trace_span!(target: "h2::proto", "frame").is_disabled(),
+        );
+        return;
+    }
+    // With and without export: the max level is the logs' (INFO), so below it nothing is even
+    // asked about, whatever the layers.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    for endpoint in [None, Some(receiver.grpc_endpoint())] {
+        let mut env = vec![];
+        if let Some(endpoint) = &endpoint {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
+        }
+        let output = run_child("export::debug_and_trace_call_sites_stay_disabled", &env).await;
+        assert_eq!(
+            child_value(&output, "level"),
+            "info",
+            "export to {endpoint:?}"
+        );
+        assert_eq!(child_value(&output, "debug_span_disabled"), "true");
+        assert_eq!(child_value(&output, "h2_trace_span_disabled"), "true");
+    }
 }
 
 #[tokio::test]
