@@ -98,6 +98,9 @@ struct State {
     /// The export thread has ended: nothing is exported any more, and nobody waits for it.
     stopped: bool,
     resource: Arc<EncodedResource>,
+    /// Buffers of exported batches, emptied, for the next ones: in steady state a batch
+    /// allocates nothing, and never grows a buffer under the lock.
+    spare: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -116,12 +119,18 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, scope: &InstrumentationScope, encoded_span: &[u8]) {
+    /// Appends a span, taking a buffer from `spare` for a scope new to the batch.
+    fn push(
+        &mut self,
+        scope: &InstrumentationScope,
+        encoded_span: &[u8],
+        spare: &mut Vec<Vec<u8>>,
+    ) {
         let index = match self.scopes.iter().position(|(known, _)| known == scope) {
             Some(index) => index,
             None => {
                 self.scopes
-                    .push((scope.clone(), Vec::with_capacity(64 * 1024)));
+                    .push((scope.clone(), spare.pop().unwrap_or_default()));
                 self.scopes.len() - 1
             }
         };
@@ -228,12 +237,15 @@ impl SpanProcessor for OtlpSpanProcessor {
         let enqueue = |encoded: &mut Vec<u8>| {
             encoded.clear();
             encode_span(&span, encoded);
-            let mut state = self.shared.lock();
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
             if state.shutdown || state.queued >= self.shared.settings.max_queue {
                 state.dropped += 1;
                 return;
             }
-            state.current.push(&span.instrumentation_scope, encoded);
+            state
+                .current
+                .push(&span.instrumentation_scope, encoded, &mut state.spare);
             state.queued += 1;
             if state.current.spans >= self.shared.settings.max_batch {
                 let full = std::mem::take(&mut state.current);
@@ -354,7 +366,18 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             warnings.report_all();
         }
         last_export = Instant::now();
+        let spare = batches
+            .into_iter()
+            .flat_map(|batch| batch.scopes)
+            .map(|(_, mut buffer)| {
+                buffer.clear();
+                buffer
+            });
         let mut state = shared.lock();
+        // As many as the queue can fill; the rest go back to the allocator.
+        let keep = shared.settings.max_queue / shared.settings.max_batch + 2;
+        state.spare.extend(spare);
+        state.spare.truncate(keep);
         state.flush_done = state.flush_done.max(flush);
         shared.flushed.notify_all();
         if shutdown {
@@ -870,7 +893,7 @@ mod tests {
         for span in spans {
             let mut encoded = Vec::new();
             encode_span(span, &mut encoded);
-            batch.push(&span.instrumentation_scope, &encoded);
+            batch.push(&span.instrumentation_scope, &encoded, &mut Vec::new());
         }
         let resource = EncodedResource::new(resource);
         let mut request = Vec::new();
