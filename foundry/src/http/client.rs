@@ -50,14 +50,7 @@ impl ReqwestOtelSpanBackend for ClientSpanBackend {
             Some(OtelName(name)) => Cow::Borrowed(name.as_ref()),
             None => Cow::Borrowed(method),
         };
-        // Scheme, host, port and path only: a query string or user info may carry secrets.
-        let full = format!(
-            "{}://{}{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ) + url.path();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             target: "foundry::http",
             "HTTP client request",
             otel.name = %name,
@@ -65,11 +58,27 @@ impl ReqwestOtelSpanBackend for ClientSpanBackend {
             http.request.method = method,
             server.address = url.host_str().unwrap_or_default(),
             server.port = url.port_or_known_default().map(i64::from),
-            url.full = full,
+            url.full = Empty,
             http.response.status_code = Empty,
             otel.status_code = Empty,
             error.type = Empty,
-        )
+        );
+        // Only for a span that exists (inside an unsampled request it does not).
+        if !span.is_disabled() {
+            // Scheme, host, port and path only: a query string or user info may carry secrets.
+            let port = url
+                .port()
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default();
+            let full = format!(
+                "{}://{}{port}{}",
+                url.scheme(),
+                url.host_str().unwrap_or_default(),
+                url.path()
+            );
+            span.record("url.full", full);
+        }
+        span
     }
 
     fn on_request_end(

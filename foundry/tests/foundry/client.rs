@@ -110,6 +110,10 @@ async fn client_injects_traceparent_tracestate_and_baggage_and_records_its_span(
         "server.port is an integer: {client:?}"
     );
     assert_eq!(client.str("http.request.method"), Some("GET"));
+    assert_eq!(
+        client.str("url.full"),
+        Some(format!("{base}/echo").as_str())
+    );
 }
 
 #[tokio::test]
