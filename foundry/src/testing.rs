@@ -344,6 +344,8 @@ struct Received {
     span_count: usize,
     metric_names: BTreeSet<String>,
     log_records: usize,
+    /// Every log record received, as its protobuf message's debug text (body and attributes).
+    log_texts: Vec<String>,
 }
 
 /// What the receiver keeps; shared by its gRPC and HTTP servers.
@@ -397,13 +399,16 @@ impl Sink {
     }
 
     fn logs(&self, request: ExportLogsServiceRequest) {
-        let count = request
+        let records: Vec<String> = request
             .resource_logs
             .iter()
             .flat_map(|resource| &resource.scope_logs)
-            .map(|scope| scope.log_records.len())
-            .sum::<usize>();
-        self.lock().log_records += count;
+            .flat_map(|scope| &scope.log_records)
+            .map(|record| format!("{record:?}"))
+            .collect();
+        let mut received = self.lock();
+        received.log_records += records.len();
+        received.log_texts.extend(records);
     }
 }
 
@@ -738,6 +743,11 @@ impl OtlpReceiver {
     /// How many log records were received so far.
     pub fn log_record_count(&self) -> usize {
         self.sink.lock().log_records
+    }
+
+    /// Every log record received so far, as the debug text of its protobuf message.
+    pub fn log_records(&self) -> Vec<String> {
+        self.sink.lock().log_texts.clone()
     }
 
     /// The spans of `trace_id`, once `done` says they are complete or `timeout` passed

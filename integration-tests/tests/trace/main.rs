@@ -2,8 +2,9 @@
 //! separate processes on free ports, all exporting OTLP/gRPC to a receiver inside the test
 //! (DESIGN.md section 7). One user action must be one correct trace across the three
 //! processes; context must survive both hops (and a bad or unsampled one must be handled);
-//! telemetry must never hold up a request or a shutdown; failures must show in the trace; and
-//! the services' metrics must reach a real Prometheus. Children's logs show with `TEST_LOG=1`.
+//! telemetry must never hold up a request or a shutdown; failures must show in the trace; no
+//! token or key may reach a log line, a log record or a span; and the services' metrics must
+//! reach a real Prometheus. Children's logs show with `TEST_LOG=1`.
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -12,6 +13,7 @@ mod errors;
 mod harness;
 mod prometheus;
 mod propagation;
+mod secrets;
 mod shape;
 mod shutdown;
 mod trace;
