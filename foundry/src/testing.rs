@@ -156,6 +156,83 @@ pub fn new_traceparent(sampled: bool) -> (String, String) {
     (trace_id.clone(), format!("00-{trace_id}-{span_id}-{flags}"))
 }
 
+/// An answer of a service's router, its body decoded as JSON (`Value::Null` when it is not JSON).
+#[derive(Debug)]
+pub struct TestResponse {
+    /// The status.
+    pub status: http::StatusCode,
+    /// The headers.
+    pub headers: http::HeaderMap,
+    /// The body as JSON, or `Value::Null`.
+    pub body: serde_json::Value,
+    /// The body as text.
+    pub text: String,
+}
+
+impl TestResponse {
+    /// Sends `request` through the whole `router` (no socket) and reads the whole answer.
+    pub async fn of(router: &Router, request: http::Request<axum::body::Body>) -> Self {
+        use tower::ServiceExt as _;
+        let response = router
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_else(|error| panic!("the body of a {status} answer: {error}"));
+        Self {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+/// Asserts the LOGOS error contract: the status, `{"error": {"code", "message"}}` with exactly
+/// these two keys, the expected code and a non-empty message.
+#[track_caller]
+pub fn assert_error(response: &TestResponse, status: http::StatusCode, code: &str) {
+    assert_eq!(response.status, status, "{}", response.text);
+    assert_eq!(
+        response.headers[http::header::CONTENT_TYPE],
+        "application/json",
+        "{}",
+        response.text
+    );
+    let error = response.body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object in {}", response.text));
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "message"], "{}", response.text);
+    assert_eq!(error["code"], code, "{}", response.text);
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.trim().is_empty(),
+        "empty message: {}",
+        response.text
+    );
+}
+
+/// Asserts that `child` is a direct child of `parent` in the same trace.
+#[track_caller]
+pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
+    assert_eq!(
+        child.trace_id, parent.trace_id,
+        "{} vs {}",
+        child.name, parent.name
+    );
+    assert_eq!(
+        child.parent_span_id, parent.span_id,
+        "{} should be a child of {}",
+        child.name, parent.name
+    );
+}
+
 /// The in-process span capture of [`capture`].
 #[derive(Debug)]
 pub struct SpanCapture {

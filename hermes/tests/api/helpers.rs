@@ -4,9 +4,9 @@
 
 use axum::{Router, body::Body};
 use foundry::testing::{Kind, ReceivedSpan, SpanCapture, capture, new_traceparent};
-use http::{HeaderMap, Request, StatusCode, header::CONTENT_TYPE};
+pub use foundry::testing::{TestResponse, assert_child_of, assert_error};
+use http::{Request, header::CONTENT_TYPE};
 use serde_json::Value;
-use tower::ServiceExt;
 
 /// Larger than foundry's 1 MiB body limit.
 pub const OVER_LIMIT_BYTES: usize = foundry::http::MAX_BODY_BYTES + 1;
@@ -16,15 +16,6 @@ pub struct TestApp {
     router: Router,
     /// The capture every span of this process lands in.
     pub capture: &'static SpanCapture,
-}
-
-/// An answer, its body decoded as JSON (`Value::Null` when it is not JSON).
-#[derive(Debug)]
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
 }
 
 impl TestApp {
@@ -43,20 +34,7 @@ impl TestApp {
 
     /// Sends one request through the whole router.
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+        TestResponse::of(&self.router, request).await
     }
 
     /// `POST path` with a JSON body.
@@ -103,31 +81,6 @@ pub fn oversized_text_body() -> String {
     format!("{{\"text\": \"{}\"}}", "a".repeat(OVER_LIMIT_BYTES))
 }
 
-/// Asserts the LOGOS error contract: the status, `{"error": {"code", "message"}}` with exactly
-/// these two keys, the expected code and a non-empty message.
-#[track_caller]
-pub fn assert_error(response: &TestResponse, status: StatusCode, code: &str) {
-    assert_eq!(response.status, status, "{}", response.text);
-    assert_eq!(
-        response.headers[CONTENT_TYPE], "application/json",
-        "{}",
-        response.text
-    );
-    let error = response.body["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error object in {}", response.text));
-    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["code", "message"], "{}", response.text);
-    assert_eq!(error["code"], code, "{}", response.text);
-    let message = error["message"].as_str().unwrap_or_default();
-    assert!(
-        !message.trim().is_empty(),
-        "empty message: {}",
-        response.text
-    );
-}
-
 /// The finished spans of one test's trace, and the span id of the test's own (remote) parent.
 #[derive(Debug)]
 pub struct Trace {
@@ -165,21 +118,6 @@ impl Trace {
         assert_eq!(server.parent_span_id, self.caller_span_id, "{server:#?}");
         server
     }
-}
-
-/// Asserts that `child` is a direct child of `parent` in the same trace.
-#[track_caller]
-pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
-    assert_eq!(
-        child.trace_id, parent.trace_id,
-        "{} vs {}",
-        child.name, parent.name
-    );
-    assert_eq!(
-        child.parent_span_id, parent.span_id,
-        "{} should be a child of {}",
-        child.name, parent.name
-    );
 }
 
 /// Asserts that a manual span is internal, from Hermes, and a direct child of `server`.

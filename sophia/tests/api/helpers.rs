@@ -8,9 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, body::Body, response::IntoResponse};
 use foundry::testing::{Kind, ReceivedSpan, SpanCapture, capture, new_traceparent};
-use http::{HeaderMap, Request, StatusCode, header::CONTENT_TYPE};
+pub use foundry::testing::{TestResponse, assert_child_of, assert_error};
+use http::{Request, StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// Larger than foundry's 1 MiB body limit.
 pub const OVER_LIMIT_BYTES: usize = foundry::http::MAX_BODY_BYTES + 1;
@@ -28,15 +28,6 @@ pub struct TestApp {
     pub capture: &'static SpanCapture,
     /// Where this Sophia reaches Hermes.
     pub hermes_url: String,
-}
-
-/// An answer, its body decoded as JSON (`Value::Null` when it is not JSON).
-#[derive(Debug)]
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
 }
 
 impl TestApp {
@@ -70,20 +61,7 @@ impl TestApp {
 
     /// Sends one request through the whole router.
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+        TestResponse::of(&self.router, request).await
     }
 
     /// Sends `request` tagged with a new sampled `traceparent`, and reads back that trace.
@@ -187,31 +165,6 @@ pub fn oversized_state() -> Value {
     json!({"blob": "x".repeat(300 * 1024)})
 }
 
-/// Asserts the LOGOS error contract: the status, `{"error": {"code", "message"}}` with exactly
-/// these two keys, the expected code and a non-empty message.
-#[track_caller]
-pub fn assert_error(response: &TestResponse, status: StatusCode, code: &str) {
-    assert_eq!(response.status, status, "{}", response.text);
-    assert_eq!(
-        response.headers[CONTENT_TYPE], "application/json",
-        "{}",
-        response.text
-    );
-    let error = response.body["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error object in {}", response.text));
-    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["code", "message"], "{}", response.text);
-    assert_eq!(error["code"], code, "{}", response.text);
-    let message = error["message"].as_str().unwrap_or_default();
-    assert!(
-        !message.trim().is_empty(),
-        "empty message: {}",
-        response.text
-    );
-}
-
 /// The sorted keys of a JSON object.
 pub fn keys(value: &Value) -> Vec<&str> {
     let mut keys: Vec<&str> = value
@@ -313,19 +266,4 @@ impl Trace {
             .find(|s| s.span_id == span_id)
             .unwrap_or_else(|| panic!("no span {span_id} in {:?}", self.names()))
     }
-}
-
-/// Asserts that `child` is a direct child of `parent` in the same trace.
-#[track_caller]
-pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
-    assert_eq!(
-        child.trace_id, parent.trace_id,
-        "{} vs {}",
-        child.name, parent.name
-    );
-    assert_eq!(
-        child.parent_span_id, parent.span_id,
-        "{} should be a child of {}",
-        child.name, parent.name
-    );
 }
