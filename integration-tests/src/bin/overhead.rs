@@ -552,6 +552,14 @@ async fn main() {
         unsampled.throughput / off.throughput,
         unsampled.cpu_us_per_request / off.cpu_us_per_request
     );
+    // In absolute terms too: a ratio also moves when the baseline does.
+    let on_added = on.cpu_us_per_request - off.cpu_us_per_request;
+    println!(
+        "cpu added per request: on {:.0} us ({:.2} us per span), unsampled {:.0} us",
+        on_added,
+        on_added / spans_per_request as f64,
+        unsampled.cpu_us_per_request - off.cpu_us_per_request
+    );
     println!(
         "latency (one request at a time): p99 added {} us over {} hops, {} us per hop; under load p99 added {} us",
         single_p99_added,
