@@ -91,15 +91,16 @@ where
     }
 
     fn register_callsite(&self, metadata: &'static tracing::Metadata<'static>) -> Interest {
-        if metadata.is_span() || self.filter.callsite_enabled(metadata).is_never() {
-            // Spans are not this layer's to judge; an unwanted event may be another's.
-            return if metadata.is_span() {
-                Interest::always()
-            } else {
-                Interest::sometimes()
-            };
+        if metadata.is_span() {
+            // Spans are not this layer's to judge.
+            return Interest::always();
         }
-        Interest::always()
+        // An event this layer does not want may be another's: never `never`.
+        if self.filter.callsite_enabled(metadata).is_never() {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
     }
 
     fn enabled(&self, _metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {

@@ -24,7 +24,10 @@ use opentelemetry_sdk::{
     },
 };
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+    EnvFilter, Layer,
+    filter::{Targets, filter_fn},
+    layer::SubscriberExt,
+    registry::LookupSpan,
 };
 
 use crate::{
@@ -212,11 +215,11 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let span_scoped = config.log_filter.contains('[');
 
     if config.sdk_disabled {
-        let subscriber = tracing_subscriber::registry().with(logging::layer(
-            config.log_format,
-            log_filter,
-            span_scoped,
-        ));
+        // Log lines only: no span is created, as nothing would record it (unless span-scoped
+        // RUST_LOG directives need them).
+        let subscriber = tracing_subscriber::registry()
+            .with(logging::layer(config.log_format, log_filter, span_scoped))
+            .with((!span_scoped).then(|| filter_fn(|metadata| metadata.is_event())));
         tracing::subscriber::set_global_default(subscriber)
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         return Ok(Telemetry { providers: None });

@@ -552,29 +552,34 @@ async fn debug_and_trace_call_sites_stay_disabled() {
             foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
         let _telemetry = foundry::telemetry::init(config).expect("telemetry starts");
         println!(
-            "CHILD level={} debug_span_disabled={} h2_trace_span_disabled={}",
+            "CHILD level={} debug_span_disabled={} h2_trace_span_disabled={} info_span_disabled={}",
             tracing::level_filters::LevelFilter::current(),
             tracing::debug_span!("detail").is_disabled(),
             tracing::trace_span!(target: "h2::proto", "frame").is_disabled(),
+            tracing::info_span!("sophia.plan").is_disabled(),
         );
         return;
     }
-    // With and without export: the max level is the logs' (INFO), so below it nothing is even
-    // asked about, whatever the layers.
+    // With and without export, and with telemetry off: the max level is the logs' (INFO), so
+    // below it nothing is even asked about, whatever the layers. With telemetry off no span is
+    // created at all, as nothing would record it.
     let receiver = OtlpReceiver::start().await.unwrap();
-    for endpoint in [None, Some(receiver.grpc_endpoint())] {
-        let mut env = vec![];
-        if let Some(endpoint) = &endpoint {
-            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
-        }
-        let output = run_child("export::debug_and_trace_call_sites_stay_disabled", &env).await;
-        assert_eq!(
-            child_value(&output, "level"),
-            "info",
-            "export to {endpoint:?}"
-        );
+    let endpoint = receiver.grpc_endpoint();
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "false"),
+        (&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)], "false"),
+        (&[("OTEL_SDK_DISABLED", "true")], "true"),
+    ];
+    for (env, info_span_disabled) in cases {
+        let output = run_child("export::debug_and_trace_call_sites_stay_disabled", env).await;
+        assert_eq!(child_value(&output, "level"), "info", "{env:?}");
         assert_eq!(child_value(&output, "debug_span_disabled"), "true");
         assert_eq!(child_value(&output, "h2_trace_span_disabled"), "true");
+        assert_eq!(
+            child_value(&output, "info_span_disabled"),
+            info_span_disabled,
+            "{env:?}"
+        );
     }
 }
 
