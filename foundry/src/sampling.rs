@@ -24,7 +24,6 @@ use std::sync::{
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Metadata, Span, Subscriber, subscriber::Interest};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
 
 use crate::config::SamplerConfig;
@@ -67,33 +66,27 @@ fn certainly_unsampled(sampler: Option<&SamplerConfig>, parent: &opentelemetry::
 /// current span is skipped.
 static OPEN_UNSAMPLED: AtomicUsize = AtomicUsize::new(0);
 
-/// Marks `span` if its trace is not sampled, so that nothing is recorded inside it; returns
-/// whether it is sampled. Call it once the span's parent is set: it starts the span (the sampler
-/// runs then), as its first child would.
-pub(crate) fn mark_if_unsampled(span: &Span) -> bool {
-    if span.is_disabled() {
-        return false;
+/// Marks `span`, whose trace is not sampled, so that nothing is recorded inside it (when
+/// skipping is on and [`SkipUnsampled`] is installed, which counts the mark down again).
+pub(crate) fn mark_unsampled(span: &Span) {
+    if HEAD_SAMPLER.get().is_none() {
+        return;
     }
-    let sampled = span.context().span().span_context().is_sampled();
-    if !sampled && HEAD_SAMPLER.get().is_some() {
-        span.with_subscriber(|(id, dispatch)| {
-            // Only where SkipUnsampled is installed, which counts the mark down again.
-            if dispatch.downcast_ref::<SkipUnsampled>().is_none() {
-                return;
+    span.with_subscriber(|(id, dispatch)| {
+        if dispatch.downcast_ref::<SkipUnsampled>().is_none() {
+            return;
+        }
+        if let Some(data) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            let mut extensions = data.extensions_mut();
+            if extensions.get_mut::<Unsampled>().is_none() {
+                extensions.insert(Unsampled);
+                OPEN_UNSAMPLED.fetch_add(1, Ordering::AcqRel);
             }
-            if let Some(data) = dispatch
-                .downcast_ref::<Registry>()
-                .and_then(|registry| registry.span(id))
-            {
-                let mut extensions = data.extensions_mut();
-                if extensions.get_mut::<Unsampled>().is_none() {
-                    extensions.insert(Unsampled);
-                    OPEN_UNSAMPLED.fetch_add(1, Ordering::AcqRel);
-                }
-            }
-        });
-    }
-    sampled
+        }
+    });
 }
 
 /// The layer that disables, for every layer, each span opened inside a marked span. A global

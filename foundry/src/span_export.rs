@@ -362,7 +362,6 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         }
         warnings.dropped(dropped);
         if shutdown {
-            // What the interval held back is said once more before the end.
             warnings.report_all();
         }
         last_export = Instant::now();
@@ -425,63 +424,75 @@ impl Sender {
 /// logged once per [`WARNING_INTERVAL`], with what it cost since the last line.
 #[derive(Default)]
 struct Warnings {
-    failed_spans: u64,
+    failed: Tally,
     last_error: String,
-    last_failure: Option<Instant>,
-    dropped_spans: u64,
-    last_drop: Option<Instant>,
+    dropped: Tally,
+}
+
+/// Spans lost one way, since the last line that said so.
+#[derive(Default)]
+struct Tally {
+    spans: u64,
+    last_said: Option<Instant>,
+}
+
+impl Tally {
+    /// Adds `spans`; returns the count to log now, if the interval allows and there is one.
+    fn add(&mut self, spans: u64) -> Option<u64> {
+        self.spans += spans;
+        let due = self
+            .last_said
+            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if due { self.take() } else { None }
+    }
+
+    /// The count to log, whatever the interval (none when nothing was lost).
+    fn take(&mut self) -> Option<u64> {
+        (self.spans > 0).then(|| {
+            self.last_said = Some(Instant::now());
+            std::mem::take(&mut self.spans)
+        })
+    }
 }
 
 impl Warnings {
     fn export_failed(&mut self, spans: usize, error: &str) {
-        self.failed_spans += spans as u64;
         self.last_error = error.to_owned();
-        if self
-            .last_failure
-            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL)
-        {
-            self.report_failures();
-        }
+        let lost = self.failed.add(spans as u64);
+        self.say_failed(lost);
     }
 
     fn dropped(&mut self, spans: u64) {
-        self.dropped_spans += spans;
-        if self
-            .last_drop
-            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL)
-        {
-            self.report_drops();
-        }
+        let dropped = self.dropped.add(spans);
+        Self::say_dropped(dropped);
     }
 
+    /// What the interval held back, said before the end.
     fn report_all(&mut self) {
-        self.report_failures();
-        self.report_drops();
+        let lost = self.failed.take();
+        self.say_failed(lost);
+        Self::say_dropped(self.dropped.take());
     }
 
-    fn report_failures(&mut self) {
-        if self.failed_spans == 0 {
-            return;
+    fn say_failed(&self, lost: Option<u64>) {
+        if let Some(lost) = lost {
+            tracing::warn!(
+                name = "SpanExport.ExportError",
+                spans_lost = lost as i64,
+                "OTLP span export failed: {}",
+                self.last_error
+            );
         }
-        self.last_failure = Some(Instant::now());
-        tracing::warn!(
-            name = "SpanExport.ExportError",
-            spans_lost = std::mem::take(&mut self.failed_spans) as i64,
-            "OTLP span export failed: {}",
-            self.last_error
-        );
     }
 
-    fn report_drops(&mut self) {
-        if self.dropped_spans == 0 {
-            return;
+    fn say_dropped(dropped: Option<u64>) {
+        if let Some(dropped) = dropped {
+            tracing::warn!(
+                name = "SpanExport.QueueFull",
+                spans_dropped = dropped as i64,
+                "the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE); spans were dropped"
+            );
         }
-        self.last_drop = Some(Instant::now());
-        tracing::warn!(
-            name = "SpanExport.QueueFull",
-            spans_dropped = std::mem::take(&mut self.dropped_spans) as i64,
-            "the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE); spans were dropped"
-        );
     }
 }
 

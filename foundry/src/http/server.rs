@@ -18,7 +18,7 @@ use std::{
 
 use axum::{body::Body, extract::MatchedPath, response::IntoResponse};
 use http::{Method, Request, Response};
-use opentelemetry::{KeyValue, global, propagation::TextMapPropagator};
+use opentelemetry::{KeyValue, global, propagation::TextMapPropagator, trace::TraceContextExt};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
@@ -108,7 +108,8 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map(|matched| matched.as_str().to_owned());
-        let (span, sampled) = server_span(&request, &method, route.as_deref());
+        let (span, context) = server_span(&request, &method, route.as_deref());
+        let sampled = context.span().span_context().is_sampled();
         let future = self.inner.call(request);
         let timeout = self.timeout;
 
@@ -135,11 +136,10 @@ where
                     span.record("error.type", status.as_str());
                 }
             }
-            if !span.is_disabled() {
-                // Only traceparent (and a non-empty tracestate): baggage is not echoed back.
-                W3cTraceContextPropagator::new()
-                    .inject_context(&span.context(), &mut HeaderInjector(response.headers_mut()));
-            }
+            // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing
+            // when there is no span (an empty context injects nothing).
+            W3cTraceContextPropagator::new()
+                .inject_context(&context, &mut HeaderInjector(response.headers_mut()));
             if let Some(instruments) = HttpInstruments::get() {
                 let mut attributes = Vec::with_capacity(5);
                 attributes.push(KeyValue::new("http.request.method", method_name(&method)));
@@ -160,14 +160,14 @@ where
     }
 }
 
-/// The span of one request, its parent read from the W3C headers, and whether it is sampled.
-/// When it cannot be, it is a bare span: only its context matters, for the trace id in log
-/// lines and downstream.
+/// The span of one request, its parent read from the W3C headers, and its OpenTelemetry context
+/// (empty when there is no span). When it cannot be sampled it is a bare span: only its context
+/// matters, for the trace id in log lines and downstream.
 fn server_span(
     request: &Request<Body>,
     method: &Method,
     route: Option<&str>,
-) -> (tracing::Span, bool) {
+) -> (tracing::Span, opentelemetry::Context) {
     let headers = request.headers();
     let parent =
         global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
@@ -175,8 +175,7 @@ fn server_span(
         let span =
             tracing::info_span!(target: "foundry::http", "HTTP request", otel.kind = "server");
         let _ = span.set_parent(parent);
-        crate::sampling::mark_if_unsampled(&span);
-        return (span, false);
+        return started(span);
     }
     let span = tracing::info_span!(
         target: "foundry::http",
@@ -195,7 +194,7 @@ fn server_span(
         error.type = Empty,
     );
     if span.is_disabled() {
-        return (span, false);
+        return (span, opentelemetry::Context::new());
     }
     if let Some(host) = headers
         .get(http::header::HOST)
@@ -216,8 +215,17 @@ fn server_span(
     }
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let _ = span.set_parent(parent);
-    let sampled = crate::sampling::mark_if_unsampled(&span);
-    (span, sampled)
+    started(span)
+}
+
+/// Starts `span` (its parent set; the sampler runs now, as for its first child) and marks it
+/// when its trace is not sampled, so that nothing is recorded inside it.
+fn started(span: tracing::Span) -> (tracing::Span, opentelemetry::Context) {
+    let context = span.context();
+    if !context.span().span_context().is_sampled() {
+        crate::sampling::mark_unsampled(&span);
+    }
+    (span, context)
 }
 
 /// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.

@@ -53,11 +53,16 @@ fn child_value(output: &Output, key: &str) -> String {
         .unwrap_or_else(|| panic!("child printed no {key}:\n{stdout}"))
 }
 
-/// The child: a service wired exactly as the LOGOS services are, one request, then shutdown.
-async fn child_service() {
+/// Telemetry for a child, configured from its environment as a service's is.
+fn init_child_telemetry() -> foundry::telemetry::Telemetry {
     let config =
         foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid env");
-    let telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+    foundry::telemetry::init(config).expect("telemetry starts")
+}
+
+/// The child: a service wired exactly as the LOGOS services are, one request, then shutdown.
+async fn child_service() {
+    let telemetry = init_child_telemetry();
     let routes = Router::new().route(
         "/items/{id}",
         get(|Path(id): Path<String>| async move {
@@ -362,9 +367,7 @@ async fn counting_receiver_counts_every_span_it_gets() {
 #[tokio::test]
 async fn export_errors_are_logged_once_not_once_per_batch() {
     if is_child() {
-        let config =
-            foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
-        let telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+        let telemetry = init_child_telemetry();
         // Many spans and many export attempts against a collector that is not there.
         for round in 0..8 {
             for i in 0..50 {
@@ -548,9 +551,7 @@ async fn span_scoped_rust_log_directives_still_work() {
 #[tokio::test]
 async fn debug_and_trace_call_sites_stay_disabled() {
     if is_child() {
-        let config =
-            foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
-        let _telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+        let _telemetry = init_child_telemetry();
         println!(
             "CHILD level={} debug_span_disabled={} h2_trace_span_disabled={} info_span_disabled={}",
             tracing::level_filters::LevelFilter::current(),
@@ -586,9 +587,7 @@ async fn debug_and_trace_call_sites_stay_disabled() {
 #[tokio::test]
 async fn a_full_span_queue_drops_new_spans_counts_them_and_never_blocks() {
     if is_child() {
-        let config =
-            foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
-        let telemetry = foundry::telemetry::init(config).expect("telemetry starts");
+        let telemetry = init_child_telemetry();
         let started = Instant::now();
         for i in 0..100 {
             tracing::info_span!("work", item = i as i64).in_scope(|| {});

@@ -24,9 +24,7 @@ async fn tokens_and_keys_reach_no_log_line_span_or_error_body() {
         .with("RUST_LOG", "debug")
         .with("LOG_FORMAT", "json");
     let provider = format!("http://{}/v1", free_address());
-    let mut hermes = Service::start(
-        "hermes",
-        &[],
+    let mut hermes = Service::hermes(
         &export
             .clone()
             .with("HERMES_LLM_PROVIDER", "openai")
@@ -34,22 +32,12 @@ async fn tokens_and_keys_reach_no_log_line_span_or_error_body() {
             .with("HERMES_LLM_BASE_URL", &provider),
     )
     .await;
-    let mut sophia = Service::start(
-        "sophia",
-        &["--hermes-url", &hermes.url],
-        &export.clone().with("SOPHIA_API_TOKEN", TOKEN),
-    )
-    .await;
-    let mut apollo = Service::start(
-        "apollo",
-        &[
-            "--sophia-url",
-            &sophia.url,
-            "--hermes-url",
-            &hermes.url,
-            "serve",
-        ],
+    let mut sophia =
+        Service::sophia(&export.clone().with("SOPHIA_API_TOKEN", TOKEN), &hermes.url).await;
+    let mut apollo = Service::apollo_serve(
         &export.clone().with("SOPHIA_API_KEY", TOKEN),
+        &sophia.url,
+        &hermes.url,
     )
     .await;
     let (trace_id, traceparent) = new_traceparent(true);
