@@ -88,28 +88,36 @@ impl TextMapPropagator for W3cTraceContextPropagator {
 }
 
 /// `00-<trace-id>-<parent-id>-<flags>` for a valid span context.
+///
+/// Hex by table into one buffer: this runs for every outbound call and every response, and
+/// `format!` with the ids' `Display` (a `u128` through the formatting machinery) cost ten
+/// times as much.
 pub fn format_traceparent(span_context: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        span_context.trace_id(),
-        span_context.span_id(),
-        span_context.trace_flags().to_u8() & KNOWN_FLAGS
-    )
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    encode_hex(&span_context.trace_id().to_bytes(), &mut out[3..35]);
+    out[35] = b'-';
+    encode_hex(&span_context.span_id().to_bytes(), &mut out[36..52]);
+    out[52] = b'-';
+    encode_hex(
+        &[span_context.trace_flags().to_u8() & KNOWN_FLAGS],
+        &mut out[53..55],
+    );
+    String::from_utf8(out.to_vec()).expect("hex digits and dashes are ASCII")
 }
 
 fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, u8)> {
     // version "-" trace-id "-" parent-id "-" trace-flags: 2+1+32+1+16+1+2 = 55 characters.
-    let value = value.trim_matches([' ', '\t']);
-    let bytes = value.as_bytes();
-    if bytes.len() < 55 || !value.is_ascii() {
+    let bytes = value.trim_matches([' ', '\t']).as_bytes();
+    if bytes.len() < 55 {
         return None;
     }
-    let version = &value[0..2];
-    if !is_lower_hex(version) || version == "ff" {
+    let [version] = decode_hex::<1>(&bytes[0..2])?;
+    if version == 0xff {
         return None;
     }
     // Version 00 is exactly 55 characters; a later version may append fields after a dash.
-    if version == "00" && bytes.len() != 55 {
+    if version == 0 && bytes.len() != 55 {
         return None;
     }
     if bytes.len() > 55 && bytes[55] != b'-' {
@@ -118,17 +126,43 @@ fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId, u8)> {
     if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
         return None;
     }
-    let (trace_id, span_id, flags) = (&value[3..35], &value[36..52], &value[53..55]);
-    if !is_lower_hex(trace_id) || !is_lower_hex(span_id) || !is_lower_hex(flags) {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace_id).ok()?;
-    let span_id = SpanId::from_hex(span_id).ok()?;
+    let trace_id = TraceId::from_bytes(decode_hex(&bytes[3..35])?);
+    let span_id = SpanId::from_bytes(decode_hex(&bytes[36..52])?);
+    let [flags] = decode_hex::<1>(&bytes[53..55])?;
     if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
         return None;
     }
-    let flags = u8::from_str_radix(flags, 16).ok()? & KNOWN_FLAGS;
-    Some((trace_id, span_id, flags))
+    Some((trace_id, span_id, flags & KNOWN_FLAGS))
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex of `bytes` into `out`, two digits a byte.
+fn encode_hex(bytes: &[u8], out: &mut [u8]) {
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// `N` bytes from `2 * N` lowercase hex digits; `None` for anything else (the spec allows no
+/// uppercase).
+fn decode_hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            _ => None,
+        }
+    }
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Joins repeated `tracestate` headers, trims optional whitespace, and checks every member.
@@ -150,10 +184,6 @@ fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
         return None;
     }
     TraceState::from_key_value(members).ok()
-}
-
-fn is_lower_hex(text: &str) -> bool {
-    text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `simple-key` or `tenant-id@system-id`, per W3C Trace Context section 3.3.1.3.1.
@@ -254,6 +284,41 @@ mod tests {
         for value in bad {
             assert!(extract(vec![(TRACEPARENT, value)]).is_none(), "{value}");
         }
+    }
+
+    #[test]
+    fn formats_what_it_parses_as_the_ids_display_them() {
+        for (trace, span, flags) in [
+            (1u128, 1u64, 0u8),
+            (u128::MAX, u64::MAX, 1),
+            (
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                0x00f0_67aa_0ba9_02b7,
+                3,
+            ),
+        ] {
+            let cx = SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(span),
+                TraceFlags::new(flags),
+                true,
+                TraceState::NONE,
+            );
+            let header = format_traceparent(&cx);
+            let expected = format!(
+                "00-{}-{}-{flags:02x}",
+                TraceId::from(trace),
+                SpanId::from(span)
+            );
+            assert_eq!(header, expected);
+            assert_eq!(
+                parse_traceparent(&header),
+                Some((TraceId::from(trace), SpanId::from(span), flags))
+            );
+        }
+        assert!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0é").is_none()
+        );
     }
 
     #[test]

@@ -53,31 +53,16 @@ impl ReqwestOtelSpanBackend for ClientSpanBackend {
         let span = tracing::info_span!(
             target: "foundry::http",
             "HTTP client request",
-            otel.name = %name,
+            otel.name = name.as_ref(),
             otel.kind = "client",
             http.request.method = method,
             server.address = url.host_str().unwrap_or_default(),
             server.port = url.port_or_known_default().map(i64::from),
-            url.full = Empty,
+            url.full = url_full(url).as_ref(),
             http.response.status_code = Empty,
             otel.status_code = Empty,
             error.type = Empty,
         );
-        // Only for a span that exists (inside an unsampled request it does not).
-        if !span.is_disabled() {
-            // Scheme, host, port and path only: a query string or user info may carry secrets.
-            let port = url
-                .port()
-                .map(|port| format!(":{port}"))
-                .unwrap_or_default();
-            let full = format!(
-                "{}://{}{port}{}",
-                url.scheme(),
-                url.host_str().unwrap_or_default(),
-                url.path()
-            );
-            span.record("url.full", full);
-        }
         span
     }
 
@@ -119,6 +104,30 @@ impl ReqwestOtelSpanBackend for ClientSpanBackend {
                 .record(start.elapsed().as_secs_f64(), &attributes);
         }
     }
+}
+
+/// The URL for `url.full`: scheme, host, port and path only, as a query string or user info
+/// may carry secrets. Borrowed when there is nothing to strip (every call between the
+/// services), so that a span inside an unsampled request, which is never created, costs
+/// nothing here either.
+fn url_full(url: &reqwest::Url) -> Cow<'_, str> {
+    if url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+    {
+        return Cow::Borrowed(url.as_str());
+    }
+    let port = url
+        .port()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    Cow::Owned(format!(
+        "{}://{}{port}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.path()
+    ))
 }
 
 fn transport_error_type(error: &reqwest_middleware::Error) -> &'static str {
@@ -372,4 +381,21 @@ fn error_fields(bytes: &[u8]) -> Option<(String, String)> {
         error.get("code")?.as_str()?.to_owned(),
         error.get("message")?.as_str()?.to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_full_keeps_no_query_or_user_info() {
+        let url = |text: &str| reqwest::Url::parse(text).expect("a valid URL");
+        let plain = url("http://127.0.0.1:17000/embed_text");
+        assert!(matches!(url_full(&plain), Cow::Borrowed(_)));
+        assert_eq!(url_full(&plain), "http://127.0.0.1:17000/embed_text");
+        let secret = url("https://user:pw@api.example.com/v1/chat?key=s3cret#x");
+        assert_eq!(url_full(&secret), "https://api.example.com/v1/chat");
+        let port = url("http://user@localhost:8080/?q=1");
+        assert_eq!(url_full(&port), "http://localhost:8080/");
+    }
 }

@@ -9,7 +9,6 @@
 
 use std::{
     convert::Infallible,
-    fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
@@ -177,41 +176,37 @@ fn server_span(
         let _ = span.set_parent(parent);
         return started(span);
     }
+    // Every attribute known up front goes into the span as it is created: each later `record`
+    // is one more pass through every layer.
+    let (address, port) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or((None, None), |host| {
+            let (address, port) = split_host_port(host);
+            (Some(address), port)
+        });
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .filter(|agent| !agent.is_empty());
     let span = tracing::info_span!(
         target: "foundry::http",
         "HTTP request",
-        otel.name = %SpanName { method, route },
+        otel.name = span_name(method, route).as_str(),
         otel.kind = "server",
         http.request.method = method_name(method),
         http.route = route,
         url.path = request.uri().path(),
         url.scheme = "http",
-        server.address = Empty,
-        server.port = Empty,
-        user_agent.original = Empty,
+        server.address = address,
+        server.port = port,
+        user_agent.original = user_agent,
         http.response.status_code = Empty,
         otel.status_code = Empty,
         error.type = Empty,
     );
     if span.is_disabled() {
         return (span, opentelemetry::Context::new());
-    }
-    if let Some(host) = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        let (address, port) = split_host_port(host);
-        span.record("server.address", address);
-        if let Some(port) = port {
-            span.record("server.port", port);
-        }
-    }
-    if let Some(agent) = headers
-        .get(http::header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .filter(|agent| !agent.is_empty())
-    {
-        span.record("user_agent.original", agent);
     }
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let _ = span.set_parent(parent);
@@ -229,17 +224,17 @@ fn started(span: tracing::Span) -> (tracing::Span, opentelemetry::Context) {
 }
 
 /// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.
-struct SpanName<'a> {
-    method: &'a Method,
-    route: Option<&'a str>,
-}
-
-impl fmt::Display for SpanName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.route {
-            Some(route) => write!(f, "{} {route}", method_name(self.method)),
-            None => f.write_str(method_name(self.method)),
+fn span_name(method: &Method, route: Option<&str>) -> String {
+    let method = method_name(method);
+    match route {
+        Some(route) => {
+            let mut name = String::with_capacity(method.len() + 1 + route.len());
+            name.push_str(method);
+            name.push(' ');
+            name.push_str(route);
+            name
         }
+        None => method.to_owned(),
     }
 }
 
