@@ -4,13 +4,14 @@
 #   make lint        format check and clippy only
 #   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios (BENCH_QUICK=1: short)
+#   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
 #   make run-sophia / run-hermes / run-apollo
 #   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: test lint fmt demo bench run-sophia run-hermes run-apollo
+.PHONY: test lint fmt demo bench profile run-sophia run-hermes run-apollo
 
 # The last line sums every suite's `test result:` line, so the run ends on one total.
 test: lint
@@ -35,6 +36,10 @@ bench:
 	$(CARGO) build --release -p hermes -p sophia -p apollo
 	$(CARGO) bench -p foundry --bench hot_paths
 	$(CARGO) run --release -p integration-tests --bin overhead
+
+profile:
+	$(CARGO) build --release -p hermes -p sophia -p apollo
+	$(CARGO) run --release -p integration-tests --bin instructions
 
 run-sophia:
 	$(CARGO) run -p sophia

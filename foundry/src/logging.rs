@@ -8,7 +8,10 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -31,6 +34,22 @@ use crate::config::LogFormat;
 /// The SDK's own warnings (an unreachable collector, a full queue) repeat for every batch: each
 /// call site may log once in this interval.
 const TELEMETRY_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The target of the `tracing` span the server layer opens around each request for span-scoped
+/// `RUST_LOG` directives; OpenTelemetry ignores it (the request's span is an SDK span).
+pub(crate) const REQUEST_LOG_SPAN_TARGET: &str = "foundry::http::request";
+
+/// Whether `RUST_LOG` has span-scoped directives, which need a `tracing` span per request.
+static REQUEST_LOG_SPANS: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_request_log_spans(on: bool) {
+    REQUEST_LOG_SPANS.store(on, Ordering::Relaxed);
+}
+
+/// Whether the server layer opens a `tracing` span per request for span-scoped directives.
+pub(crate) fn request_log_spans() -> bool {
+    REQUEST_LOG_SPANS.load(Ordering::Relaxed)
+}
 
 /// The stderr log layer: `filter` (from `RUST_LOG`) decides which events print.
 pub(crate) fn layer<S>(
@@ -204,21 +223,27 @@ where
     }
 }
 
-/// The OpenTelemetry ids of the span the event happened in, if it has a valid context.
+/// The OpenTelemetry ids of the span the event happened in, if it has a valid context: the
+/// current `tracing` span's, or else the active context's (the server span's, which is an SDK
+/// span that the request's future carries).
 fn current_trace_ids() -> Option<(String, String)> {
+    let ids = |context: &opentelemetry::Context| {
+        let span = context.span();
+        let span_context = span.span_context();
+        span_context.is_valid().then(|| {
+            (
+                span_context.trace_id().to_string(),
+                span_context.span_id().to_string(),
+            )
+        })
+    };
     let span = tracing::Span::current();
-    if span.is_none() {
-        return None;
+    if !span.is_none()
+        && let Some(ids) = ids(&span.context())
+    {
+        return Some(ids);
     }
-    let context = span.context();
-    let otel_span = context.span();
-    let span_context = otel_span.span_context();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
-    })
+    opentelemetry::Context::map_current(ids)
 }
 
 #[derive(Default)]
@@ -286,11 +311,13 @@ where
     L: Layer<S>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        // Outside `tracing` spans (or in one OpenTelemetry does not see) the active context is
+        // already the right one: the server span's.
         let span = tracing::Span::current();
-        if span.is_none() {
-            return self.inner.on_event(event, ctx);
-        }
-        let _active = span.context().attach();
+        let context = (!span.is_none())
+            .then(|| span.context())
+            .filter(|context| context.span().span_context().is_valid());
+        let _active = context.map(opentelemetry::Context::attach);
         self.inner.on_event(event, ctx);
     }
 }

@@ -6,7 +6,7 @@
 //! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
 
 use std::{
-    sync::{Mutex, PoisonError, mpsc},
+    sync::{Mutex, OnceLock, PoisonError, mpsc},
     time::{Duration, Instant},
 };
 
@@ -20,7 +20,8 @@ use opentelemetry_sdk::{
     metrics::{PeriodicReader, SdkMeterProvider},
     propagation::BaggagePropagator,
     trace::{
-        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor,
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+        SimpleSpanProcessor,
     },
 };
 use tracing_subscriber::{
@@ -213,6 +214,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             reason: error.to_string(),
         })?;
     let span_scoped = config.log_filter.contains('[');
+    logging::set_request_log_spans(span_scoped);
 
     if config.sdk_disabled {
         // Log lines only: no span is created, as nothing would record it (unless span-scoped
@@ -362,11 +364,21 @@ pub(crate) fn install_globals(
         Box::new(BaggagePropagator::new()),
     ]));
     global::set_tracer_provider(tracer_provider.clone());
+    let _ = TRACER.set(tracer_provider.tracer(INSTRUMENTATION_SCOPE));
     global::set_meter_provider(meter_provider.clone());
     HttpInstruments::install(&global::meter(INSTRUMENTATION_SCOPE));
     *METRICS_REGISTRY
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(registry);
+}
+
+/// The tracer of the server layer's spans, set with the global providers (the first set in a
+/// process wins): a concrete SDK tracer, not the boxed global one, on the request path.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// The tracer for spans foundry builds with the SDK directly; `None` when telemetry is off.
+pub(crate) fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
 }
 
 /// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.
@@ -406,6 +418,10 @@ fn no_telemetry_about_telemetry() -> Targets {
         .with_target("tower", tracing::level_filters::LevelFilter::OFF)
         .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
         .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
+        .with_target(
+            logging::REQUEST_LOG_SPAN_TARGET,
+            tracing::level_filters::LevelFilter::OFF,
+        )
         .with_target(
             "opentelemetry_sdk",
             tracing::level_filters::LevelFilter::OFF,

@@ -423,6 +423,7 @@ struct Received {
     log_records: usize,
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
+    log_ids: Vec<(String, String)>,
 }
 
 /// What the receiver keeps; shared by its gRPC and HTTP servers.
@@ -483,9 +484,17 @@ impl Sink {
             .flat_map(|scope| &scope.log_records)
             .map(|record| format!("{record:?}"))
             .collect();
+        let ids: Vec<(String, String)> = request
+            .resource_logs
+            .iter()
+            .flat_map(|resource| &resource.scope_logs)
+            .flat_map(|scope| &scope.log_records)
+            .map(|record| (hex(&record.trace_id), hex(&record.span_id)))
+            .collect();
         let mut received = self.lock();
         received.log_records += records.len();
         received.log_texts.extend(records);
+        received.log_ids.extend(ids);
     }
 }
 
@@ -820,6 +829,11 @@ impl OtlpReceiver {
     /// How many log records were received so far.
     pub fn log_record_count(&self) -> usize {
         self.sink.lock().log_records
+    }
+
+    /// The trace and span ids (hex; empty when unset) of every log record received so far.
+    pub fn log_record_ids(&self) -> Vec<(String, String)> {
+        self.sink.lock().log_ids.clone()
     }
 
     /// Every log record received so far, as the debug text of its protobuf message.

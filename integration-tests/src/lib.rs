@@ -1,1 +1,3 @@
-//! integration-tests
+//! integration-tests: the benchmarks' shared parts (the tests live under `tests/`).
+
+pub mod chain;

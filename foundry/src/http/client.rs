@@ -9,8 +9,9 @@
 use std::{borrow::Cow, time::Duration, time::Instant};
 
 use http::{Extensions, StatusCode};
-use opentelemetry::KeyValue;
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use opentelemetry::{KeyValue, global, trace::TraceContextExt};
+use opentelemetry_http::HeaderInjector;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_tracing::{OtelName, ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{Span, field::Empty};
@@ -30,8 +31,41 @@ pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
         .build()?;
     Ok(ClientBuilder::new(inner)
         .with(TracingMiddleware::<ClientSpanBackend>::new())
+        .with(ActiveContext)
         .build())
 }
+
+/// Carries the active OpenTelemetry context to the callee when reqwest-tracing did not.
+///
+/// reqwest-tracing injects the context of the current `tracing` span, the client span. Inside a
+/// request whose trace is not sampled there is none (no span is created there, see
+/// [`crate::sampling`]), and the request's own span is an SDK span that its future carries as
+/// the active context: without this the callee would see no parent, start a trace of its own and
+/// sample it. Written here because reqwest-tracing never reads the active context. It runs
+/// inside reqwest-tracing's middleware, after its injection.
+struct ActiveContext;
+
+#[async_trait::async_trait]
+impl Middleware for ActiveContext {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if !request.headers().contains_key(TRACEPARENT) {
+            let context = opentelemetry::Context::current();
+            if context.has_active_span() {
+                global::get_text_map_propagator(|propagator| {
+                    propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
+                });
+            }
+        }
+        next.run(request, extensions).await
+    }
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// When the request started, kept in the request's extensions for the duration metric.
 #[derive(Clone, Copy)]

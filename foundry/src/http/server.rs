@@ -17,11 +17,14 @@ use std::{
 
 use axum::{body::Body, extract::MatchedPath, response::IntoResponse};
 use http::{Method, Request, Response};
-use opentelemetry::{KeyValue, global, propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry::{
+    Context as OtelContext, KeyValue, global,
+    propagation::TextMapPropagator,
+    trace::{FutureExt as _, SpanKind, Status, TraceContextExt, Tracer as _},
+};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::Instrument;
 
 use super::ErrorResponse;
 use crate::{metrics::HttpInstruments, propagation::W3cTraceContextPropagator};
@@ -107,14 +110,26 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map(|matched| matched.as_str().to_owned());
-        let (span, context) = server_span(&request, &method, route.as_deref());
+        let context = server_span(&request, &method, route.as_deref());
         let sampled = context.span().span_context().is_sampled();
-        let future = self.inner.call(request);
+        // Only with span-scoped `RUST_LOG` directives: a `tracing` span for them to match
+        // (`[{http.route}]=debug`), which OpenTelemetry does not see.
+        let log_span = if crate::logging::request_log_spans() {
+            tracing::info_span!(
+                target: crate::logging::REQUEST_LOG_SPAN_TARGET,
+                "HTTP request",
+                http.request.method = method_name(&method),
+                http.route = route.as_deref(),
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let future = self.inner.call(request).instrument(log_span);
         let timeout = self.timeout;
 
         Box::pin(async move {
             let mut response =
-                match tokio::time::timeout(timeout, future.instrument(span.clone())).await {
+                match tokio::time::timeout(timeout, future.with_context(context.clone())).await {
                     Ok(Ok(response)) => response,
                     Err(_elapsed) => ErrorResponse::new(
                         http::StatusCode::SERVICE_UNAVAILABLE,
@@ -128,13 +143,15 @@ where
                 };
             let status = response.status();
             let status_code = i64::from(status.as_u16());
+            let span = context.span();
             if sampled {
-                span.record("http.response.status_code", status_code);
+                span.set_attribute(KeyValue::new("http.response.status_code", status_code));
                 if status.is_server_error() {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.type", status.as_str());
+                    span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+                    span.set_status(Status::error(""));
                 }
             }
+            span.end();
             // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing
             // when there is no span (an empty context injects nothing).
             W3cTraceContextPropagator::new()
@@ -159,68 +176,60 @@ where
     }
 }
 
-/// The span of one request, its parent read from the W3C headers, and its OpenTelemetry context
-/// (empty when there is no span). When it cannot be sampled it is a bare span: only its context
-/// matters, for the trace id in log lines and downstream.
-fn server_span(
-    request: &Request<Body>,
-    method: &Method,
-    route: Option<&str>,
-) -> (tracing::Span, opentelemetry::Context) {
+/// The context of one request: its server span, an OpenTelemetry SDK span whose parent is read
+/// from the W3C headers. Empty when telemetry is off.
+///
+/// The span is built with the SDK directly, not through `tracing`: a `tracing` span costs a
+/// registry entry and a pass through every layer at its creation, at each of its fields, and at
+/// every entry and exit (each poll of the request), and tracing-opentelemetry then builds the
+/// same span a second time. The request's future carries this context instead
+/// ([`opentelemetry::trace::FutureExt::with_context`]): `tracing` spans opened inside take it as their parent
+/// (tracing-opentelemetry falls back to the active context), log lines take their ids from it,
+/// and calls to other services carry it. When the span cannot be sampled it gets no
+/// attributes, as the SDK would drop them.
+fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) -> OtelContext {
+    let Some(tracer) = crate::telemetry::tracer() else {
+        return OtelContext::new();
+    };
     let headers = request.headers();
+    // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let parent =
         global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
-    if crate::sampling::predicts_unsampled(&parent) {
-        let span =
-            tracing::info_span!(target: "foundry::http", "HTTP request", otel.kind = "server");
-        let _ = span.set_parent(parent);
-        return started(span);
-    }
-    // Every attribute known up front goes into the span as it is created: each later `record`
-    // is one more pass through every layer.
-    let (address, port) = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map_or((None, None), |host| {
+    let builder = if crate::sampling::predicts_unsampled(&parent) {
+        tracer.span_builder("HTTP request")
+    } else {
+        let mut attributes = Vec::with_capacity(9);
+        attributes.push(KeyValue::new("http.request.method", method_name(method)));
+        if let Some(route) = route {
+            attributes.push(KeyValue::new("http.route", route.to_owned()));
+        }
+        attributes.push(KeyValue::new("url.path", request.uri().path().to_owned()));
+        attributes.push(KeyValue::new("url.scheme", "http"));
+        if let Some(host) = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
             let (address, port) = split_host_port(host);
-            (Some(address), port)
-        });
-    let user_agent = headers
-        .get(http::header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .filter(|agent| !agent.is_empty());
-    let span = tracing::info_span!(
-        target: "foundry::http",
-        "HTTP request",
-        otel.name = span_name(method, route).as_str(),
-        otel.kind = "server",
-        http.request.method = method_name(method),
-        http.route = route,
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        server.address = address,
-        server.port = port,
-        user_agent.original = user_agent,
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
-        error.type = Empty,
-    );
-    if span.is_disabled() {
-        return (span, opentelemetry::Context::new());
-    }
-    // A malformed traceparent extracts as an empty context: the span then starts a new trace.
-    let _ = span.set_parent(parent);
-    started(span)
-}
-
-/// Starts `span` (its parent set; the sampler runs now, as for its first child) and marks it
-/// when its trace is not sampled, so that nothing is recorded inside it.
-fn started(span: tracing::Span) -> (tracing::Span, opentelemetry::Context) {
-    let context = span.context();
-    if !context.span().span_context().is_sampled() {
-        crate::sampling::mark_unsampled(&span);
-    }
-    (span, context)
+            attributes.push(KeyValue::new("server.address", address.to_owned()));
+            if let Some(port) = port {
+                attributes.push(KeyValue::new("server.port", port));
+            }
+        }
+        if let Some(agent) = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .filter(|agent| !agent.is_empty())
+        {
+            attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
+        tracer
+            .span_builder(span_name(method, route))
+            .with_attributes(attributes)
+    };
+    let span = builder
+        .with_kind(SpanKind::Server)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
 
 /// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.

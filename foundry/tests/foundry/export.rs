@@ -145,8 +145,11 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
         "{metrics:?}"
     );
     assert!(
-        receiver.log_record_count() >= 1,
-        "the handler's log line is exported"
+        receiver
+            .log_record_ids()
+            .contains(&(trace_id.clone(), span.span_id.clone())),
+        "the handler's log line is exported with the ids of its request's span: {:?}",
+        receiver.log_record_ids()
     );
 }
 

@@ -10,8 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,40 +19,7 @@ use std::{
 };
 
 use foundry::testing::OtlpReceiver;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-
-const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Mode {
-    Off,
-    On,
-    Unsampled,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::On => "on",
-            Self::Unsampled => "unsampled",
-        }
-    }
-
-    fn env(self, endpoint: &str) -> Vec<(&'static str, String)> {
-        match self {
-            Self::Off => vec![("OTEL_SDK_DISABLED", "true".into())],
-            Self::On => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into())],
-            Self::Unsampled => vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
-                ("OTEL_TRACES_SAMPLER", "always_off".into()),
-            ],
-        }
-    }
-}
+use integration_tests::chain::{Chain, GOAL, Mode, release_dir};
 
 struct Settings {
     rounds: usize,
@@ -83,155 +49,6 @@ struct Sample {
     peak_rss_kib: BTreeMap<&'static str, u64>,
     spans_received: usize,
     spans_expected: usize,
-}
-
-/// A started service that is stopped with SIGTERM (and killed if it outlives that).
-struct Service {
-    name: &'static str,
-    child: Child,
-    url: String,
-}
-
-impl Service {
-    async fn start(
-        bin: &Path,
-        name: &'static str,
-        args: &[&str],
-        env: &[(&'static str, String)],
-    ) -> Self {
-        let mut command = Command::new(bin.join(name));
-        command
-            .args(args)
-            .args(["--port", "0"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .unwrap_or_else(|| panic!("{name} printed no listening line"));
-        let url = line
-            .split_once("listening on ")
-            .map(|(_, url)| url.trim().to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"));
-        Self { name, child, url }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap_or_default()
-    }
-
-    /// user + system CPU seconds so far, from /proc/<pid>/stat.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // The command name may hold spaces: fields count from after its closing parenthesis.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
-            .sum();
-        ticks / clock_ticks_per_second()
-    }
-
-    /// Peak resident set size (VmHWM), KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or_default()
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(8), self.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!(
-                "bench: {} did not exit after SIGTERM; killing it",
-                self.name
-            );
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// The three services of one mode.
-struct Chain {
-    services: Vec<Service>,
-    apollo_url: String,
-}
-
-impl Chain {
-    async fn start(bin: &Path, env: &[(&'static str, String)]) -> Self {
-        let hermes = Service::start(bin, "hermes", &[], env).await;
-        let sophia = Service::start(bin, "sophia", &["--hermes-url", &hermes.url], env).await;
-        let apollo = Service::start(
-            bin,
-            "apollo",
-            &[
-                "--sophia-url",
-                &sophia.url,
-                "--hermes-url",
-                &hermes.url,
-                "serve",
-            ],
-            env,
-        )
-        .await;
-        let apollo_url = apollo.url.clone();
-        Self {
-            services: vec![hermes, sophia, apollo],
-            apollo_url,
-        }
-    }
-
-    /// CPU seconds so far, per service.
-    fn cpu_seconds(&self) -> BTreeMap<&'static str, f64> {
-        self.services
-            .iter()
-            .map(|service| (service.name, service.cpu_seconds()))
-            .collect()
-    }
-
-    async fn stop(self) -> BTreeMap<&'static str, u64> {
-        let mut peaks = BTreeMap::new();
-        for service in self.services.into_iter().rev() {
-            peaks.insert(service.name, service.peak_rss_kib());
-            service.stop().await;
-        }
-        peaks
-    }
 }
 
 /// Closed loop: `concurrency` workers, each sending the next request when the last answered.
@@ -430,13 +247,6 @@ fn summarise(samples: &[Sample]) -> Summary {
         spans_received: samples.iter().map(|s| s.spans_received).sum(),
         spans_expected: samples.iter().map(|s| s.spans_expected).sum(),
     }
-}
-
-fn release_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("release")
 }
 
 #[tokio::main]

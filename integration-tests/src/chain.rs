@@ -1,0 +1,240 @@
+//! The chain the benchmarks run: the release binaries of Hermes, Sophia and the Apollo API,
+//! started as separate processes in one telemetry mode, and stopped with SIGTERM.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// The goal every benchmark request posts: three steps, so one `/api/plan` is six HTTP hops.
+pub const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
+
+/// A telemetry mode of the same binaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    /// `OTEL_SDK_DISABLED=true`: no provider, propagator or exporter (the baseline).
+    Off,
+    /// 100 % sampling, every span exported over OTLP/gRPC.
+    On,
+    /// `OTEL_TRACES_SAMPLER=always_off`, exporter configured.
+    Unsampled,
+}
+
+impl Mode {
+    /// The mode's name in reports and `BENCH_MODES`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::Unsampled => "unsampled",
+        }
+    }
+
+    /// The environment of the services in this mode, exporting to `endpoint`.
+    pub fn env(self, endpoint: &str) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Off => vec![("OTEL_SDK_DISABLED", "true".into())],
+            Self::On => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into())],
+            Self::Unsampled => vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
+                ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ],
+        }
+    }
+}
+
+/// A started service that is stopped with SIGTERM (and killed if it outlives that).
+pub struct Service {
+    /// The binary's name.
+    pub name: &'static str,
+    child: Child,
+    /// Its base URL, from its listening line.
+    pub url: String,
+}
+
+impl Service {
+    /// Starts `bin/name args --port 0` with `env` only, under `wrapper` (a command and its
+    /// arguments that run the binary, such as a profiler) when it is not empty, and waits for
+    /// its listening line.
+    pub async fn start(
+        bin: &Path,
+        name: &'static str,
+        args: &[&str],
+        env: &[(&'static str, String)],
+        wrapper: &[String],
+    ) -> Self {
+        let binary = bin.join(name);
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        command
+            .args(args)
+            .args(["--port", "0"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // Long enough for a start under a profiler.
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_else(|| panic!("{name} printed no listening line"));
+        let url = line
+            .split_once("listening on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"));
+        Self { name, child, url }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// user + system CPU seconds so far, from /proc/<pid>/stat.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The command name may hold spaces: fields count from after its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        ticks / clock_ticks_per_second()
+    }
+
+    /// Peak resident set size (VmHWM), KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 8 s.
+    pub async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(8), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "bench: {} did not exit after SIGTERM; killing it",
+                self.name
+            );
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The three services of one mode.
+pub struct Chain {
+    /// hermes, sophia, apollo.
+    pub services: Vec<Service>,
+    /// Where the Apollo API listens.
+    pub apollo_url: String,
+}
+
+impl Chain {
+    /// Starts Hermes, then Sophia, then the Apollo API, each knowing the others' URLs.
+    pub async fn start(bin: &Path, env: &[(&'static str, String)]) -> Self {
+        Self::start_under(bin, env, &[]).await
+    }
+
+    /// [`Chain::start`], with every service run under `wrapper` (see [`Service::start`]).
+    pub async fn start_under(
+        bin: &Path,
+        env: &[(&'static str, String)],
+        wrapper: &[String],
+    ) -> Self {
+        let hermes = Service::start(bin, "hermes", &[], env, wrapper).await;
+        let sophia =
+            Service::start(bin, "sophia", &["--hermes-url", &hermes.url], env, wrapper).await;
+        let apollo = Service::start(
+            bin,
+            "apollo",
+            &[
+                "--sophia-url",
+                &sophia.url,
+                "--hermes-url",
+                &hermes.url,
+                "serve",
+            ],
+            env,
+            wrapper,
+        )
+        .await;
+        let apollo_url = apollo.url.clone();
+        Self {
+            services: vec![hermes, sophia, apollo],
+            apollo_url,
+        }
+    }
+
+    /// CPU seconds so far, per service.
+    pub fn cpu_seconds(&self) -> BTreeMap<&'static str, f64> {
+        self.services
+            .iter()
+            .map(|service| (service.name, service.cpu_seconds()))
+            .collect()
+    }
+
+    /// Stops the services, Apollo first; returns each one's peak RSS (KiB).
+    pub async fn stop(self) -> BTreeMap<&'static str, u64> {
+        let mut peaks = BTreeMap::new();
+        for service in self.services.into_iter().rev() {
+            peaks.insert(service.name, service.peak_rss_kib());
+            service.stop().await;
+        }
+        peaks
+    }
+}
+
+/// Where `cargo build --release` put the binaries.
+pub fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release")
+}
