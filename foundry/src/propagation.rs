@@ -9,6 +9,7 @@
 
 use std::sync::LazyLock;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context,
     propagation::{Extractor, Injector, TextMapPropagator, text_map_propagator::FieldIter},
@@ -84,6 +85,61 @@ impl TextMapPropagator for W3cTraceContextPropagator {
 
     fn fields(&self) -> FieldIter<'_> {
         FieldIter::new(FIELDS.as_ref())
+    }
+}
+
+/// opentelemetry-http's `HeaderExtractor`, with the W3C headers' names parsed once: looking a
+/// header up by a `&str` parses the name every time, several times a request.
+pub(crate) struct HeaderExtractor<'a>(pub(crate) &'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match known_name(key) {
+            Some(name) => self.0.get(name),
+            None => self.0.get(key),
+        }
+        .and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let values = match known_name(key) {
+            Some(name) => self.0.get_all(name),
+            None => self.0.get_all(key),
+        };
+        let mut values = values.iter().peekable();
+        values.peek()?;
+        Some(values.filter_map(|value| value.to_str().ok()).collect())
+    }
+}
+
+/// opentelemetry-http's `HeaderInjector`, with the W3C headers' names parsed once, and the value
+/// taken without a copy.
+pub(crate) struct HeaderInjector<'a>(pub(crate) &'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let name = known_name(key)
+            .cloned()
+            .or_else(|| HeaderName::from_bytes(key.as_bytes()).ok());
+        if let (Some(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+fn known_name(key: &str) -> Option<&'static HeaderName> {
+    static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+    static TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+    static BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
+    match key {
+        TRACEPARENT => Some(&TRACEPARENT_HEADER),
+        TRACESTATE => Some(&TRACESTATE_HEADER),
+        "baggage" => Some(&BAGGAGE_HEADER),
+        _ => None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! tracing-opentelemetry has recorded its attributes into a builder: an unsampled span costs
 //! almost as much as a sampled one that is not exported. The server layer knows the decision for
 //! the whole request when it starts the request's span, whose context the request's future
-//! carries; [`SkipUnsampled`] then disables every `tracing` span opened while an unsampled
+//! carries; [`SpanFilter`] then disables every `tracing` span opened while an unsampled
 //! context is active. A disabled span costs one filter call; the request still carries its trace
 //! id downstream (with the sampled flag off, from the server span's context) and in its log
 //! lines.
@@ -17,8 +17,8 @@
 use std::sync::OnceLock;
 
 use opentelemetry::trace::TraceContextExt;
-use tracing::{Metadata, Subscriber, subscriber::Interest};
-use tracing_subscriber::{Layer, layer::Context, registry::LookupSpan};
+use tracing::{Metadata, Subscriber, level_filters::LevelFilter, subscriber::Interest};
+use tracing_subscriber::{Layer, filter::Targets, layer::Context, registry::LookupSpan};
 
 use crate::config::SamplerConfig;
 
@@ -53,22 +53,50 @@ fn certainly_unsampled(sampler: Option<&SamplerConfig>, parent: &opentelemetry::
     }
 }
 
-/// The layer that disables, for every layer, each span opened while the active OpenTelemetry
-/// context is a valid, unsampled one (a request whose trace is not sampled). A global filter,
-/// because a per-layer filter only hides a span from its own layer: the span would still exist,
-/// with an empty OpenTelemetry context that breaks propagation and the trace ids of log lines.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct SkipUnsampled;
+/// The global filter that decides which `tracing` spans exist at all: with `targets`, only the
+/// spans they enable (INFO and above, none of the HTTP, gRPC and telemetry crates' own), and, while
+/// skipping is on, none opened while the active OpenTelemetry context is a valid, unsampled one
+/// (a request whose trace is not sampled).
+///
+/// A global filter, because a per-layer filter only hides a span from its own layer: the span
+/// would still exist, with an empty OpenTelemetry context that breaks propagation and the trace
+/// ids of log lines. It also lets the OpenTelemetry layer go without a per-layer filter of its
+/// own, which tracing-subscriber would consult (a registry lookup each) at every creation, entry,
+/// exit, record and close of every span. Without `targets` (span-scoped `RUST_LOG` directives,
+/// which must see every span) it decides nothing but the skipping, and has no level of its own.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpanFilter {
+    targets: Option<Targets>,
+}
 
-impl<S> Layer<S> for SkipUnsampled
+impl SpanFilter {
+    /// Spans of `targets` only (all spans when `None`), and none inside an unsampled request.
+    pub(crate) fn new(targets: Option<Targets>) -> Self {
+        Self { targets }
+    }
+
+    fn excludes(&self, metadata: &Metadata<'_>) -> bool {
+        self.targets
+            .as_ref()
+            .is_some_and(|targets| !targets.would_enable(metadata.target(), metadata.level()))
+    }
+}
+
+impl<S> Layer<S> for SpanFilter
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if !metadata.is_span() {
+            return Interest::always();
+        }
+        if self.excludes(metadata) {
+            return Interest::never();
+        }
         // A span's answer depends on the request it is opened in: it may never be cached. Only
         // for the levels that are recorded, so that DEBUG and TRACE spans stay disabled once
         // and for all by the other layers' answer.
-        if metadata.is_span() && *metadata.level() <= tracing::Level::INFO {
+        if *metadata.level() <= tracing::Level::INFO {
             Interest::sometimes()
         } else {
             Interest::always()
@@ -76,7 +104,14 @@ where
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _cx: Context<'_, S>) -> bool {
-        !metadata.is_span() || HEAD_SAMPLER.get().is_none() || !inside_unsampled_trace()
+        !metadata.is_span()
+            || (!self.excludes(metadata)
+                && (HEAD_SAMPLER.get().is_none() || !inside_unsampled_trace()))
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // The spans' level, whatever `RUST_LOG` says: a quiet log never disables spans.
+        self.targets.as_ref().and_then(Targets::default_level)
     }
 }
 

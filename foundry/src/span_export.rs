@@ -318,7 +318,6 @@ fn export_loop(shared: &Shared, sender: &Sender) {
     let delay = shared.settings.schedule_delay;
     let mut last_export = Instant::now();
     let mut warnings = Warnings::default();
-    let mut request = Vec::new();
     loop {
         let (batches, flush, shutdown, dropped, resource) = {
             let mut state = shared.lock();
@@ -354,9 +353,9 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             )
         };
         for batch in &batches {
-            request.clear();
+            let mut request = Vec::new();
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
-            if let Err((lost, error)) = sender.send(&request, batch.spans) {
+            if let Err((lost, error)) = sender.send(request, batch.spans) {
                 warnings.export_failed(lost, &error);
             }
         }
@@ -393,9 +392,10 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends one request of `spans` spans; on failure, how many were lost and why.
-    fn send(&self, request: &[u8], spans: usize) -> Result<(), (usize, String)> {
-        let body = Encoded(prost::bytes::Bytes::copy_from_slice(request));
+    /// Sends one request of `spans` spans; on failure, how many were lost and why. It takes the
+    /// buffer, which becomes the request's body without a copy.
+    fn send(&self, request: Vec<u8>, spans: usize) -> Result<(), (usize, String)> {
+        let body = Encoded(prost::bytes::Bytes::from(request));
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
         let mut client = self.client.clone();

@@ -322,12 +322,13 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     if !span_scoped {
         sampling::skip_unsampled_spans(config.sampler);
     }
-    // SkipUnsampled has no level of its own: it sits innermost, where it cannot hide the other
-    // layers' max level (outermost, it would leave every DEBUG and TRACE call site enabled).
+    // The span filter goes right above the registry: there, its level (INFO, for spans) is the
+    // one the next layers' levels add to; further out, tracing-subscriber would take the outer
+    // layer's level alone.
     let subscriber = tracing_subscriber::registry()
-        .with(sampling::SkipUnsampled)
+        .with(span_filter(span_scoped))
         .with(logging::layer(config.log_format, log_filter, span_scoped))
-        .with(span_layer(&tracer_provider))
+        .with(span_layer(&tracer_provider, span_scoped))
         .with(logger_provider.as_ref().map(|provider| {
             logging::EventsOnly::new(
                 logging::WithSpanContext::new(
@@ -384,27 +385,44 @@ pub(crate) fn tracer() -> Option<&'static SdkTracer> {
 /// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.
 pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex::new(None);
 
+/// The global filter of which `tracing` spans exist (see [`sampling::SpanFilter`]): INFO and
+/// above without the HTTP, gRPC and telemetry crates' own; every span with span-scoped
+/// `RUST_LOG` directives, which must see them all. It goes right above the registry.
+pub(crate) fn span_filter(span_scoped: bool) -> sampling::SpanFilter {
+    sampling::SpanFilter::new((!span_scoped).then(no_telemetry_about_telemetry))
+}
+
 /// The `tracing` → OpenTelemetry bridge, with the per-span work cut to what is exported.
 ///
 /// Location, thread and timing attributes are off: they are noise on every span
 /// (`code.file.path` is an absolute path into the cargo registry) and cost per span. So is
 /// context activation, a thread-local context switch on every poll of every instrumented
 /// future: only the OTLP log bridge reads the active context, and [`logging::WithSpanContext`]
-/// activates it for log events alone. Its filter is separate from `RUST_LOG`, so a quiet log
-/// level never disables spans. [`sampling::SkipUnsampled`] goes with it.
-pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+/// activates it for log events alone. Which spans exist is decided by [`span_filter`], apart
+/// from `RUST_LOG`, so a quiet log level never disables spans; the bridge itself has no
+/// per-layer filter (see [`sampling::SpanFilter`] for why), so it takes every event that is
+/// enabled at all as a span event. With span-scoped `RUST_LOG` directives, where the span
+/// filter lets every span through, it has a filter of its own.
+pub(crate) fn span_layer<S>(
+    provider: &SdkTracerProvider,
+    span_scoped: bool,
+) -> Box<dyn Layer<S> + Send + Sync>
 where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
 {
-    tracing_opentelemetry::layer()
+    let bridge = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(INSTRUMENTATION_SCOPE))
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        .with_context_activation(false)
-        .with_filter(no_telemetry_about_telemetry())
+        .with_context_activation(false);
+    if span_scoped {
+        bridge.with_filter(no_telemetry_about_telemetry()).boxed()
+    } else {
+        bridge.boxed()
+    }
 }
 
 /// INFO and above, without the internals of the HTTP, gRPC and telemetry crates themselves.

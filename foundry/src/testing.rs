@@ -315,8 +315,8 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         }
         let meter_provider = meter_builder.build();
         let subscriber = tracing_subscriber::registry()
-            .with(crate::sampling::SkipUnsampled)
-            .with(crate::telemetry::span_layer(&provider));
+            .with(crate::telemetry::span_filter(false))
+            .with(crate::telemetry::span_layer(&provider, false));
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
@@ -361,8 +361,8 @@ pub fn install_benchmark_pipeline(service_name: &str) {
             .build();
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
-            .with(crate::sampling::SkipUnsampled)
-            .with(crate::telemetry::span_layer(&provider));
+            .with(crate::telemetry::span_filter(false))
+            .with(crate::telemetry::span_layer(&provider, false));
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::sampling::skip_unsampled_spans(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());

@@ -10,14 +10,13 @@ use std::{borrow::Cow, time::Duration, time::Instant};
 
 use http::{Extensions, StatusCode};
 use opentelemetry::{KeyValue, global, trace::TraceContextExt};
-use opentelemetry_http::HeaderInjector;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_tracing::{OtelName, ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{Span, field::Empty};
 
 use super::{ErrorResponse, server::method_name};
-use crate::metrics::HttpInstruments;
+use crate::{metrics::HttpInstruments, propagation::HeaderInjector};
 
 /// A traced HTTP client.
 pub type HttpClient = ClientWithMiddleware;

@@ -22,12 +22,14 @@ use opentelemetry::{
     propagation::TextMapPropagator,
     trace::{FutureExt as _, SpanKind, Status, TraceContextExt, Tracer as _},
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::ErrorResponse;
-use crate::{metrics::HttpInstruments, propagation::W3cTraceContextPropagator};
+use crate::{
+    metrics::HttpInstruments,
+    propagation::{HeaderExtractor, HeaderInjector, W3cTraceContextPropagator},
+};
 
 /// How long a request may take, body included, before it is abandoned with 503 `timeout`:
 /// a slow client or a stuck downstream cannot hold a handler for ever.

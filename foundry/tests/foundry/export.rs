@@ -569,9 +569,11 @@ async fn debug_and_trace_call_sites_stay_disabled() {
     // created at all, as nothing would record it.
     let receiver = OtlpReceiver::start().await.unwrap();
     let endpoint = receiver.grpc_endpoint();
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "false"),
         (&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)], "false"),
+        // A quiet log does not lower the spans' level.
+        (&[("RUST_LOG", "warn")], "false"),
         (&[("OTEL_SDK_DISABLED", "true")], "true"),
     ];
     for (env, info_span_disabled) in cases {
