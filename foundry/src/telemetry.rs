@@ -17,7 +17,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     logs::SdkLoggerProvider,
-    metrics::{PeriodicReader, SdkMeterProvider},
+    metrics::SdkMeterProvider,
     propagation::BaggagePropagator,
     trace::{
         BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
@@ -34,7 +34,7 @@ use tracing_subscriber::{
 use crate::{
     config::{Protocol, SamplerConfig, TelemetryConfig},
     logging,
-    metrics::HttpInstruments,
+    metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     propagation::W3cTraceContextPropagator,
     sampling,
     span_export::{BatchSettings, OtlpSpanProcessor},
@@ -86,6 +86,7 @@ struct Providers {
     tracer: SdkTracerProvider,
     logger: Option<SdkLoggerProvider>,
     meter: SdkMeterProvider,
+    metric_export: Option<OtlpMetricExport>,
     /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
     export_runtime: Option<ExportRuntime>,
 }
@@ -145,6 +146,7 @@ impl Telemetry {
             tracer,
             logger,
             meter,
+            metric_export,
             export_runtime,
         } = providers;
         let (done_tx, done_rx) = mpsc::channel();
@@ -160,6 +162,10 @@ impl Telemetry {
                 let _ = tracer.shutdown_with_timeout(remaining() / 2);
                 if let Some(logger) = logger {
                     let _ = logger.shutdown_with_timeout(remaining() / 2);
+                }
+                // The last OTLP export reads the meter provider, so it goes first.
+                if let Some(metric_export) = metric_export {
+                    metric_export.shutdown();
                 }
                 let _ = meter.shutdown_with_timeout(remaining());
                 let _ = done_tx.send(());
@@ -288,22 +294,27 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let tracer_provider = tracer_builder.build();
 
     let registry = prometheus::Registry::new();
-    let prometheus_reader = opentelemetry_prometheus::exporter()
-        .with_registry(registry.clone())
-        .build()
-        .map_err(|error| exporter_error("metrics", error))?;
-    let mut meter_builder = SdkMeterProvider::builder()
+    let reader = SharedReader::new(
+        opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .map_err(|error| exporter_error("metrics", error))?,
+    );
+    let meter_provider = SdkMeterProvider::builder()
         .with_resource(resource.clone())
-        .with_reader(prometheus_reader);
-    if let Some(otlp) = &config.otlp {
-        let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
-        meter_builder = meter_builder.with_reader(
-            PeriodicReader::builder(exporter)
-                .with_interval(config.metric_export_interval)
-                .build(),
-        );
-    }
-    let meter_provider = meter_builder.build();
+        .with_reader(reader.clone())
+        .build();
+    let metric_export = match &config.otlp {
+        None => None,
+        Some(otlp) => {
+            let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
+            Some(OtlpMetricExport::start(
+                reader,
+                exporter,
+                config.metric_export_interval,
+            )?)
+        }
+    };
 
     let logger_provider = match &config.otlp {
         None => None,
@@ -349,6 +360,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             tracer: tracer_provider,
             logger: logger_provider,
             meter: meter_provider,
+            metric_export,
             export_runtime,
         }),
     })

@@ -33,6 +33,7 @@ use opentelemetry_proto::tonic::{
         },
     },
     common::v1::{AnyValue, KeyValue, any_value},
+    metrics::v1::metric,
 };
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use prost::Message;
@@ -420,6 +421,8 @@ struct Received {
     trace_metadata: tonic::metadata::MetadataMap,
     span_count: usize,
     metric_names: BTreeSet<String>,
+    metric_exports: usize,
+    histogram_counts: BTreeMap<String, u64>,
     log_records: usize,
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
@@ -466,14 +469,21 @@ impl Sink {
     }
 
     fn metrics(&self, request: ExportMetricsServiceRequest) {
-        let names: Vec<String> = request
+        let metrics: Vec<_> = request
             .resource_metrics
             .into_iter()
             .flat_map(|resource| resource.scope_metrics)
             .flat_map(|scope| scope.metrics)
-            .map(|metric| metric.name)
             .collect();
-        self.lock().metric_names.extend(names);
+        let mut received = self.lock();
+        received.metric_exports += 1;
+        for metric in metrics {
+            if let Some(metric::Data::Histogram(histogram)) = &metric.data {
+                let count = histogram.data_points.iter().map(|point| point.count).sum();
+                received.histogram_counts.insert(metric.name.clone(), count);
+            }
+            received.metric_names.insert(metric.name);
+        }
     }
 
     fn logs(&self, request: ExportLogsServiceRequest) {
@@ -824,6 +834,16 @@ impl OtlpReceiver {
     /// The names of every metric received so far.
     pub fn metric_names(&self) -> BTreeSet<String> {
         self.sink.lock().metric_names.clone()
+    }
+
+    /// How many metric exports were received so far.
+    pub fn metric_export_count(&self) -> usize {
+        self.sink.lock().metric_exports
+    }
+
+    /// The count of histogram `name`, summed over its data points, as of the last export.
+    pub fn histogram_count(&self, name: &str) -> Option<u64> {
+        self.sink.lock().histogram_counts.get(name).copied()
     }
 
     /// How many log records were received so far.

@@ -154,6 +154,60 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
 }
 
 #[tokio::test]
+async fn metrics_go_out_on_schedule_with_the_counts_of_metrics_endpoint() {
+    if is_child() {
+        let telemetry = init_child_telemetry();
+        let routes = Router::new().route("/items/{id}", get(|| async { "item" }));
+        let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            client
+                .get(format!("http://{address}/items/1"))
+                .send()
+                .await
+                .unwrap();
+        }
+        // Several export intervals while running.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let prometheus = foundry::metrics::render_prometheus();
+        let count = prometheus
+            .lines()
+            .find(|line| line.starts_with("http_server_request_duration_seconds_count"))
+            .and_then(|line| line.rsplit(' ').next())
+            .unwrap_or("none")
+            .to_owned();
+        println!("CHILD prometheus_count={count}");
+        let _ = telemetry.shutdown();
+        return;
+    }
+    let receiver = OtlpReceiver::start().await.unwrap();
+
+    let output = run_child(
+        "export::metrics_go_out_on_schedule_with_the_counts_of_metrics_endpoint",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ],
+    )
+    .await;
+
+    // One aggregation behind both: OTLP carries what /metrics shows.
+    assert_eq!(child_value(&output, "prometheus_count"), "3");
+    assert_eq!(
+        receiver.histogram_count("http.server.request.duration"),
+        Some(3)
+    );
+    assert!(
+        receiver.metric_export_count() >= 3,
+        "exports on schedule, not only at shutdown: {}",
+        receiver.metric_export_count()
+    );
+}
+
+#[tokio::test]
 async fn spans_metrics_and_logs_arrive_over_grpc() {
     if is_child() {
         return child_service().await;
