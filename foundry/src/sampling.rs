@@ -115,6 +115,16 @@ where
     }
 }
 
+/// Whether a span under `parent` is skipped: skipping is on and `parent` is valid and not
+/// sampled.
+pub(crate) fn inside_skipped_trace(parent: &opentelemetry::Context) -> bool {
+    HEAD_SAMPLER.get().is_some() && {
+        let span = parent.span();
+        let span_context = span.span_context();
+        span_context.is_valid() && !span_context.is_sampled()
+    }
+}
+
 /// Whether the active context is a span whose trace is not sampled. Inside such a request no
 /// `tracing` span exists to be current (they are all skipped), so the active context is the
 /// server span's.

@@ -1,19 +1,29 @@
-//! Outbound HTTP: reqwest with reqwest-tracing, a span backend of ours, and typed JSON calls.
+//! Outbound HTTP: reqwest with a middleware of ours for the client span, the trace context and
+//! `http.client.request.duration`, and typed JSON calls.
 //!
-//! reqwest-tracing injects `traceparent`, `tracestate` and `baggage` through the global
-//! propagator. Its default span backend names every client span by the bare method and records
-//! `http.response.status_code` and `server.port` as strings (tracing-opentelemetry has no
-//! unsigned integers; upstream PR #287), so [`ClientSpanBackend`] replaces it: semantic
-//! convention names, integer attributes, and `http.client.request.duration`.
+//! reqwest-tracing was used here first and is no longer: its client spans are `tracing` spans,
+//! and a `tracing` span costs a registry entry and a pass through every layer at its creation,
+//! at each field, at every entry and exit (each poll of the call) and at its close, before
+//! tracing-opentelemetry builds the same span a second time (`make profile` measured about 9000
+//! instructions a call more than this). Its default backend also names every client span by the
+//! bare method and records `http.response.status_code` and `server.port` as strings
+//! (tracing-opentelemetry has no unsigned integers; upstream PR #287). Like the server span, the
+//! client span is an OpenTelemetry SDK span: its parent is the current `tracing` span (a
+//! service's own operation, like `sophia.plan`) or else the active context (the request's server
+//! span), and its context goes out as `traceparent`, `tracestate` and `baggage` through the global
+//! propagator. Inside a request whose trace is not sampled no span is started, and the call
+//! carries the request's own context, unsampled.
 
 use std::{borrow::Cow, time::Duration, time::Instant};
 
 use http::{Extensions, StatusCode};
-use opentelemetry::{KeyValue, global, trace::TraceContextExt};
+use opentelemetry::{
+    Context, KeyValue, global,
+    trace::{SpanKind, Status, TraceContextExt, Tracer as _},
+};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use reqwest_tracing::{OtelName, ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{ErrorResponse, server::method_name};
 use crate::{metrics::HttpInstruments, propagation::HeaderInjector};
@@ -28,101 +38,61 @@ pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .timeout(timeout)
         .build()?;
-    Ok(ClientBuilder::new(inner)
-        .with(TracingMiddleware::<ClientSpanBackend>::new())
-        .with(ActiveContext)
-        .build())
+    Ok(ClientBuilder::new(inner).with(ClientTelemetry).build())
 }
 
-/// Carries the active OpenTelemetry context to the callee when reqwest-tracing did not.
-///
-/// reqwest-tracing injects the context of the current `tracing` span, the client span. Inside a
-/// request whose trace is not sampled there is none (no span is created there, see
-/// [`crate::sampling`]), and the request's own span is an SDK span that its future carries as
-/// the active context: without this the callee would see no parent, start a trace of its own and
-/// sample it. Written here because reqwest-tracing never reads the active context. It runs
-/// inside reqwest-tracing's middleware, after its injection.
-struct ActiveContext;
+/// The name of a call's client span, `{METHOD} {url.template}` by the conventions: put it in the
+/// request's extensions (`RequestBuilder::with_extension`). Without it the span is named by the
+/// method alone.
+#[derive(Clone, Debug)]
+pub struct ClientSpanName(pub Cow<'static, str>);
+
+/// The client span, the trace context on the request, and the duration metric, for every call.
+struct ClientTelemetry;
 
 #[async_trait::async_trait]
-impl Middleware for ActiveContext {
+impl Middleware for ClientTelemetry {
     async fn handle(
         &self,
         mut request: reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        if !request.headers().contains_key(TRACEPARENT) {
-            let context = opentelemetry::Context::current();
-            if context.has_active_span() {
-                global::get_text_map_propagator(|propagator| {
-                    propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
-                });
-            }
-        }
-        next.run(request, extensions).await
-    }
-}
+        let start = Instant::now();
+        let parent = current_context();
+        let span = client_span(&request, extensions, &parent);
+        global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(
+                span.as_ref().unwrap_or(&parent),
+                &mut HeaderInjector(request.headers_mut()),
+            );
+        });
+        let outcome = next.run(request, extensions).await;
 
-const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-
-/// When the request started, kept in the request's extensions for the duration metric.
-#[derive(Clone, Copy)]
-struct Started(Instant);
-
-/// The client span of the semantic conventions: `{METHOD} {url.template}`, integer status.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientSpanBackend;
-
-impl ReqwestOtelSpanBackend for ClientSpanBackend {
-    fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
-        extensions.insert(Started(Instant::now()));
-        let method = method_name(request.method());
-        let url = request.url();
-        let name: Cow<'_, str> = match extensions.get::<OtelName>() {
-            Some(OtelName(name)) => Cow::Borrowed(name.as_ref()),
-            None => Cow::Borrowed(method),
-        };
-        let span = tracing::info_span!(
-            target: "foundry::http",
-            "HTTP client request",
-            otel.name = name.as_ref(),
-            otel.kind = "client",
-            http.request.method = method,
-            server.address = url.host_str().unwrap_or_default(),
-            server.port = url.port_or_known_default().map(i64::from),
-            url.full = url_full(url).as_ref(),
-            http.response.status_code = Empty,
-            otel.status_code = Empty,
-            error.type = Empty,
-        );
-        span
-    }
-
-    fn on_request_end(
-        span: &Span,
-        outcome: &reqwest_middleware::Result<reqwest::Response>,
-        extensions: &mut Extensions,
-    ) {
         let status = outcome.as_ref().ok().map(reqwest::Response::status);
-        let error_type: Option<Cow<'static, str>> = match (outcome, status) {
+        let error_type: Option<Cow<'static, str>> = match (&outcome, status) {
             (Err(error), _) => Some(Cow::Borrowed(transport_error_type(error))),
             (Ok(_), Some(status)) if status.is_client_error() || status.is_server_error() => {
                 Some(Cow::Owned(status.as_str().to_owned()))
             }
             _ => None,
         };
-        if let Some(status) = status {
-            span.record("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(context) = &span {
+            let span = context.span();
+            if let Some(status) = status {
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+            }
+            if let Some(error_type) = &error_type {
+                span.set_attribute(KeyValue::new("error.type", error_type.clone()));
+                span.set_status(Status::error(""));
+            }
+            span.end();
         }
-        if let Some(error_type) = &error_type {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", error_type.as_ref());
-        }
-        if let (Some(instruments), Some(Started(start))) =
-            (HttpInstruments::get(), extensions.get::<Started>())
-        {
-            let mut attributes = Vec::with_capacity(4);
+        if let Some(instruments) = HttpInstruments::get() {
+            let mut attributes = Vec::with_capacity(2);
             if let Some(status) = status {
                 attributes.push(KeyValue::new(
                     "http.response.status_code",
@@ -136,13 +106,59 @@ impl ReqwestOtelSpanBackend for ClientSpanBackend {
                 .client_duration
                 .record(start.elapsed().as_secs_f64(), &attributes);
         }
+        outcome
     }
 }
 
+/// The context a call continues: the current `tracing` span's, or else the active one (the
+/// server span's, which the request's future carries).
+fn current_context() -> Context {
+    let span = tracing::Span::current();
+    if !span.is_none() {
+        let context = span.context();
+        if context.has_active_span() {
+            return context;
+        }
+    }
+    Context::current()
+}
+
+/// Starts the client span of `request` under `parent`, and returns its context; `None` when
+/// telemetry is off or the call is inside a request whose trace is not sampled.
+fn client_span(
+    request: &reqwest::Request,
+    extensions: &Extensions,
+    parent: &Context,
+) -> Option<Context> {
+    let tracer = crate::telemetry::tracer()?;
+    if crate::sampling::inside_skipped_trace(parent) {
+        return None;
+    }
+    let method = method_name(request.method());
+    let url = request.url();
+    let name = extensions
+        .get::<ClientSpanName>()
+        .map_or(Cow::Borrowed(method), |name| name.0.clone());
+    let mut attributes = Vec::with_capacity(4);
+    attributes.push(KeyValue::new("http.request.method", method));
+    attributes.push(KeyValue::new(
+        "server.address",
+        url.host_str().unwrap_or_default().to_owned(),
+    ));
+    if let Some(port) = url.port_or_known_default() {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    attributes.push(KeyValue::new("url.full", url_full(url).into_owned()));
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    Some(parent.with_span(span))
+}
+
 /// The URL for `url.full`: scheme, host, port and path only, as a query string or user info
-/// may carry secrets. Borrowed when there is nothing to strip (every call between the
-/// services), so that a span inside an unsampled request, which is never created, costs
-/// nothing here either.
+/// may carry secrets. Borrowed when there is nothing to strip (every call between the services).
 fn url_full(url: &reqwest::Url) -> Cow<'_, str> {
     if url.username().is_empty()
         && url.password().is_none()
@@ -348,7 +364,7 @@ impl Downstream {
         let mut request = self
             .client
             .request(method, &url)
-            .with_extension(OtelName(name.into()));
+            .with_extension(ClientSpanName(name.into()));
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -205,7 +205,13 @@ async fn inside_an_unsampled_request_no_span_is_created_and_the_context_still_fl
         names,
         ["GET /echo", "GET /work", "work.inner", "work.outer"]
     );
-    let client = spans.iter().find(|span| span.name == "GET /echo").unwrap();
+    let span = |name: &str| spans.iter().find(|span| span.name == name).unwrap();
+    let (server, outer, client) = (span("GET /work"), span("work.outer"), span("GET /echo"));
+    // The handler's spans hang under the server span (the active context), the client span
+    // under the `tracing` span it was made in.
+    assert_eq!(outer.parent_span_id, server.span_id);
+    assert_eq!(span("work.inner").parent_span_id, outer.span_id);
+    assert_eq!(client.parent_span_id, outer.span_id);
     let traceparent = sent_sampled["traceparent"].to_str().unwrap();
     assert_eq!(
         traceparent,
