@@ -204,22 +204,38 @@ fn encode_hex(bytes: &[u8], out: &mut [u8]) {
 /// `N` bytes from `2 * N` lowercase hex digits; `None` for anything else (the spec allows no
 /// uppercase).
 fn decode_hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
-    fn nibble(digit: u8) -> Option<u8> {
-        match digit {
-            b'0'..=b'9' => Some(digit - b'0'),
-            b'a'..=b'f' => Some(digit - b'a' + 10),
-            _ => None,
-        }
-    }
     if digits.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
+        if (high | low) & NOT_HEX != 0 {
+            return None;
+        }
+        *byte = (high << 4) | low;
     }
     Some(out)
 }
+
+/// Marks a byte that is no lowercase hex digit in [`HEX_VALUES`]; its bit 4 is set, which no
+/// digit's value (0 to 15) has, so one test covers both digits of a pair.
+const NOT_HEX: u8 = 0x10;
+
+/// The value of each lowercase hex digit, [`NOT_HEX`] for every other byte: one table lookup a
+/// digit on every incoming `traceparent`.
+static HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        values[HEX_DIGITS[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
 
 /// Joins repeated `tracestate` headers, trims optional whitespace, and checks every member.
 fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
@@ -334,6 +350,9 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fg",
+            "00-4bf92f3577b34da6a3ce929d0e0e47fz-00f067aa0ba902b7-01",
+            "0f-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902f:-01",
             "not a traceparent",
             "",
         ];
