@@ -223,27 +223,18 @@ where
     }
 }
 
-/// The OpenTelemetry ids of the span the event happened in, if it has a valid context: the
-/// current `tracing` span's, or else the active context's (the server span's, which is an SDK
-/// span that the request's future carries).
+/// The OpenTelemetry ids of the span the event happened in, if it has a valid context (see
+/// [`crate::telemetry::current_context`]).
 fn current_trace_ids() -> Option<(String, String)> {
-    let ids = |context: &opentelemetry::Context| {
-        let span = context.span();
-        let span_context = span.span_context();
-        span_context.is_valid().then(|| {
-            (
-                span_context.trace_id().to_string(),
-                span_context.span_id().to_string(),
-            )
-        })
-    };
-    let span = tracing::Span::current();
-    if !span.is_none()
-        && let Some(ids) = ids(&span.context())
-    {
-        return Some(ids);
-    }
-    opentelemetry::Context::map_current(ids)
+    let context = crate::telemetry::current_context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }
 
 #[derive(Default)]

@@ -118,22 +118,20 @@ where
 /// Whether a span under `parent` is skipped: skipping is on and `parent` is valid and not
 /// sampled.
 pub(crate) fn inside_skipped_trace(parent: &opentelemetry::Context) -> bool {
-    HEAD_SAMPLER.get().is_some() && {
-        let span = parent.span();
-        let span_context = span.span_context();
-        span_context.is_valid() && !span_context.is_sampled()
-    }
+    HEAD_SAMPLER.get().is_some() && is_unsampled(parent)
 }
 
 /// Whether the active context is a span whose trace is not sampled. Inside such a request no
 /// `tracing` span exists to be current (they are all skipped), so the active context is the
 /// server span's.
 fn inside_unsampled_trace() -> bool {
-    opentelemetry::Context::map_current(|context| {
-        let span = context.span();
-        let span_context = span.span_context();
-        span_context.is_valid() && !span_context.is_sampled()
-    })
+    opentelemetry::Context::map_current(is_unsampled)
+}
+
+fn is_unsampled(context: &opentelemetry::Context) -> bool {
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid() && !span_context.is_sampled()
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use std::{
 };
 
 use opentelemetry::{
-    KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
+    KeyValue, global,
+    propagation::TextMapCompositePropagator,
+    trace::{TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
@@ -24,6 +26,7 @@ use opentelemetry_sdk::{
         SimpleSpanProcessor,
     },
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{Targets, filter_fn},
@@ -392,6 +395,20 @@ static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 /// The tracer for spans foundry builds with the SDK directly; `None` when telemetry is off.
 pub(crate) fn tracer() -> Option<&'static SdkTracer> {
     TRACER.get()
+}
+
+/// The context that new work continues: the current `tracing` span's (a service's own
+/// operation, like `sophia.plan`), or else the active one (the server span's, which the
+/// request's future carries).
+pub(crate) fn current_context() -> opentelemetry::Context {
+    let span = tracing::Span::current();
+    if !span.is_none() {
+        let context = span.context();
+        if context.has_active_span() {
+            return context;
+        }
+    }
+    opentelemetry::Context::current()
 }
 
 /// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.

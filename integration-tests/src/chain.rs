@@ -25,6 +25,9 @@ pub enum Mode {
     On,
     /// `OTEL_TRACES_SAMPLER=always_off`, exporter configured.
     Unsampled,
+    /// 100 % sampling and no exporter: every span is built, none is encoded or sent (what
+    /// export adds is `on` minus this). Only on request (`BENCH_MODES=...,local`).
+    Local,
 }
 
 impl Mode {
@@ -34,6 +37,7 @@ impl Mode {
             Self::Off => "off",
             Self::On => "on",
             Self::Unsampled => "unsampled",
+            Self::Local => "local",
         }
     }
 
@@ -46,6 +50,7 @@ impl Mode {
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
                 ("OTEL_TRACES_SAMPLER", "always_off".into()),
             ],
+            Self::Local => Vec::new(),
         }
     }
 }
@@ -85,6 +90,8 @@ impl Service {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
+            // The span queue and batch settings may be tried from outside.
+            .envs(std::env::vars().filter(|(key, _)| key.starts_with("OTEL_BSP_")))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

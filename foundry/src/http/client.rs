@@ -23,7 +23,6 @@ use opentelemetry::{
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use serde::{Serialize, de::DeserializeOwned};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{ErrorResponse, server::method_name};
 use crate::{metrics::HttpInstruments, propagation::HeaderInjector};
@@ -59,7 +58,7 @@ impl Middleware for ClientTelemetry {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let start = Instant::now();
-        let parent = current_context();
+        let parent = crate::telemetry::current_context();
         let span = client_span(&request, extensions, &parent);
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(
@@ -108,19 +107,6 @@ impl Middleware for ClientTelemetry {
         }
         outcome
     }
-}
-
-/// The context a call continues: the current `tracing` span's, or else the active one (the
-/// server span's, which the request's future carries).
-fn current_context() -> Context {
-    let span = tracing::Span::current();
-    if !span.is_none() {
-        let context = span.context();
-        if context.has_active_span() {
-            return context;
-        }
-    }
-    Context::current()
 }
 
 /// Starts the client span of `request` under `parent`, and returns its context; `None` when

@@ -185,10 +185,10 @@ where
 /// registry entry and a pass through every layer at its creation, at each of its fields, and at
 /// every entry and exit (each poll of the request), and tracing-opentelemetry then builds the
 /// same span a second time. The request's future carries this context instead
-/// ([`opentelemetry::trace::FutureExt::with_context`]): `tracing` spans opened inside take it as their parent
-/// (tracing-opentelemetry falls back to the active context), log lines take their ids from it,
-/// and calls to other services carry it. When the span cannot be sampled it gets no
-/// attributes, as the SDK would drop them.
+/// ([`opentelemetry::trace::FutureExt::with_context`]): `tracing` spans opened inside take it
+/// as their parent (tracing-opentelemetry falls back to the active context), log lines take
+/// their ids from it, and calls to other services carry it. When the span cannot be sampled it
+/// gets no attributes, as the SDK would drop them.
 fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) -> OtelContext {
     let Some(tracer) = crate::telemetry::tracer() else {
         return OtelContext::new();

@@ -1,5 +1,6 @@
 //! `make profile`: the instructions one request costs in each telemetry mode, counted by
-//! callgrind in the three services.
+//! callgrind in the three services: `off`, `unsampled`, `local` (every span built, none
+//! exported) and `on`, as in `make bench`.
 //!
 //! Time on these machines moves by 10 to 30 % from one run to the next; an instruction count
 //! does not (the same binaries and requests give the same count whatever else runs), so it
@@ -39,7 +40,7 @@ async fn main() {
 
     let mut totals = BTreeMap::new();
     let mut spans_per_request = 0.0;
-    for mode in [Mode::Off, Mode::Unsampled, Mode::On] {
+    for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On] {
         let dir = out.join(mode.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the profile folder can be made");
@@ -92,9 +93,10 @@ async fn main() {
     let off = totals[&Mode::Off];
     let added = |mode: Mode| totals[&mode] - off;
     println!(
-        "added per request: on {:.0} ({:.0} per span, {spans_per_request:.1} spans), unsampled {:.0}",
+        "added per request: on {:.0} ({:.0} per span, {spans_per_request:.1} spans), local (not exported) {:.0}, unsampled {:.0}",
         added(Mode::On),
         added(Mode::On) / spans_per_request.max(1.0),
+        added(Mode::Local),
         added(Mode::Unsampled),
     );
     println!(

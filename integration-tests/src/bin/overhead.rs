@@ -132,7 +132,7 @@ async fn run_mode(
         + single_errors;
     let spans_expected = match mode {
         Mode::On => usize::try_from(sent).unwrap_or(usize::MAX) * spans_per_request,
-        Mode::Off | Mode::Unsampled => 0,
+        Mode::Off | Mode::Unsampled | Mode::Local => 0,
     };
     Sample {
         requests: latencies_us.len() as u64,
@@ -284,14 +284,15 @@ async fn main() {
         spans_per_request
     );
 
-    // BENCH_MODES=on or BENCH_MODES=off,unsampled (for profiling); the ratios need all three.
-    let all = [Mode::Off, Mode::On, Mode::Unsampled];
+    // BENCH_MODES=on or BENCH_MODES=off,unsampled (for profiling); the ratios need the first
+    // three. `local` runs only on request.
+    let default = [Mode::Off, Mode::On, Mode::Unsampled];
     let modes: Vec<Mode> = match std::env::var("BENCH_MODES") {
-        Ok(list) => all
+        Ok(list) => [Mode::Off, Mode::On, Mode::Unsampled, Mode::Local]
             .into_iter()
             .filter(|mode| list.split(',').any(|name| name.trim() == mode.name()))
             .collect(),
-        Err(_) => all.to_vec(),
+        Err(_) => default.to_vec(),
     };
     let mut samples: BTreeMap<Mode, Vec<Sample>> = BTreeMap::new();
     for round in 0..settings.rounds {
@@ -347,6 +348,12 @@ async fn main() {
             rss.join(" / "),
             s.spans_received,
             s.spans_expected
+        );
+    }
+    if let (Some(off), Some(local)) = (summaries.get(&Mode::Off), summaries.get(&Mode::Local)) {
+        println!(
+            "cpu added per request: local (spans built, not exported) {:.0} us",
+            local.cpu_us_per_request - off.cpu_us_per_request
         );
     }
     let (Some(off), Some(on), Some(unsampled)) = (
