@@ -2,7 +2,7 @@
 //!
 //! `http.server.request.duration` and `http.client.request.duration` are histograms in seconds
 //! with the low-cardinality attributes the conventions name. The instruments are created once,
-//! when telemetry starts, and read by the server layer and the client backend.
+//! when telemetry starts, and read by the server layer and the client middleware.
 //!
 //! Every measurement is aggregated once, for `/metrics` and OTLP alike: the SDK aggregates once
 //! per reader, so the Prometheus reader and the SDK's `PeriodicReader` side by side made each

@@ -60,10 +60,9 @@ fn certainly_unsampled(sampler: Option<&SamplerConfig>, parent: &opentelemetry::
 ///
 /// A global filter, because a per-layer filter only hides a span from its own layer: the span
 /// would still exist, with an empty OpenTelemetry context that breaks propagation and the trace
-/// ids of log lines. It also lets the OpenTelemetry layer go without a per-layer filter of its
-/// own, which tracing-subscriber would consult (a registry lookup each) at every creation, entry,
-/// exit, record and close of every span. Without `targets` (span-scoped `RUST_LOG` directives,
-/// which must see every span) it decides nothing but the skipping, and has no level of its own.
+/// ids of log lines. Spans it excludes are never created, for any layer, whatever `RUST_LOG`
+/// enables. Without `targets` (span-scoped `RUST_LOG` directives, which must see every span) it
+/// decides nothing but the skipping, and has no level of its own.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SpanFilter {
     targets: Option<Targets>,
@@ -94,8 +93,8 @@ where
             return Interest::never();
         }
         // A span's answer depends on the request it is opened in: it may never be cached. Only
-        // for the levels that are recorded, so that DEBUG and TRACE spans stay disabled once
-        // and for all by the other layers' answer.
+        // for the levels that are recorded; with `targets`, spans below them were answered
+        // `never` above, and without, the other layers' answer decides.
         if *metadata.level() <= tracing::Level::INFO {
             Interest::sometimes()
         } else {

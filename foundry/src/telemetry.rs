@@ -342,7 +342,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let subscriber = tracing_subscriber::registry()
         .with(span_filter(span_scoped))
         .with(logging::layer(config.log_format, log_filter, span_scoped))
-        .with(span_layer(&tracer_provider, span_scoped))
+        .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {
             logging::EventsOnly::new(
                 logging::WithSpanContext::new(
@@ -428,30 +428,26 @@ pub(crate) fn span_filter(span_scoped: bool) -> sampling::SpanFilter {
 /// context activation, a thread-local context switch on every poll of every instrumented
 /// future: only the OTLP log bridge reads the active context, and [`logging::WithSpanContext`]
 /// activates it for log events alone. Which spans exist is decided by [`span_filter`], apart
-/// from `RUST_LOG`, so a quiet log level never disables spans; the bridge itself has no
-/// per-layer filter (see [`sampling::SpanFilter`] for why), so it takes every event that is
-/// enabled at all as a span event. With span-scoped `RUST_LOG` directives, where the span
-/// filter lets every span through, it has a filter of its own.
-pub(crate) fn span_layer<S>(
-    provider: &SdkTracerProvider,
-    span_scoped: bool,
-) -> Box<dyn Layer<S> + Send + Sync>
+/// from `RUST_LOG`, so a quiet log level never disables spans. The bridge keeps a filter of its
+/// own for the events it turns into span events: without it, every event some layer enables
+/// (a `debug` directive for one crate enables DEBUG call sites everywhere) would reach it, and
+/// an ERROR event of hyper or h2 inside a span would mark the span failed. The filter costs a
+/// registry lookup at every span event (tracing-subscriber has no event-only per-layer filter,
+/// and a wrapper of our own could not pass tracing-opentelemetry's context lookup through
+/// without `unsafe`).
+pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
-    S: tracing::Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
-    let bridge = tracing_opentelemetry::layer()
+    tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(INSTRUMENTATION_SCOPE))
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        .with_context_activation(false);
-    if span_scoped {
-        bridge.with_filter(no_telemetry_about_telemetry()).boxed()
-    } else {
-        bridge.boxed()
-    }
+        .with_context_activation(false)
+        .with_filter(no_telemetry_about_telemetry())
 }
 
 /// INFO and above, without the internals of the HTTP, gRPC and telemetry crates themselves.

@@ -103,6 +103,8 @@ pub struct ReceivedSpan {
     pub status: Status,
     /// The W3C tracestate the span carried.
     pub trace_state: String,
+    /// The names of its events (for an event from `tracing`, its message).
+    pub events: Vec<String>,
 }
 
 impl ReceivedSpan {
@@ -317,7 +319,7 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
         let meter_provider = meter_builder.build();
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))
-            .with(crate::telemetry::span_layer(&provider, false));
+            .with(crate::telemetry::span_layer(&provider));
         // Another test harness may own the global subscriber; then spans are not captured and
         // the assertions of the test will say so.
         let _ = tracing::subscriber::set_global_default(subscriber);
@@ -363,7 +365,7 @@ pub fn install_benchmark_pipeline(service_name: &str) {
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))
-            .with(crate::telemetry::span_layer(&provider, false));
+            .with(crate::telemetry::span_layer(&provider));
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::sampling::skip_unsampled_spans(config.sampler);
         crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
@@ -411,6 +413,11 @@ fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
             opentelemetry::trace::Status::Error { .. } => Status::Error,
         },
         trace_state: span.span_context.trace_state().header(),
+        events: span
+            .events
+            .iter()
+            .map(|event| event.name.to_string())
+            .collect(),
     }
 }
 
@@ -553,6 +560,7 @@ fn from_proto(
             .collect(),
         status,
         trace_state: span.trace_state,
+        events: span.events.into_iter().map(|event| event.name).collect(),
     }
 }
 

@@ -586,11 +586,13 @@ async fn span_scoped_rust_log_directives_still_work() {
         return child_service().await;
     }
     // Only events inside a span with an `http.route` field print, sampled request or not.
+    let receiver = OtlpReceiver::start().await.unwrap();
     for sampled in [true, false] {
-        let (_, traceparent) = new_traceparent(sampled);
+        let (trace_id, traceparent) = new_traceparent(sampled);
         let output = run_child(
             "export::span_scoped_rust_log_directives_still_work",
             &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
                 ("CHILD_TRACEPARENT", &traceparent),
                 ("RUST_LOG", "error,[{http.route}]=info"),
             ],
@@ -602,6 +604,15 @@ async fn span_scoped_rust_log_directives_still_work() {
             stderr.contains("serving an item"),
             "sampled={sampled}: {stderr}"
         );
+        // The `tracing` span the directives match is not exported: the request's span is.
+        if sampled {
+            let spans = receiver
+                .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+                .await;
+            let names: Vec<&str> = spans.iter().map(|span| span.name.as_str()).collect();
+            assert_eq!(names, ["GET /items/{id}"]);
+            assert_eq!(spans[0].parent_span_id, &traceparent[36..52]);
+        }
     }
 }
 

@@ -349,3 +349,84 @@ async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
     assert_eq!(spans[0].status, Status::Error);
     assert_eq!(spans[0].int("http.response.status_code"), Some(503));
 }
+
+#[tokio::test]
+async fn a_call_outside_any_tracing_span_is_a_child_of_the_server_span() {
+    // Arrange: a handler that calls another service directly, in no span of its own.
+    let capture = capture("foundry-test");
+    let (echo_url, _) = echo_server().await;
+    let downstream = foundry::http::Downstream::new(
+        "echo",
+        &echo_url,
+        foundry::http::client(std::time::Duration::from_secs(5)).unwrap(),
+    );
+    let routes = Router::new().route(
+        "/direct",
+        get(move || async move {
+            let _: serde_json::Value = downstream.get_json("/echo").await.unwrap();
+            "called"
+        }),
+    );
+    let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    // Act
+    let response = app
+        .oneshot(
+            Request::get("/direct")
+                .header("traceparent", &traceparent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::OK);
+    let spans = capture.spans(&trace_id);
+    let span = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("{name} in {spans:#?}"))
+    };
+    assert_eq!(
+        span("GET /echo").parent_span_id,
+        span("GET /direct").span_id
+    );
+}
+
+#[tokio::test]
+async fn library_internals_never_become_span_events_or_failures() {
+    // Arrange: inside a span of the service, an ERROR event of a library and a line of its own.
+    let capture = capture("foundry-test");
+    let routes = Router::new().route(
+        "/internals",
+        get(|| async {
+            tracing::info_span!("work").in_scope(|| {
+                tracing::error!(target: "h2::codec", "a library's connection trouble");
+                tracing::info!("the service's own line");
+            });
+            "done"
+        }),
+    );
+    let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    // Act
+    let _ = app
+        .oneshot(
+            Request::get("/internals")
+                .header("traceparent", &traceparent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Assert: the service's line is a span event; the library's is neither event nor failure.
+    let spans = capture.spans(&trace_id);
+    let work = spans.iter().find(|span| span.name == "work").unwrap();
+    assert_eq!(work.events, ["the service's own line"], "{work:?}");
+    assert_eq!(work.status, Status::Unset);
+}
