@@ -58,8 +58,14 @@ impl Middleware for ClientTelemetry {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let start = Instant::now();
+        let method = method_name(request.method());
+        let url = request.url();
+        let (address, port) = (
+            url.host_str().unwrap_or_default().to_owned(),
+            url.port_or_known_default().map(i64::from),
+        );
         let parent = crate::telemetry::current_context();
-        let span = client_span(&request, extensions, &parent);
+        let span = client_span(&request, extensions, &parent, method, &address, port);
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(
                 span.as_ref().unwrap_or(&parent),
@@ -91,7 +97,12 @@ impl Middleware for ClientTelemetry {
             span.end();
         }
         if let Some(instruments) = HttpInstruments::get() {
-            let mut attributes = Vec::with_capacity(2);
+            let mut attributes = Vec::with_capacity(5);
+            attributes.push(KeyValue::new("http.request.method", method));
+            attributes.push(KeyValue::new("server.address", address));
+            if let Some(port) = port {
+                attributes.push(KeyValue::new("server.port", port));
+            }
             if let Some(status) = status {
                 attributes.push(KeyValue::new(
                     "http.response.status_code",
@@ -115,26 +126,27 @@ fn client_span(
     request: &reqwest::Request,
     extensions: &Extensions,
     parent: &Context,
+    method: &'static str,
+    address: &str,
+    port: Option<i64>,
 ) -> Option<Context> {
     let tracer = crate::telemetry::tracer()?;
     if crate::sampling::inside_skipped_trace(parent) {
         return None;
     }
-    let method = method_name(request.method());
-    let url = request.url();
     let name = extensions
         .get::<ClientSpanName>()
         .map_or(Cow::Borrowed(method), |name| name.0.clone());
     let mut attributes = Vec::with_capacity(4);
     attributes.push(KeyValue::new("http.request.method", method));
-    attributes.push(KeyValue::new(
-        "server.address",
-        url.host_str().unwrap_or_default().to_owned(),
-    ));
-    if let Some(port) = url.port_or_known_default() {
-        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    attributes.push(KeyValue::new("server.address", address.to_owned()));
+    if let Some(port) = port {
+        attributes.push(KeyValue::new("server.port", port));
     }
-    attributes.push(KeyValue::new("url.full", url_full(url).into_owned()));
+    attributes.push(KeyValue::new(
+        "url.full",
+        url_full(request.url()).into_owned(),
+    ));
     let span = tracer
         .span_builder(name)
         .with_kind(SpanKind::Client)

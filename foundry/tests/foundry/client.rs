@@ -202,3 +202,36 @@ async fn https_urls_are_supported() {
 
     assert!(error.is_connect(), "{error:?}");
 }
+
+#[tokio::test]
+async fn client_durations_carry_method_server_and_status() {
+    // Arrange
+    let _ = capture("foundry-test");
+    let (base, _) = echo_server().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let echo = Downstream::new(
+        "echo",
+        &base,
+        foundry::http::client(Duration::from_secs(2)).unwrap(),
+    );
+
+    // Act
+    let _: serde_json::Value = echo.get_json("/echo").await.unwrap();
+
+    // Assert: the attributes the conventions require, on the series of this server.
+    let metrics = foundry::metrics::render_prometheus();
+    let series = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("http_client_request_duration_seconds_count")
+                && line.contains(&format!("server_port=\"{port}\""))
+        })
+        .unwrap_or_else(|| panic!("no client duration for port {port}:\n{metrics}"));
+    for label in [
+        "http_request_method=\"GET\"",
+        "server_address=\"127.0.0.1\"",
+        "http_response_status_code=\"200\"",
+    ] {
+        assert!(series.contains(label), "{label} in {series}");
+    }
+}
