@@ -57,6 +57,10 @@ impl Middleware for ClientTelemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
+        // Telemetry off: nothing to record, nothing to carry.
+        let Some(instruments) = HttpInstruments::get() else {
+            return next.run(request, extensions).await;
+        };
         let start = Instant::now();
         let method = method_name(request.method());
         let url = request.url();
@@ -96,26 +100,24 @@ impl Middleware for ClientTelemetry {
             }
             span.end();
         }
-        if let Some(instruments) = HttpInstruments::get() {
-            let mut attributes = Vec::with_capacity(5);
-            attributes.push(KeyValue::new("http.request.method", method));
-            attributes.push(KeyValue::new("server.address", address));
-            if let Some(port) = port {
-                attributes.push(KeyValue::new("server.port", port));
-            }
-            if let Some(status) = status {
-                attributes.push(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status.as_u16()),
-                ));
-            }
-            if let Some(error_type) = error_type {
-                attributes.push(KeyValue::new("error.type", error_type));
-            }
-            instruments
-                .client_duration
-                .record(start.elapsed().as_secs_f64(), &attributes);
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("http.request.method", method));
+        attributes.push(KeyValue::new("server.address", address));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", port));
         }
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+        }
+        if let Some(error_type) = error_type {
+            attributes.push(KeyValue::new("error.type", error_type));
+        }
+        instruments
+            .client_duration
+            .record(start.elapsed().as_secs_f64(), &attributes);
         outcome
     }
 }
