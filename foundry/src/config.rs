@@ -279,17 +279,14 @@ fn parse_count(
     var: impl Fn(&str) -> Option<String>,
     default: usize,
 ) -> Result<usize, ConfigError> {
-    match var(variable) {
-        None => Ok(default),
-        Some(value) => match value.trim().parse::<usize>() {
-            Ok(count) if (1..=1_000_000).contains(&count) => Ok(count),
-            _ => Err(ConfigError::new(
-                variable,
-                &value,
-                "expected a number of spans from 1 to 1000000",
-            )),
-        },
-    }
+    parse_whole(
+        variable,
+        var,
+        u64::try_from(default).unwrap_or(u64::MAX),
+        1..=1_000_000,
+        "expected a number of spans from 1 to 1000000",
+    )
+    .map(|count| usize::try_from(count).unwrap_or(usize::MAX))
 }
 
 fn parse_millis(
@@ -297,16 +294,32 @@ fn parse_millis(
     var: impl Fn(&str) -> Option<String>,
     default_ms: u64,
 ) -> Result<Duration, ConfigError> {
+    parse_whole(
+        variable,
+        var,
+        default_ms,
+        1..=u64::MAX,
+        "expected a positive number of milliseconds",
+    )
+    .map(Duration::from_millis)
+}
+
+/// A whole number in `range` from `variable`, or `default` when it is unset.
+fn parse_whole(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &str,
+) -> Result<u64, ConfigError> {
     match var(variable) {
-        None => Ok(Duration::from_millis(default_ms)),
-        Some(value) => match value.trim().parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(ConfigError::new(
-                variable,
-                &value,
-                "expected a positive number of milliseconds",
-            )),
-        },
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|number| range.contains(number))
+            .ok_or_else(|| ConfigError::new(variable, &value, expected)),
     }
 }
 

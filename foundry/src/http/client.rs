@@ -14,11 +14,11 @@
 //! propagator. Inside a request whose trace is not sampled no span is started, and the call
 //! carries the request's own context, unsampled.
 
-use std::{borrow::Cow, time::Duration, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Duration, time::Instant};
 
 use http::{Extensions, StatusCode};
 use opentelemetry::{
-    Context, KeyValue, global,
+    Context, KeyValue, StringValue, global,
     trace::{SpanKind, Status, TraceContextExt, Tracer as _},
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
@@ -64,8 +64,9 @@ impl Middleware for ClientTelemetry {
         let start = Instant::now();
         let method = method_name(request.method());
         let url = request.url();
+        // Copied once, shared by the span and the metric.
         let (address, port) = (
-            url.host_str().unwrap_or_default().to_owned(),
+            StringValue::from(Arc::<str>::from(url.host_str().unwrap_or_default())),
             url.port_or_known_default().map(i64::from),
         );
         let parent = crate::telemetry::current_context();
@@ -129,7 +130,7 @@ fn client_span(
     extensions: &Extensions,
     parent: &Context,
     method: &'static str,
-    address: &str,
+    address: &StringValue,
     port: Option<i64>,
 ) -> Option<Context> {
     let tracer = crate::telemetry::tracer()?;
@@ -141,7 +142,7 @@ fn client_span(
         .map_or(Cow::Borrowed(method), |name| name.0.clone());
     let mut attributes = Vec::with_capacity(4);
     attributes.push(KeyValue::new("http.request.method", method));
-    attributes.push(KeyValue::new("server.address", address.to_owned()));
+    attributes.push(KeyValue::new("server.address", address.clone()));
     if let Some(port) = port {
         attributes.push(KeyValue::new("server.port", port));
     }

@@ -11,6 +11,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -18,7 +19,7 @@ use std::{
 use axum::{body::Body, extract::MatchedPath, response::IntoResponse};
 use http::{Method, Request, Response};
 use opentelemetry::{
-    Context as OtelContext, KeyValue, global,
+    Context as OtelContext, KeyValue, StringValue, global,
     propagation::TextMapPropagator,
     trace::{FutureExt as _, SpanKind, Status, TraceContextExt, Tracer as _},
 };
@@ -108,11 +109,12 @@ where
         }
         let start = Instant::now();
         let method = request.method().clone();
+        // Copied once, shared by the span and the metric.
         let route = request
             .extensions()
             .get::<MatchedPath>()
-            .map(|matched| matched.as_str().to_owned());
-        let context = server_span(&request, &method, route.as_deref());
+            .map(|matched| StringValue::from(Arc::<str>::from(matched.as_str())));
+        let context = server_span(&request, &method, route.as_ref());
         let sampled = context.span().span_context().is_sampled();
         // Only with span-scoped `RUST_LOG` directives: a `tracing` span for them to match
         // (`[{http.route}]=debug`), which OpenTelemetry does not see.
@@ -121,7 +123,7 @@ where
                 target: crate::logging::REQUEST_LOG_SPAN_TARGET,
                 "HTTP request",
                 http.request.method = method_name(&method),
-                http.route = route.as_deref(),
+                http.route = route.as_ref().map(StringValue::as_str),
             )
         } else {
             tracing::Span::none()
@@ -189,7 +191,11 @@ where
 /// as their parent (tracing-opentelemetry falls back to the active context), log lines take
 /// their ids from it, and calls to other services carry it. When the span cannot be sampled it
 /// gets no attributes, as the SDK would drop them.
-fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) -> OtelContext {
+fn server_span(
+    request: &Request<Body>,
+    method: &Method,
+    route: Option<&StringValue>,
+) -> OtelContext {
     let Some(tracer) = crate::telemetry::tracer() else {
         return OtelContext::new();
     };
@@ -203,7 +209,7 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
         let mut attributes = Vec::with_capacity(9);
         attributes.push(KeyValue::new("http.request.method", method_name(method)));
         if let Some(route) = route {
-            attributes.push(KeyValue::new("http.route", route.to_owned()));
+            attributes.push(KeyValue::new("http.route", route.clone()));
         }
         attributes.push(KeyValue::new("url.path", request.uri().path().to_owned()));
         attributes.push(KeyValue::new("url.scheme", "http"));
@@ -225,7 +231,7 @@ fn server_span(request: &Request<Body>, method: &Method, route: Option<&str>) ->
             attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
         }
         tracer
-            .span_builder(span_name(method, route))
+            .span_builder(span_name(method, route.map(StringValue::as_str)))
             .with_attributes(attributes)
     };
     let span = builder

@@ -547,6 +547,26 @@ async fn a_failed_init_is_an_error_not_a_panic() {
     assert_eq!(child_value(&output, "error"), "true");
 }
 
+/// Runs test `name` as the child service, its one request carrying `traceparent`, exporting to
+/// `receiver` under `RUST_LOG=rust_log`; returns what it wrote on stderr.
+async fn run_child_service(
+    name: &str,
+    receiver: &OtlpReceiver,
+    traceparent: &str,
+    rust_log: &str,
+) -> String {
+    let output = run_child(
+        name,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("CHILD_TRACEPARENT", traceparent),
+            ("RUST_LOG", rust_log),
+        ],
+    )
+    .await;
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn a_quiet_rust_log_hides_log_lines_but_never_spans_or_exported_logs() {
     if is_child() {
@@ -557,18 +577,15 @@ async fn a_quiet_rust_log_hides_log_lines_but_never_spans_or_exported_logs() {
     let (trace_id, traceparent) = new_traceparent(true);
 
     // Act
-    let output = run_child(
+    let stderr = run_child_service(
         "export::a_quiet_rust_log_hides_log_lines_but_never_spans_or_exported_logs",
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
-            ("CHILD_TRACEPARENT", &traceparent),
-            ("RUST_LOG", "warn"),
-        ],
+        &receiver,
+        &traceparent,
+        "warn",
     )
     .await;
 
     // Assert
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("serving an item"), "{stderr}");
     let spans = receiver
         .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
@@ -589,17 +606,14 @@ async fn span_scoped_rust_log_directives_still_work() {
     let receiver = OtlpReceiver::start().await.unwrap();
     for sampled in [true, false] {
         let (trace_id, traceparent) = new_traceparent(sampled);
-        let output = run_child(
+        let stderr = run_child_service(
             "export::span_scoped_rust_log_directives_still_work",
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
-                ("CHILD_TRACEPARENT", &traceparent),
-                ("RUST_LOG", "error,[{http.route}]=info"),
-            ],
+            &receiver,
+            &traceparent,
+            "error,[{http.route}]=info",
         )
         .await;
 
-        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains("serving an item"),
             "sampled={sampled}: {stderr}"

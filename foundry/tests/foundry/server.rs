@@ -173,11 +173,7 @@ async fn inside_an_unsampled_request_no_span_is_created_and_the_context_still_fl
     // Arrange
     let capture = capture("foundry-test");
     let (echo_url, seen) = echo_server().await;
-    let downstream = foundry::http::Downstream::new(
-        "echo",
-        &echo_url,
-        foundry::http::client(std::time::Duration::from_secs(5)).unwrap(),
-    );
+    let downstream = echo_downstream(&echo_url);
     let (unsampled_trace, unsampled) = new_traceparent(false);
     let (sampled_trace, sampled) = new_traceparent(true);
 
@@ -239,6 +235,15 @@ async fn call(app: Router, path: &str, traceparent: &str) -> String {
         .await
         .unwrap();
     String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// A client of the echo server at `url`.
+fn echo_downstream(url: &str) -> foundry::http::Downstream {
+    foundry::http::Downstream::new(
+        "echo",
+        url,
+        foundry::http::client(std::time::Duration::from_secs(5)).unwrap(),
+    )
 }
 
 /// A server on loopback that remembers the headers of the last request.
@@ -360,11 +365,7 @@ async fn a_call_outside_any_tracing_span_is_a_child_of_the_server_span() {
     // Arrange: a handler that calls another service directly, in no span of its own.
     let capture = capture("foundry-test");
     let (echo_url, _) = echo_server().await;
-    let downstream = foundry::http::Downstream::new(
-        "echo",
-        &echo_url,
-        foundry::http::client(std::time::Duration::from_secs(5)).unwrap(),
-    );
+    let downstream = echo_downstream(&echo_url);
     let routes = Router::new().route(
         "/direct",
         get(move || async move {
