@@ -10,6 +10,11 @@
 //! Each service runs under `valgrind --tool=callgrind`; after a warm-up the counters are zeroed,
 //! `PROFILE_REQUESTS` requests (default 300) are sent, and the counters are dumped. The
 //! callgrind files stay under `target/profile/<mode>/` for `callgrind_annotate`.
+//!
+//! `PROFILE_CACHE=1` adds callgrind's cache simulation (about twice as slow): besides the
+//! instructions it prints estimated cycles, callgrind's own weighting of instructions and
+//! simulated cache misses (`Ir + 10 x L1 misses + 100 x last-level misses`). It is still one core
+//! and no hardware, but it counts what code and data size cost, which instructions alone miss.
 
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
@@ -25,6 +30,7 @@ async fn main() {
         .and_then(|value| value.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(300);
+    let cache = std::env::var("PROFILE_CACHE").is_ok_and(|value| value == "1");
     if Command::new("valgrind").arg("--version").output().is_err() {
         eprintln!("profile: valgrind is not installed (Debian: apt-get install valgrind)");
         std::process::exit(2);
@@ -35,21 +41,28 @@ async fn main() {
         .await
         .expect("receiver starts");
     println!(
-        "profile: {requests} requests one at a time after {WARMUP_REQUESTS} of warm-up, each service under callgrind"
+        "profile: {requests} requests one at a time after {WARMUP_REQUESTS} of warm-up, each service under callgrind{}",
+        if cache { " with its cache simulation" } else { "" }
     );
 
     let mut totals = BTreeMap::new();
+    let mut cycles = BTreeMap::new();
     let mut spans_per_request = 0.0;
     for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On] {
         let dir = out.join(mode.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the profile folder can be made");
-        let wrapper = vec![
+        let mut wrapper = vec![
             "valgrind".to_owned(),
             "--quiet".to_owned(),
             "--tool=callgrind".to_owned(),
             format!("--callgrind-out-file={}/callgrind.%p", dir.display()),
         ];
+        if cache {
+            // The last level as a 32 MiB L3 (a server core's share would be less): valgrind's
+            // own guess from the host's caches is not a size a real cache has, and says so.
+            wrapper.extend(["--cache-sim=yes", "--LL=33554432,16,64"].map(str::to_owned));
+        }
         let chain = Chain::start_under(&bin, &mode.env(&receiver.grpc_endpoint()), &wrapper).await;
         let client = reqwest::Client::new();
         let url = format!("{}/api/plan", chain.apollo_url);
@@ -62,12 +75,12 @@ async fn main() {
         for service in &chain.services {
             callgrind_control("--dump", service.pid());
         }
-        let by_service: Vec<(&str, u64)> = chain
+        let by_service: Vec<(&str, Counts)> = chain
             .services
             .iter()
             .map(|service| {
                 let file = dir.join(format!("callgrind.{}.1", service.pid()));
-                (service.name, instructions(&file) / requests as u64)
+                (service.name, Counts::read(&file).per(requests as u64))
             })
             .collect();
         chain.stop().await;
@@ -77,10 +90,10 @@ async fn main() {
             spans_per_request =
                 (receiver.span_count() - spans_before) as f64 / (requests + WARMUP_REQUESTS) as f64;
         }
-        let total: u64 = by_service.iter().map(|(_, count)| count).sum();
+        let total: u64 = by_service.iter().map(|(_, count)| count.instructions).sum();
         let detail: Vec<String> = by_service
             .iter()
-            .map(|(name, count)| format!("{name} {count}"))
+            .map(|(name, count)| format!("{name} {}", count.instructions))
             .collect();
         println!(
             "{:<10} {total:>9} instructions per request ({})",
@@ -88,6 +101,17 @@ async fn main() {
             detail.join(", ")
         );
         totals.insert(mode, total as f64);
+        if cache {
+            let estimated: u64 = by_service
+                .iter()
+                .map(|(_, count)| count.estimated_cycles)
+                .sum();
+            println!(
+                "{:<10} {estimated:>9} estimated cycles per request",
+                mode.name()
+            );
+            cycles.insert(mode, estimated as f64);
+        }
     }
 
     let off = totals[&Mode::Off];
@@ -104,6 +128,15 @@ async fn main() {
         totals[&Mode::On] / off,
         totals[&Mode::Unsampled] / off
     );
+    if cache {
+        let off = cycles[&Mode::Off];
+        println!(
+            "estimated cycles: on_ratio={:.3} unsampled_ratio={:.3} local_ratio={:.3}",
+            cycles[&Mode::On] / off,
+            cycles[&Mode::Unsampled] / off,
+            cycles[&Mode::Local] / off
+        );
+    }
 }
 
 /// Posts the benchmark's goal `count` times, one at a time; a failed request ends the run, as
@@ -136,12 +169,49 @@ fn callgrind_control(action: &str, pid: u32) {
     );
 }
 
-/// The instruction total of a callgrind dump (its `totals:` line).
-fn instructions(file: &Path) -> u64 {
-    let text = std::fs::read_to_string(file)
-        .unwrap_or_else(|error| panic!("profile: cannot read {}: {error}", file.display()));
-    text.lines()
-        .find_map(|line| line.strip_prefix("totals:"))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or_else(|| panic!("profile: no totals line in {}", file.display()))
+/// What a callgrind dump counted, from its `events:` and `totals:` lines.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    instructions: u64,
+    /// `Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw)`, callgrind's cycle
+    /// estimate; the instructions alone without the cache simulation.
+    estimated_cycles: u64,
+}
+
+impl Counts {
+    fn read(file: &Path) -> Self {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|error| panic!("profile: cannot read {}: {error}", file.display()));
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("profile: no {prefix} line in {}", file.display()))
+        };
+        let events: Vec<&str> = field("events:").split_whitespace().collect();
+        let totals: Vec<u64> = field("totals:")
+            .split_whitespace()
+            .map(|count| count.parse().unwrap_or(0))
+            .collect();
+        let count = |event: &str| {
+            events
+                .iter()
+                .position(|name| *name == event)
+                .and_then(|index| totals.get(index).copied())
+                .unwrap_or(0)
+        };
+        let instructions = count("Ir");
+        Self {
+            instructions,
+            estimated_cycles: instructions
+                + 10 * (count("I1mr") + count("D1mr") + count("D1mw"))
+                + 100 * (count("ILmr") + count("DLmr") + count("DLmw")),
+        }
+    }
+
+    fn per(self, requests: u64) -> Self {
+        Self {
+            instructions: self.instructions / requests,
+            estimated_cycles: self.estimated_cycles / requests,
+        }
+    }
 }
