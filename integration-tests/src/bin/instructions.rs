@@ -42,7 +42,11 @@ async fn main() {
         .expect("receiver starts");
     println!(
         "profile: {requests} requests one at a time after {WARMUP_REQUESTS} of warm-up, each service under callgrind{}",
-        if cache { " with its cache simulation" } else { "" }
+        if cache {
+            " with its cache simulation"
+        } else {
+            ""
+        }
     );
 
     let mut totals = BTreeMap::new();
