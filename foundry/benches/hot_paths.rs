@@ -1,5 +1,7 @@
-//! Criterion micro-benchmarks of the request path's telemetry: a manual span, context
-//! propagation, and one request through the server layer (with a baseline without it).
+//! Criterion micro-benchmarks of the request path's telemetry: a manual span through `tracing`
+//! and the same span built with the SDK directly (what the bridge adds, and the floor of a span
+//! that is exported), context propagation, one metric record, and one request through the
+//! server layer (with a baseline without it).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -7,14 +9,18 @@ use std::collections::HashMap;
 use axum::{Router, body::Body, routing::get};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::{
+    KeyValue, StringValue, global,
+    propagation::TextMapPropagator,
+    trace::{Tracer as _, TracerProvider as _},
+};
 use tower::ServiceExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn spans(c: &mut Criterion) {
-    foundry::testing::install_benchmark_pipeline("bench");
+    let provider = foundry::testing::install_benchmark_pipeline("bench");
     c.bench_function("span/three_attributes", |b| {
         b.iter(|| {
             let span = tracing::info_span!(
@@ -24,6 +30,44 @@ fn spans(c: &mut Criterion) {
                 simulation.confidence = 0.9,
             );
             span.in_scope(|| std::hint::black_box(1));
+        });
+    });
+    // The same span, values and export without `tracing`: the string is owned, as the bridge
+    // makes it.
+    let tracer = provider.tracer(foundry::telemetry::INSTRUMENTATION_SCOPE);
+    c.bench_function("span/sdk_three_attributes", |b| {
+        b.iter(|| {
+            let span = tracer
+                .span_builder("bench.operation")
+                .with_attributes([
+                    KeyValue::new("plan.id", "4bf92f35".to_owned()),
+                    KeyValue::new("plan.step_count", 3i64),
+                    KeyValue::new("simulation.confidence", 0.9),
+                ])
+                .start(&tracer);
+            drop(std::hint::black_box(span));
+        });
+    });
+}
+
+/// One `http.server.request.duration` record as the server layer makes it: its attribute list
+/// built, then hashed and aggregated by the SDK for the Prometheus reader.
+fn metrics(c: &mut Criterion) {
+    foundry::testing::install_benchmark_pipeline("bench");
+    let histogram = global::meter(foundry::telemetry::INSTRUMENTATION_SCOPE)
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .build();
+    let route = StringValue::from(std::sync::Arc::<str>::from("/plan"));
+    c.bench_function("metric/server_duration", |b| {
+        b.iter(|| {
+            let attributes = vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.response.status_code", 201i64),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("http.route", route.clone()),
+            ];
+            histogram.record(std::hint::black_box(0.0012), &attributes);
         });
     });
 }
@@ -87,6 +131,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = spans, propagation, server
+    targets = spans, metrics, propagation, server
 }
 criterion_main!(benches);

@@ -296,17 +296,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     }
     let tracer_provider = tracer_builder.build();
 
-    let registry = prometheus::Registry::new();
-    let reader = SharedReader::new(
-        opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .build()
-            .map_err(|error| exporter_error("metrics", error))?,
-    );
-    let meter_provider = SdkMeterProvider::builder()
-        .with_resource(resource.clone())
-        .with_reader(reader.clone())
-        .build();
+    let (meter_provider, reader, registry) = meter_provider(resource.clone())?;
     let metric_export = match &config.otlp {
         None => None,
         Some(otlp) => {
@@ -367,6 +357,25 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             export_runtime,
         }),
     })
+}
+
+/// The meter provider, with the Prometheus reader behind `/metrics` as its one reader (see
+/// [`crate::metrics`]), and that reader's registry.
+pub(crate) fn meter_provider(
+    resource: Resource,
+) -> Result<(SdkMeterProvider, SharedReader, prometheus::Registry), TelemetryError> {
+    let registry = prometheus::Registry::new();
+    let reader = SharedReader::new(
+        opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .map_err(|error| exporter_error("metrics", error))?,
+    );
+    let provider = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(reader.clone())
+        .build();
+    Ok((provider, reader, registry))
 }
 
 /// Sets the global providers, the W3C propagators, and the registry behind `/metrics`.

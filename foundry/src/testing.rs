@@ -329,12 +329,13 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
     })
 }
 
-/// Installs, once per process, the production span pipeline (the OTLP/gRPC span processor,
-/// which encodes every span as it ends) exporting to a port where nothing listens: for
-/// benchmarks of the per-span cost on the request path.
-pub fn install_benchmark_pipeline(service_name: &str) {
+/// Installs, once per process, the production pipeline: the OTLP/gRPC span processor, which
+/// encodes every span as it ends, exporting to a port where nothing listens, and the meter
+/// provider behind `/metrics`. For benchmarks of the per-span and per-request cost on the
+/// request path; returns the tracer provider, for spans built with the SDK directly.
+pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvider {
     static INSTALLED: OnceLock<(SdkTracerProvider, tokio::runtime::Runtime)> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
+    let (provider, _runtime) = INSTALLED.get_or_init(|| {
         let mut config = TelemetryConfig::from_lookup(service_name, "bench", |_| None)
             .unwrap_or_else(|error| panic!("default config is valid: {error}"));
         config.service_name = service_name.to_owned();
@@ -362,15 +363,18 @@ pub fn install_benchmark_pipeline(service_name: &str) {
             .with_resource(crate::telemetry::resource(&config))
             .with_span_processor(processor)
             .build();
-        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        let (meter_provider, _reader, registry) =
+            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
+                .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))
             .with(crate::telemetry::span_layer(&provider));
         let _ = tracing::subscriber::set_global_default(subscriber);
         crate::sampling::skip_unsampled_spans(config.sampler);
-        crate::telemetry::install_globals(&provider, &meter_provider, prometheus::Registry::new());
+        crate::telemetry::install_globals(&provider, &meter_provider, registry);
         (provider, runtime)
     });
+    provider
 }
 
 fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
