@@ -6,7 +6,10 @@
 //! process) and `unsampled` (`OTEL_TRACES_SAMPLER=always_off`). A closed-loop load generator with
 //! fixed concurrency drives `POST /api/plan`. Per mode it reports throughput (median over
 //! rounds), CPU time per request of the three services (from /proc), p50/p99 latency, peak RSS,
-//! and spans received against spans expected. `BENCH_QUICK=1` runs a short version.
+//! and spans received against spans expected. The ratios are taken round by round, each mode
+//! against the `off` run of the same round, and the median of the rounds is reported (with
+//! their range): the runs of one round are seconds apart, so drift of the machine over the
+//! minutes of the benchmark does not enter a ratio. `BENCH_QUICK=1` runs a short version.
 
 use std::{
     collections::BTreeMap,
@@ -175,12 +178,58 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Throughput and CPU time per request of `mode` over `off`, round by round: the median of the
+/// rounds' ratios, and each round's ratio.
+struct Paired {
+    throughput: f64,
+    cpu_per_request: f64,
+    rounds: Vec<(f64, f64)>,
+}
+
+fn paired(off: &[Sample], mode: &[Sample]) -> Paired {
+    let throughput = |s: &Sample| s.requests as f64 / s.seconds;
+    let cpu = |s: &Sample| s.cpu_seconds / s.requests.max(1) as f64;
+    let rounds: Vec<(f64, f64)> = off
+        .iter()
+        .zip(mode)
+        .map(|(off, mode)| (throughput(mode) / throughput(off), cpu(mode) / cpu(off)))
+        .collect();
+    Paired {
+        throughput: median(rounds.iter().map(|round| round.0).collect()),
+        cpu_per_request: median(rounds.iter().map(|round| round.1).collect()),
+        rounds,
+    }
+}
+
+impl std::fmt::Display for Paired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |pick: fn(&(f64, f64)) -> f64| {
+            self.rounds
+                .iter()
+                .map(|round| format!("{:.3}", pick(round)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        write!(
+            f,
+            "throughput_ratio={:.3} cpu_per_request_ratio={:.3} (rounds: throughput {}; cpu {})",
+            self.throughput,
+            self.cpu_per_request,
+            list(|round| round.0),
+            list(|round| round.1)
+        )
+    }
+}
+
+/// The middle value; the mean of the two middle ones for an even count (two quick rounds).
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    if values.is_empty() {
-        return 0.0;
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        len if len % 2 == 0 => (values[middle - 1] + values[middle]) / 2.0,
+        _ => values[middle],
     }
-    values[values.len() / 2]
 }
 
 /// Summary of one mode over all rounds.
@@ -352,6 +401,10 @@ async fn main() {
     }
     if let (Some(off), Some(local)) = (summaries.get(&Mode::Off), summaries.get(&Mode::Local)) {
         println!(
+            "local: {}",
+            paired(&samples[&Mode::Off], &samples[&Mode::Local])
+        );
+        println!(
             "cpu added per request: local (spans built, not exported) {:.0} us",
             local.cpu_us_per_request - off.cpu_us_per_request
         );
@@ -365,10 +418,11 @@ async fn main() {
     };
     let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
     println!(
-        "unsampled: throughput_ratio={:.3} cpu_per_request_ratio={:.3}",
-        unsampled.throughput / off.throughput,
-        unsampled.cpu_us_per_request / off.cpu_us_per_request
+        "unsampled: {}",
+        paired(&samples[&Mode::Off], &samples[&Mode::Unsampled])
     );
+    let on_paired = paired(&samples[&Mode::Off], &samples[&Mode::On]);
+    println!("on: {on_paired}");
     // In absolute terms too: a ratio also moves when the baseline does.
     let on_added = on.cpu_us_per_request - off.cpu_us_per_request;
     println!(
@@ -386,8 +440,8 @@ async fn main() {
     );
     println!(
         "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}",
-        on.throughput / off.throughput,
-        on.cpu_us_per_request / off.cpu_us_per_request,
+        on_paired.throughput,
+        on_paired.cpu_per_request,
         single_p99_added,
         on.spans_received,
         on.spans_expected
