@@ -1,15 +1,20 @@
 //! `make bench`: what telemetry costs end to end, as ratios measured in one run.
 //!
-//! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in three modes,
-//! interleaved over several rounds so machine drift hits every mode alike: `off`
-//! (`OTEL_SDK_DISABLED=true`), `on` (100 % sampling, OTLP/gRPC to a counting receiver in this
-//! process) and `unsampled` (`OTEL_TRACES_SAMPLER=always_off`). A closed-loop load generator with
-//! fixed concurrency drives `POST /api/plan`. Per mode it reports throughput (median over
-//! rounds), CPU time per request of the three services (from /proc), p50/p99 latency, peak RSS,
-//! and spans received against spans expected. The ratios are taken round by round, each mode
-//! against the `off` run of the same round, and the median of the rounds is reported (with
-//! their range): the runs of one round are seconds apart, so drift of the machine over the
-//! minutes of the benchmark does not enter a ratio. `BENCH_QUICK=1` runs a short version.
+//! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in three modes:
+//! `off` (`OTEL_SDK_DISABLED=true`), `on` (100 % sampling, OTLP/gRPC to a counting receiver in
+//! this process) and `unsampled` (`OTEL_TRACES_SAMPLER=always_off`). A closed-loop load
+//! generator with fixed concurrency drives `POST /api/plan`.
+//!
+//! The machines are noisy: the same mode measures 10 to 30 % apart from one minute to the next.
+//! So the three chains run side by side for the whole benchmark, and the load moves from one to
+//! the next every couple of seconds, in cycles (the order rotating each cycle), while the idle
+//! chains wait. Each ratio is taken within a cycle, each mode against the `off` slice seconds
+//! away from it, and the median over the cycles is reported with the spread of the cycles: slow
+//! drift of the machine does not enter a ratio, and one disturbed cycle does not move the median.
+//!
+//! Per mode it reports throughput (median over cycles), CPU time per request of the three
+//! services (user + system, from /proc), p50/p99 latency under load and one request at a time,
+//! peak RSS, and spans received against spans expected. `BENCH_QUICK=1` runs a short version.
 
 use std::{
     collections::BTreeMap,
@@ -25,33 +30,40 @@ use foundry::testing::OtlpReceiver;
 use integration_tests::chain::{Chain, GOAL, Mode, release_dir};
 
 struct Settings {
-    rounds: usize,
+    cycles: usize,
+    /// Load on each chain once, before the first cycle.
     warmup: Duration,
-    measure: Duration,
+    /// One mode's share of a cycle under load.
+    slice: Duration,
     concurrency: usize,
-    /// The latency phase: one request at a time, so no queueing hides or inflates what
-    /// telemetry adds to a request.
-    latency: Duration,
+    /// One mode's share of a cycle one request at a time, so no queueing hides or inflates
+    /// what telemetry adds to a request.
+    latency_slice: Duration,
 }
 
 /// HTTP hops of one `/api/plan`: client → apollo → sophia → hermes (`/simple_nlp` and one
 /// `/embed_text` per step of the fixed three-step goal).
 const HOPS_PER_REQUEST: i128 = 6;
 
-/// One mode's run in one round.
+/// One mode's slice of one cycle.
 #[derive(Debug, Default, Clone)]
 struct Sample {
     requests: u64,
-    errors: u64,
     seconds: f64,
     cpu_seconds: f64,
     cpu_seconds_by_service: BTreeMap<&'static str, f64>,
     latencies_us: Vec<u64>,
-    /// Latencies of the one-at-a-time phase.
+    /// Latencies of the one-at-a-time slice.
     single_latencies_us: Vec<u64>,
+}
+
+/// What one mode's chain did over the whole benchmark, besides its slices.
+#[derive(Debug, Default)]
+struct Totals {
+    /// Every request sent, warm-up and failures included (each one's spans are expected).
+    sent: u64,
+    errors: u64,
     peak_rss_kib: BTreeMap<&'static str, u64>,
-    spans_received: usize,
-    spans_expected: usize,
 }
 
 /// Closed loop: `concurrency` workers, each sending the next request when the last answered.
@@ -97,57 +109,53 @@ async fn load(
     (latencies, errors)
 }
 
-async fn run_mode(
-    bin: &Path,
-    mode: Mode,
-    receiver: &OtlpReceiver,
-    spans_per_request: usize,
-    settings: &Settings,
-) -> Sample {
-    let client = reqwest::Client::new();
-    let before_spans = receiver.span_count();
-    let chain = Chain::start(bin, &mode.env(&receiver.grpc_endpoint())).await;
-    let url = format!("{}/api/plan", chain.apollo_url);
-    let (warm, warm_errors) = load(&client, &url, settings.concurrency, settings.warmup).await;
+/// One chain, resident for the whole benchmark.
+struct Running {
+    chain: Chain,
+    url: String,
+    totals: Totals,
+}
 
-    let cpu_before = chain.cpu_seconds();
-    let started = Instant::now();
-    let (latencies_us, errors) = load(&client, &url, settings.concurrency, settings.measure).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds_by_service: BTreeMap<&'static str, f64> = chain
-        .cpu_seconds()
-        .into_iter()
-        .map(|(name, after)| {
-            (
-                name,
-                after - cpu_before.get(name).copied().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let cpu_seconds = cpu_seconds_by_service.values().sum();
-    let (single_latencies_us, single_errors) = load(&client, &url, 1, settings.latency).await;
-    // SIGTERM flushes what is still queued: everything sent must then have arrived.
-    let peak_rss_kib = chain.stop().await;
+impl Running {
+    async fn load(
+        &mut self,
+        client: &reqwest::Client,
+        concurrency: usize,
+        duration: Duration,
+    ) -> Vec<u64> {
+        let (latencies, errors) = load(client, &self.url, concurrency, duration).await;
+        self.totals.sent += latencies.len() as u64 + errors;
+        self.totals.errors += errors;
+        latencies
+    }
 
-    let sent = (warm.len() + latencies_us.len() + single_latencies_us.len()) as u64
-        + warm_errors
-        + errors
-        + single_errors;
-    let spans_expected = match mode {
-        Mode::On => usize::try_from(sent).unwrap_or(usize::MAX) * spans_per_request,
-        Mode::Off | Mode::Unsampled | Mode::Local => 0,
-    };
-    Sample {
-        requests: latencies_us.len() as u64,
-        errors,
-        seconds,
-        cpu_seconds,
-        cpu_seconds_by_service,
-        latencies_us,
-        single_latencies_us,
-        peak_rss_kib,
-        spans_received: receiver.span_count() - before_spans,
-        spans_expected,
+    /// One slice under load, measured.
+    async fn slice(&mut self, client: &reqwest::Client, settings: &Settings) -> Sample {
+        let cpu_before = self.chain.cpu_seconds();
+        let started = Instant::now();
+        let latencies_us = self
+            .load(client, settings.concurrency, settings.slice)
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds_by_service: BTreeMap<&'static str, f64> = self
+            .chain
+            .cpu_seconds()
+            .into_iter()
+            .map(|(name, after)| {
+                (
+                    name,
+                    after - cpu_before.get(name).copied().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Sample {
+            requests: latencies_us.len() as u64,
+            seconds,
+            cpu_seconds: cpu_seconds_by_service.values().sum(),
+            cpu_seconds_by_service,
+            latencies_us,
+            single_latencies_us: Vec::new(),
+        }
     }
 }
 
@@ -178,50 +186,64 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Throughput and CPU time per request of `mode` over `off`, round by round: the median of the
-/// rounds' ratios, and each round's ratio.
+/// Throughput and CPU time per request of `mode` over `off`, cycle by cycle: the median of the
+/// cycles' ratios, and each cycle's ratio.
 struct Paired {
     throughput: f64,
     cpu_per_request: f64,
-    rounds: Vec<(f64, f64)>,
+    /// Each cycle's (throughput, CPU) ratio.
+    cycles: Vec<(f64, f64)>,
 }
 
 fn paired(off: &[Sample], mode: &[Sample]) -> Paired {
     let throughput = |s: &Sample| s.requests as f64 / s.seconds;
     let cpu = |s: &Sample| s.cpu_seconds / s.requests.max(1) as f64;
-    let rounds: Vec<(f64, f64)> = off
+    let cycles: Vec<(f64, f64)> = off
         .iter()
         .zip(mode)
         .map(|(off, mode)| (throughput(mode) / throughput(off), cpu(mode) / cpu(off)))
         .collect();
     Paired {
-        throughput: median(rounds.iter().map(|round| round.0).collect()),
-        cpu_per_request: median(rounds.iter().map(|round| round.1).collect()),
-        rounds,
+        throughput: median(cycles.iter().map(|cycle| cycle.0).collect()),
+        cpu_per_request: median(cycles.iter().map(|cycle| cycle.1).collect()),
+        cycles,
     }
 }
 
 impl std::fmt::Display for Paired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |pick: fn(&(f64, f64)) -> f64| {
-            self.rounds
-                .iter()
-                .map(|round| format!("{:.3}", pick(round)))
-                .collect::<Vec<_>>()
-                .join(" ")
+        // Lowest [middle half] highest, of the cycles' ratios.
+        let spread = |pick: fn(&(f64, f64)) -> f64| {
+            let mut values: Vec<f64> = self.cycles.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+            format!(
+                "{:.3} [{:.3} {:.3}] {:.3}",
+                at(0.0),
+                at(0.25),
+                at(0.75),
+                at(1.0)
+            )
         };
         write!(
             f,
-            "throughput_ratio={:.3} cpu_per_request_ratio={:.3} (rounds: throughput {}; cpu {})",
-            self.throughput,
-            self.cpu_per_request,
-            list(|round| round.0),
-            list(|round| round.1)
-        )
+            "throughput_ratio={:.3} cpu_per_request_ratio={:.3}",
+            self.throughput, self.cpu_per_request
+        )?;
+        if !self.cycles.is_empty() {
+            write!(
+                f,
+                " (over {} cycles, lowest [middle half] highest: throughput {}, cpu {})",
+                self.cycles.len(),
+                spread(|cycle| cycle.0),
+                spread(|cycle| cycle.1)
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// The middle value; the mean of the two middle ones for an even count (two quick rounds).
+/// The middle value; the mean of the two middle ones for an even count.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
@@ -232,7 +254,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// Summary of one mode over all rounds.
+/// Summary of one mode over all cycles.
 struct Summary {
     throughput: f64,
     cpu_us_per_request: f64,
@@ -243,11 +265,9 @@ struct Summary {
     single_p99_us: u64,
     peak_rss_mib: BTreeMap<&'static str, f64>,
     errors: u64,
-    spans_received: usize,
-    spans_expected: usize,
 }
 
-fn summarise(samples: &[Sample]) -> Summary {
+fn summarise(samples: &[Sample], totals: &Totals) -> Summary {
     let mut latencies: Vec<u64> = samples
         .iter()
         .flat_map(|s| s.latencies_us.iter().copied())
@@ -260,13 +280,6 @@ fn summarise(samples: &[Sample]) -> Summary {
     single.sort_unstable();
     let requests: u64 = samples.iter().map(|s| s.requests).sum();
     let cpu: f64 = samples.iter().map(|s| s.cpu_seconds).sum();
-    let mut peak_rss_mib = BTreeMap::new();
-    for sample in samples {
-        for (name, kib) in &sample.peak_rss_kib {
-            let entry = peak_rss_mib.entry(*name).or_insert(0.0f64);
-            *entry = entry.max(*kib as f64 / 1024.0);
-        }
-    }
     let mut cpu_us_by_service = BTreeMap::new();
     for sample in samples {
         for (name, seconds) in &sample.cpu_seconds_by_service {
@@ -291,10 +304,12 @@ fn summarise(samples: &[Sample]) -> Summary {
         p99_us: percentile(&latencies, 99.0),
         single_p50_us: percentile(&single, 50.0),
         single_p99_us: percentile(&single, 99.0),
-        peak_rss_mib,
-        errors: samples.iter().map(|s| s.errors).sum(),
-        spans_received: samples.iter().map(|s| s.spans_received).sum(),
-        spans_expected: samples.iter().map(|s| s.spans_expected).sum(),
+        peak_rss_mib: totals
+            .peak_rss_kib
+            .iter()
+            .map(|(name, kib)| (*name, *kib as f64 / 1024.0))
+            .collect(),
+        errors: totals.errors,
     }
 }
 
@@ -303,19 +318,19 @@ async fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let settings = if quick {
         Settings {
-            latency: Duration::from_millis(700),
-            rounds: 2,
+            cycles: 4,
             warmup: Duration::from_millis(700),
-            measure: Duration::from_secs(2),
+            slice: Duration::from_secs(1),
             concurrency: 8,
+            latency_slice: Duration::from_millis(300),
         }
     } else {
         Settings {
-            rounds: 5,
-            warmup: Duration::from_secs(2),
-            measure: Duration::from_secs(7),
+            cycles: 20,
+            warmup: Duration::from_secs(3),
+            slice: Duration::from_secs(2),
             concurrency: 8,
-            latency: Duration::from_secs(3),
+            latency_slice: Duration::from_millis(500),
         }
     };
     let bin = release_dir();
@@ -323,15 +338,6 @@ async fn main() {
         .await
         .expect("receiver starts");
     let spans_per_request = calibrate(&bin, &receiver).await;
-    println!(
-        "bench: {} rounds x 3 modes, {} s at concurrency {} after {} s warm-up, then {} s one at a time; {} spans per request",
-        settings.rounds,
-        settings.measure.as_secs_f64(),
-        settings.concurrency,
-        settings.warmup.as_secs_f64(),
-        settings.latency.as_secs_f64(),
-        spans_per_request
-    );
 
     // BENCH_MODES=on or BENCH_MODES=off,unsampled (for profiling); the ratios need the first
     // three. `local` runs only on request.
@@ -343,24 +349,74 @@ async fn main() {
             .collect(),
         Err(_) => default.to_vec(),
     };
+    println!(
+        "bench: {} cycles over {} chains side by side, each cycle {} s of load at concurrency {} and {} s one request at a time per chain, after {} s of warm-up each; {} spans per request",
+        settings.cycles,
+        modes.len(),
+        settings.slice.as_secs_f64(),
+        settings.concurrency,
+        settings.latency_slice.as_secs_f64(),
+        settings.warmup.as_secs_f64(),
+        spans_per_request
+    );
+
+    // Only the `on` chain exports spans: everything the receiver gets from here on is its.
+    let spans_before = receiver.span_count();
+    let client = reqwest::Client::new();
+    let mut running: BTreeMap<Mode, Running> = BTreeMap::new();
+    for &mode in &modes {
+        let chain = Chain::start(&bin, &mode.env(&receiver.grpc_endpoint())).await;
+        let url = format!("{}/api/plan", chain.apollo_url);
+        let mut chain = Running {
+            chain,
+            url,
+            totals: Totals::default(),
+        };
+        chain
+            .load(&client, settings.concurrency, settings.warmup)
+            .await;
+        running.insert(mode, chain);
+    }
+
     let mut samples: BTreeMap<Mode, Vec<Sample>> = BTreeMap::new();
-    for round in 0..settings.rounds {
-        // Rotate the order so no mode always runs first (or last) in a round.
-        for i in 0..modes.len() {
-            let mode = modes[(round + i) % modes.len()];
-            let sample = run_mode(&bin, mode, &receiver, spans_per_request, &settings).await;
-            println!(
-                "  round {} {:<9} {:>8.1} req/s  {:>7.0} us cpu/req  spans {}/{}",
-                round + 1,
+    for cycle in 0..settings.cycles {
+        // Rotate the order so no mode always comes first (or last) in a cycle.
+        let order: Vec<Mode> = (0..modes.len())
+            .map(|i| modes[(cycle + i) % modes.len()])
+            .collect();
+        let mut line = format!("  cycle {:>2}", cycle + 1);
+        for &mode in &order {
+            let chain = running.get_mut(&mode).expect("every mode runs");
+            let sample = chain.slice(&client, &settings).await;
+            line.push_str(&format!(
+                "  {} {:.0} req/s {:.0} us",
                 mode.name(),
                 sample.requests as f64 / sample.seconds,
                 sample.cpu_seconds * 1e6 / sample.requests.max(1) as f64,
-                sample.spans_received,
-                sample.spans_expected
-            );
+            ));
             samples.entry(mode).or_default().push(sample);
         }
+        for &mode in &order {
+            let chain = running.get_mut(&mode).expect("every mode runs");
+            let single = chain.load(&client, 1, settings.latency_slice).await;
+            if let Some(sample) = samples.get_mut(&mode).and_then(|s| s.last_mut()) {
+                sample.single_latencies_us = single;
+            }
+        }
+        println!("{line}");
     }
+
+    // SIGTERM flushes what is still queued: everything sent must then have arrived.
+    let mut totals: BTreeMap<Mode, Totals> = BTreeMap::new();
+    for (mode, chain) in running {
+        let mut chain_totals = chain.totals;
+        chain_totals.peak_rss_kib = chain.chain.stop().await;
+        totals.insert(mode, chain_totals);
+    }
+    let spans_received = receiver.span_count() - spans_before;
+    let spans_expected = totals.get(&Mode::On).map_or(0, |on| {
+        usize::try_from(on.sent).unwrap_or(usize::MAX) * spans_per_request
+    });
 
     println!();
     println!(
@@ -376,7 +432,7 @@ async fn main() {
     );
     let summaries: BTreeMap<Mode, Summary> = samples
         .iter()
-        .map(|(mode, s)| (*mode, summarise(s)))
+        .map(|(mode, s)| (*mode, summarise(s, &totals[mode])))
         .collect();
     for (mode, s) in &summaries {
         let rss: Vec<String> = s.peak_rss_mib.values().map(|m| format!("{m:.1}")).collect();
@@ -385,6 +441,10 @@ async fn main() {
             .values()
             .map(|us| format!("{us:.0}"))
             .collect();
+        let (received, expected) = match mode {
+            Mode::On => (spans_received, spans_expected),
+            Mode::Off | Mode::Unsampled | Mode::Local => (0, 0),
+        };
         println!(
             "{:<10} {:>10.1} {:>12.0} {:>20} {:>15} {:>15} {:>7}  {:<20} {}/{}",
             mode.name(),
@@ -395,9 +455,12 @@ async fn main() {
             format!("{}/{}", s.single_p50_us, s.single_p99_us),
             s.errors,
             rss.join(" / "),
-            s.spans_received,
-            s.spans_expected
+            received,
+            expected
         );
+    }
+    if !modes.contains(&Mode::On) && spans_received != 0 {
+        println!("spans received without an `on` chain: {spans_received}");
     }
     if let (Some(off), Some(local)) = (summaries.get(&Mode::Off), summaries.get(&Mode::Local)) {
         println!(
@@ -443,7 +506,7 @@ async fn main() {
         on_paired.throughput,
         on_paired.cpu_per_request,
         single_p99_added,
-        on.spans_received,
-        on.spans_expected
+        spans_received,
+        spans_expected
     );
 }
