@@ -11,6 +11,11 @@
 //! `PROFILE_REQUESTS` requests (default 300) are sent, and the counters are dumped. The
 //! callgrind files stay under `target/profile/<mode>/` for `callgrind_annotate`.
 //!
+//! It ends with where the instructions that `on` adds go: the parts any exported span, metric
+//! and propagated context cost whatever foundry does (the SDK's spans, export, the metric
+//! records, the W3C headers), read from the inclusive counts of `callgrind_annotate`, and what
+//! is left (the `tracing` spans and foundry's own layers).
+//!
 //! `PROFILE_CACHE=1` adds callgrind's cache simulation (about twice as slow): besides the
 //! instructions it prints estimated cycles, callgrind's own weighting of instructions and
 //! simulated cache misses (`Ir + 10 x L1 misses + 100 x last-level misses`). It is still one core
@@ -51,6 +56,7 @@ async fn main() {
 
     let mut totals = BTreeMap::new();
     let mut cycles = BTreeMap::new();
+    let mut files: BTreeMap<Mode, Vec<std::path::PathBuf>> = BTreeMap::new();
     let mut spans_per_request = 0.0;
     for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On] {
         let dir = out.join(mode.name());
@@ -79,14 +85,18 @@ async fn main() {
         for service in &chain.services {
             callgrind_control("--dump", service.pid());
         }
+        let dumps: Vec<std::path::PathBuf> = chain
+            .services
+            .iter()
+            .map(|service| dir.join(format!("callgrind.{}.1", service.pid())))
+            .collect();
         let by_service: Vec<(&str, Counts)> = chain
             .services
             .iter()
-            .map(|service| {
-                let file = dir.join(format!("callgrind.{}.1", service.pid()));
-                (service.name, Counts::read(&file).per(requests as u64))
-            })
+            .zip(&dumps)
+            .map(|(service, file)| (service.name, Counts::read(file).per(requests as u64)))
             .collect();
+        files.insert(mode, dumps);
         chain.stop().await;
         if mode == Mode::On {
             // Spans still queued arrive with the shutdown's flush; give the receiver a moment.
@@ -132,6 +142,13 @@ async fn main() {
         totals[&Mode::On] / off,
         totals[&Mode::Unsampled] / off
     );
+    breakdown(
+        &files[&Mode::On],
+        requests as f64,
+        off,
+        added(Mode::On),
+        added(Mode::On) - added(Mode::Local),
+    );
     if cache {
         let off = cycles[&Mode::Off];
         println!(
@@ -141,6 +158,82 @@ async fn main() {
             cycles[&Mode::Local] / off
         );
     }
+}
+
+/// Functions whose inclusive count is one part of what `on` adds (their names as
+/// `callgrind_annotate` prints them, without the file).
+const SDK_SPAN_START: &str = "<opentelemetry_sdk::trace::tracer::SdkTracer as opentelemetry::trace::tracer::Tracer>::build_with_context";
+const SDK_SPAN_END: &str = "opentelemetry_sdk::trace::span::Span::ensure_ended_and_exported";
+const SPAN_PROCESSOR_END: &str = "<foundry::span_export::OtlpSpanProcessor as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end";
+const METRIC_RECORD: &str = "<opentelemetry_sdk::metrics::internal::histogram::Histogram<T> as opentelemetry_sdk::metrics::internal::aggregate::Measure<T>>::call";
+const PROPAGATORS: [&str; 4] = [
+    "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
+    "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
+    "<opentelemetry_sdk::propagation::baggage::BaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
+    "<opentelemetry_sdk::propagation::baggage::BaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
+];
+
+/// Prints where the instructions `on` adds to a request go: first the parts every exported
+/// span, metric record and propagated context costs (the floor of any instrumentation on this
+/// SDK), then the rest.
+fn breakdown(dumps: &[std::path::PathBuf], requests: f64, off: f64, added: f64, export: f64) {
+    let mut inclusive: BTreeMap<String, f64> = BTreeMap::new();
+    for dump in dumps {
+        let Ok(output) = Command::new("callgrind_annotate")
+            .args(["--inclusive=yes", "--threshold=100", "--auto=no"])
+            .arg(dump)
+            .output()
+        else {
+            println!("callgrind_annotate did not run: no breakdown");
+            return;
+        };
+        for (function, count) in annotated(&String::from_utf8_lossy(&output.stdout)) {
+            *inclusive.entry(function).or_default() += count / requests;
+        }
+    }
+    let count = |function: &str| inclusive.get(function).copied().unwrap_or_default();
+    let sdk_spans = count(SDK_SPAN_START) + count(SDK_SPAN_END) - count(SPAN_PROCESSOR_END);
+    let metrics = count(METRIC_RECORD);
+    let propagation: f64 = PROPAGATORS.iter().map(|function| count(function)).sum();
+    let floor = sdk_spans + export + metrics + propagation;
+    println!("where the instructions `on` adds to a request go ({added:.0}):");
+    println!("  SDK spans (sampler, ids, data, end; export not included) {sdk_spans:>7.0}");
+    println!("  export (encoding, batching, sending: on minus local)      {export:>7.0}");
+    println!("  metric records (the SDK's attribute hashing, histograms)  {metrics:>7.0}");
+    println!("  W3C trace context and baggage, extract and inject         {propagation:>7.0}");
+    println!(
+        "  = the spans, their export, the metrics and the headers     {floor:>7.0}  ({:.1} % of off)",
+        floor / off * 100.0
+    );
+    println!(
+        "  the rest: `tracing` spans and their bridge, foundry's layers {:>5.0}  ({:.1} % of off)",
+        added - floor,
+        (added - floor) / off * 100.0
+    );
+}
+
+/// `(function, inclusive count)` of each line of `callgrind_annotate --inclusive=yes`, the
+/// source file and the object left out. A function printed under several files (inlined code)
+/// counts once, at its highest.
+fn annotated(text: &str) -> BTreeMap<String, f64> {
+    let mut functions: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((count, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(count) = count.replace(',', "").parse::<f64>() else {
+            continue;
+        };
+        let Some((_, name)) = rest.split_once("%)") else {
+            continue;
+        };
+        let name = name.trim();
+        let name = name.rsplit_once(" [").map_or(name, |(name, _)| name);
+        let function = name.split_once(':').map_or(name, |(_, function)| function);
+        let entry = functions.entry(function.to_owned()).or_default();
+        *entry = entry.max(count);
+    }
+    functions
 }
 
 /// Posts the benchmark's goal `count` times, one at a time; a failed request ends the run, as
