@@ -31,10 +31,12 @@ demo:
 	$(CARGO) build -p hermes -p sophia -p apollo
 	./scripts/demo.sh
 
-# Criterion's hot paths first, so the run ends on the overhead line.
+# Criterion's hot paths first (shorter with BENCH_QUICK=1), so the run ends on the overhead line.
+BENCH_CRITERION_ARGS := $(if $(filter 1,$(BENCH_QUICK)),-- --warm-up-time 0.2 --measurement-time 0.5)
+
 bench:
 	$(CARGO) build --release -p hermes -p sophia -p apollo
-	$(CARGO) bench -p foundry --bench hot_paths
+	$(CARGO) bench -p foundry --bench hot_paths $(BENCH_CRITERION_ARGS)
 	$(CARGO) run --release -p integration-tests --bin overhead
 
 profile:
