@@ -9,14 +9,23 @@
 //! measurement on the request path cost twice (hashing its attributes included). The Prometheus
 //! reader is the only one ([`SharedReader`]); [`OtlpMetricExport`] reads it on a schedule and
 //! sends what it holds over OTLP (cumulative, as Prometheus keeps it).
+//!
+//! Each histogram records through handles bound to its attribute sets ([`BoundHistograms`]):
+//! the SDK hashes and looks up an attribute set once, when a handle is bound, where an unbound
+//! `record` does it at every measurement.
 
 use std::{
-    sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak},
+    borrow::Cow,
+    hash::Hash,
+    sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak},
     thread::JoinHandle,
     time::Duration,
 };
 
-use opentelemetry::metrics::{Histogram, Meter};
+use opentelemetry::{
+    KeyValue, StringValue,
+    metrics::{BoundHistogram, Histogram, Meter},
+};
 use opentelemetry_sdk::{
     error::OTelSdkResult,
     metrics::{
@@ -24,6 +33,7 @@ use opentelemetry_sdk::{
         reader::MetricReader,
     },
 };
+use rustc_hash::FxHashMap;
 
 use crate::telemetry::METRICS_REGISTRY;
 
@@ -35,8 +45,86 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// The HTTP duration histograms shared by every server layer and client in the process.
 #[derive(Debug)]
 pub(crate) struct HttpInstruments {
-    pub(crate) server_duration: Histogram<f64>,
-    pub(crate) client_duration: Histogram<f64>,
+    pub(crate) server_duration: BoundHistograms<ServerKey>,
+    pub(crate) client_duration: BoundHistograms<ClientKey>,
+}
+
+/// What tells the attribute sets of `http.server.request.duration` apart: the method, the
+/// status (which also gives `error.type`) and the route; `url.scheme` is always `http`.
+pub(crate) type ServerKey = (&'static str, u16, Option<StringValue>);
+
+/// What tells the attribute sets of `http.client.request.duration` apart: the method, the
+/// server's address and port, the status, and `error.type`.
+pub(crate) type ClientKey = (
+    &'static str,
+    StringValue,
+    Option<i64>,
+    Option<u16>,
+    Option<Cow<'static, str>>,
+);
+
+/// A histogram that records through a bound handle per attribute set, bound the first time the
+/// set is seen and kept for the life of the process.
+///
+/// An unbound `record` hashes the whole attribute list (keys and values, with SipHash), compares
+/// it with the stored one and locks its aggregator: about 2 000 instructions for these sets in
+/// `make profile`, paid eleven times per request of the benchmark's chain, sampled or not. A
+/// bound handle goes straight to its aggregator (the SDK's bound instruments, behind its
+/// `experimental_metrics_bound_instruments` feature); what is left here is to find the handle
+/// by a small key, without building the attribute list. The sets are few (methods, routes and
+/// statuses; a client's few downstream services); past `MAX_BOUND` (1000) of them, records go
+/// unbound, and the SDK's own cardinality limit applies as before.
+#[derive(Debug)]
+pub(crate) struct BoundHistograms<K> {
+    histogram: Histogram<f64>,
+    /// Keyed with rustc-hash's FxHash: the keys are a few short strings and numbers that a
+    /// client cannot choose freely (a matched route template, not the path), and SipHash took
+    /// about 600 instructions a lookup.
+    bound: RwLock<FxHashMap<K, BoundHistogram<f64>>>,
+    max_bound: usize,
+}
+
+impl<K: Hash + Eq> BoundHistograms<K> {
+    /// Attribute sets bound at most; well under the SDK's default cardinality limit (2000).
+    const MAX_BOUND: usize = 1000;
+
+    fn new(histogram: Histogram<f64>) -> Self {
+        Self::with_max_bound(histogram, Self::MAX_BOUND)
+    }
+
+    fn with_max_bound(histogram: Histogram<f64>, max_bound: usize) -> Self {
+        Self {
+            histogram,
+            bound: RwLock::new(FxHashMap::default()),
+            max_bound,
+        }
+    }
+
+    /// Records `value` for the attribute set `key` stands for; `attributes` builds that set from
+    /// the key, called only the first time the key is seen (or once the bound sets are at their
+    /// limit).
+    pub(crate) fn record(&self, key: K, value: f64, attributes: impl FnOnce(&K) -> Vec<KeyValue>) {
+        if let Some(handle) = self
+            .bound
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            handle.record(value);
+            return;
+        }
+        let attributes = attributes(&key);
+        let mut bound = self.bound.write().unwrap_or_else(PoisonError::into_inner);
+        if bound.len() >= self.max_bound && !bound.contains_key(&key) {
+            drop(bound);
+            self.histogram.record(value, &attributes);
+            return;
+        }
+        bound
+            .entry(key)
+            .or_insert_with(|| self.histogram.bind(&attributes))
+            .record(value);
+    }
 }
 
 static INSTRUMENTS: OnceLock<HttpInstruments> = OnceLock::new();
@@ -45,18 +133,22 @@ impl HttpInstruments {
     /// Creates the instruments from `meter`; the first call in a process wins.
     pub(crate) fn install(meter: &Meter) {
         INSTRUMENTS.get_or_init(|| Self {
-            server_duration: meter
-                .f64_histogram("http.server.request.duration")
-                .with_unit("s")
-                .with_description("Duration of HTTP server requests.")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-            client_duration: meter
-                .f64_histogram("http.client.request.duration")
-                .with_unit("s")
-                .with_description("Duration of HTTP client requests.")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
+            server_duration: BoundHistograms::new(
+                meter
+                    .f64_histogram("http.server.request.duration")
+                    .with_unit("s")
+                    .with_description("Duration of HTTP server requests.")
+                    .with_boundaries(DURATION_BUCKETS.to_vec())
+                    .build(),
+            ),
+            client_duration: BoundHistograms::new(
+                meter
+                    .f64_histogram("http.client.request.duration")
+                    .with_unit("s")
+                    .with_description("Duration of HTTP client requests.")
+                    .with_boundaries(DURATION_BUCKETS.to_vec())
+                    .build(),
+            ),
         });
     }
 
@@ -187,5 +279,103 @@ impl Drop for OtlpMetricExport {
     /// Without [`Self::shutdown`] (telemetry failed to start), the thread still ends, unwaited.
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use opentelemetry::metrics::MeterProvider as _;
+
+    use super::*;
+
+    /// The `_count` of each series of `name` in the registry's text, by its `code` label.
+    fn counts(registry: &prometheus::Registry, name: &str) -> BTreeMap<String, u64> {
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut text)
+            .expect("valid in this test");
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}_count")))
+            .filter_map(|line| {
+                let code = line.split("code=\"").nth(1)?.split('"').next()?;
+                let count = line.rsplit(' ').next()?.parse().ok()?;
+                Some((code.to_owned(), count))
+            })
+            .collect()
+    }
+
+    /// The histograms, the registry `/metrics` would render, and the provider, which must live
+    /// as long as they are read.
+    fn histograms(
+        max_bound: usize,
+    ) -> (
+        BoundHistograms<u16>,
+        prometheus::Registry,
+        opentelemetry_sdk::metrics::SdkMeterProvider,
+    ) {
+        let (provider, _reader, registry) =
+            crate::telemetry::meter_provider(opentelemetry_sdk::Resource::builder_empty().build())
+                .expect("valid in this test");
+        let histogram = provider
+            .meter("test")
+            .f64_histogram("test.duration")
+            .build();
+        (
+            BoundHistograms::with_max_bound(histogram, max_bound),
+            registry,
+            provider,
+        )
+    }
+
+    fn set(code: &u16) -> Vec<KeyValue> {
+        vec![KeyValue::new("code", i64::from(*code))]
+    }
+
+    #[test]
+    fn each_attribute_set_counts_apart_through_its_bound_handle() {
+        // Arrange
+        let (histograms, registry, _provider) = histograms(10);
+        let mut built = 0;
+
+        // Act
+        for code in [200, 200, 500, 200, 500] {
+            histograms.record(code, 0.01, |code| {
+                built += 1;
+                set(code)
+            });
+        }
+
+        // Assert
+        let counts = counts(&registry, "test_duration");
+        assert_eq!(counts.get("200"), Some(&3), "{counts:?}");
+        assert_eq!(counts.get("500"), Some(&2), "{counts:?}");
+        assert_eq!(built, 2, "each set is built once, when it is bound");
+    }
+
+    #[test]
+    fn past_the_bound_limit_records_still_count_unbound() {
+        // Arrange
+        let (histograms, registry, _provider) = histograms(2);
+
+        // Act: the third and fourth sets find the limit reached.
+        for code in [200, 201, 202, 202, 203, 200] {
+            histograms.record(code, 0.01, set);
+        }
+
+        // Assert
+        let counts = counts(&registry, "test_duration");
+        for (code, count) in [("200", 2), ("201", 1), ("202", 2), ("203", 1)] {
+            assert_eq!(counts.get(code), Some(&count), "{code}: {counts:?}");
+        }
+        assert_eq!(
+            histograms
+                .bound
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            2
+        );
     }
 }

@@ -161,19 +161,25 @@ where
             W3cTraceContextPropagator::new()
                 .inject_context(&context, &mut HeaderInjector(response.headers_mut()));
             if let Some(instruments) = HttpInstruments::get() {
-                let mut attributes = Vec::with_capacity(5);
-                attributes.push(KeyValue::new("http.request.method", method_name(&method)));
-                attributes.push(KeyValue::new("http.response.status_code", status_code));
-                attributes.push(KeyValue::new("url.scheme", "http"));
-                if let Some(route) = route {
-                    attributes.push(KeyValue::new("http.route", route));
-                }
-                if status.is_server_error() {
-                    attributes.push(KeyValue::new("error.type", status.as_str().to_owned()));
-                }
-                instruments
-                    .server_duration
-                    .record(start.elapsed().as_secs_f64(), &attributes);
+                let key = (method_name(&method), status.as_u16(), route);
+                instruments.server_duration.record(
+                    key,
+                    start.elapsed().as_secs_f64(),
+                    |(method, _, route)| {
+                        let mut attributes = Vec::with_capacity(5);
+                        attributes.push(KeyValue::new("http.request.method", *method));
+                        attributes.push(KeyValue::new("http.response.status_code", status_code));
+                        attributes.push(KeyValue::new("url.scheme", "http"));
+                        if let Some(route) = route {
+                            attributes.push(KeyValue::new("http.route", route.clone()));
+                        }
+                        if status.is_server_error() {
+                            attributes
+                                .push(KeyValue::new("error.type", status.as_str().to_owned()));
+                        }
+                        attributes
+                    },
+                );
             }
             Ok(response)
         })
