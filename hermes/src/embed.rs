@@ -104,24 +104,19 @@ pub fn resolve_model(requested: Option<&str>) -> Result<&'static str, EmbedError
 /// # Errors
 /// [`EmbedError`] for an unknown model, an empty or whitespace-only text, or a text longer than
 /// [`MAX_TEXT_CHARS`].
-#[tracing::instrument(
-    name = "hermes.embed",
-    skip_all,
-    fields(
-        embedding.model = tracing::field::Empty,
-        embedding.dimension = EMBEDDING_DIMENSION as i64,
-        embedding.text_length = tracing::field::Empty,
-    )
-)]
 pub fn embed(text: &str, model: Option<&str>) -> Result<Embedding, EmbedError> {
-    let span = tracing::Span::current();
     let length = text.chars().count();
-    span.record(
-        "embedding.text_length",
-        i64::try_from(length).unwrap_or(i64::MAX),
+    let model = resolve_model(model);
+    // The fields are known before the work starts: given when the span is created rather than
+    // recorded after, as each `record` is one more pass through every layer.
+    let span = tracing::info_span!(
+        "hermes.embed",
+        embedding.model = model.as_ref().ok().copied(),
+        embedding.dimension = EMBEDDING_DIMENSION as i64,
+        embedding.text_length = i64::try_from(length).unwrap_or(i64::MAX),
     );
-    let model = resolve_model(model)?;
-    span.record("embedding.model", model);
+    let _entered = span.enter();
+    let model = model?;
     if length > MAX_TEXT_CHARS {
         return Err(EmbedError::TextTooLong {
             length,

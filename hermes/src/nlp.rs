@@ -266,18 +266,24 @@ pub fn parse_operations<S: AsRef<str>>(names: &[S]) -> Result<Vec<Operation>, Nl
 /// # Errors
 /// [`NlpError`] for an empty operation list, an unknown operation name, an empty or
 /// whitespace-only text, or a text longer than [`MAX_TEXT_CHARS`].
-#[tracing::instrument(
-    name = "hermes.nlp",
-    skip_all,
-    fields(nlp.operations = tracing::field::Empty, nlp.text_length = tracing::field::Empty)
-)]
 pub fn analyze<S: AsRef<str>>(text: &str, operations: &[S]) -> Result<NlpOutput, NlpError> {
-    let span = tracing::Span::current();
     let length = text.chars().count();
-    span.record("nlp.text_length", i64::try_from(length).unwrap_or(i64::MAX));
-    let operations = parse_operations(operations)?;
-    let names: Vec<&str> = operations.iter().map(|op| op.as_str()).collect();
-    span.record("nlp.operations", names.join(","));
+    let operations = parse_operations(operations);
+    // The fields are known before the work starts: given when the span is created rather than
+    // recorded after, as each `record` is one more pass through every layer.
+    let span = tracing::info_span!(
+        "hermes.nlp",
+        nlp.operations = operations.as_ref().ok().map(|operations| {
+            operations
+                .iter()
+                .map(|op| op.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        nlp.text_length = i64::try_from(length).unwrap_or(i64::MAX),
+    );
+    let _entered = span.enter();
+    let operations = operations?;
     if length > MAX_TEXT_CHARS {
         return Err(NlpError::TextTooLong {
             length,
