@@ -55,9 +55,12 @@ fn spans(c: &mut Criterion) {
 /// that set, as the server layer records (its own lookup of the handle is in `server_request`).
 fn metrics(c: &mut Criterion) {
     foundry::testing::install_benchmark_pipeline("bench");
+    // The production instrument's definition, so that the SDK sees the same histogram.
     let histogram = global::meter(foundry::telemetry::INSTRUMENTATION_SCOPE)
         .f64_histogram("http.server.request.duration")
         .with_unit("s")
+        .with_description("Duration of HTTP server requests.")
+        .with_boundaries(foundry::metrics::DURATION_BUCKETS.to_vec())
         .build();
     let route = StringValue::from(std::sync::Arc::<str>::from("/plan"));
     let attributes = || {

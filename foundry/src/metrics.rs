@@ -38,7 +38,7 @@ use rustc_hash::FxHashMap;
 use crate::telemetry::METRICS_REGISTRY;
 
 /// The bucket boundaries the HTTP semantic conventions recommend for request durations.
-const DURATION_BUCKETS: [f64; 14] = [
+pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
@@ -104,14 +104,18 @@ impl<K: Hash + Eq> BoundHistograms<K> {
     /// the key, called only the first time the key is seen (or once the bound sets are at their
     /// limit).
     pub(crate) fn record(&self, key: K, value: f64, attributes: impl FnOnce(&K) -> Vec<KeyValue>) {
-        if let Some(handle) = self
-            .bound
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
         {
-            handle.record(value);
-            return;
+            let bound = self.bound.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handle) = bound.get(&key) {
+                handle.record(value);
+                return;
+            }
+            // Full: record unbound, without taking the write lock from every other record.
+            if bound.len() >= self.max_bound {
+                drop(bound);
+                self.histogram.record(value, &attributes(&key));
+                return;
+            }
         }
         let attributes = attributes(&key);
         let mut bound = self.bound.write().unwrap_or_else(PoisonError::into_inner);

@@ -773,12 +773,17 @@ fn put_fixed32(tag: u32, value: u32, out: &mut Vec<u8>) {
     }
 }
 
-// prost's `encode_key` and `encode_varint`, for a `Vec` only: prost's take any `BufMut` and are
-// not inlined, so each of the thirty or so keys and lengths of a span was a call and a capacity
-// check per byte (about 700 instructions a span in `make profile`); these inline to a push.
+// prost's `encode_key` and `encode_varint`, for a `Vec` only: prost's take any `BufMut`, and in
+// this build they stayed calls of their own (`make profile` showed them as one symbol taking
+// about 700 instructions a span, a call and a capacity check per byte for the thirty or so keys
+// and lengths of a span); these inline to a push.
 
 #[inline]
 fn encode_key(tag: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    debug_assert!(
+        (1..=(1 << 29) - 1).contains(&tag),
+        "a protobuf field number"
+    );
     encode_varint(u64::from((tag << 3) | wire_type as u32), out);
 }
 

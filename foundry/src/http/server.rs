@@ -165,17 +165,19 @@ where
                 instruments.server_duration.record(
                     key,
                     start.elapsed().as_secs_f64(),
-                    |(method, _, route)| {
+                    |(method, status, route)| {
                         let mut attributes = Vec::with_capacity(5);
                         attributes.push(KeyValue::new("http.request.method", *method));
-                        attributes.push(KeyValue::new("http.response.status_code", status_code));
+                        attributes.push(KeyValue::new(
+                            "http.response.status_code",
+                            i64::from(*status),
+                        ));
                         attributes.push(KeyValue::new("url.scheme", "http"));
                         if let Some(route) = route {
                             attributes.push(KeyValue::new("http.route", route.clone()));
                         }
-                        if status.is_server_error() {
-                            attributes
-                                .push(KeyValue::new("error.type", status.as_str().to_owned()));
+                        if (500..600).contains(status) {
+                            attributes.push(KeyValue::new("error.type", status.to_string()));
                         }
                         attributes
                     },

@@ -419,3 +419,42 @@ async fn library_internals_never_become_span_events_or_failures() {
     assert_eq!(work.events, ["the service's own line"], "{work:?}");
     assert_eq!(work.status, Status::Unset);
 }
+
+#[tokio::test]
+async fn server_durations_carry_method_route_status_and_the_error_type_of_a_5xx() {
+    // Arrange
+    let _ = capture("foundry-test");
+
+    // Act: each set is recorded more than once, so that bound handles are used again.
+    for _ in 0..2 {
+        let _ = get_with("/fail", None).await;
+        let _ = get_with("/items/7", None).await;
+    }
+
+    // Assert
+    let metrics = foundry::metrics::render_prometheus();
+    // Other tests of this process record other statuses of the same routes.
+    let series = |route: &str, status: u16| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("http_server_request_duration_seconds_count")
+                    && line.contains(&format!("http_route=\"{route}\""))
+                    && line.contains(&format!("http_response_status_code=\"{status}\""))
+            })
+            .unwrap_or_else(|| panic!("no duration for {route} {status}:\n{metrics}"))
+            .to_owned()
+    };
+    let failed = series("/fail", 500);
+    for label in [
+        "http_request_method=\"GET\"",
+        "error_type=\"500\"",
+        "url_scheme=\"http\"",
+    ] {
+        assert!(failed.contains(label), "{label} in {failed}");
+    }
+    let count: u64 = failed.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 2, "{failed}");
+    let served = series("/items/{id}", 200);
+    assert!(!served.contains("error_type"), "{served}");
+}

@@ -11,13 +11,13 @@
 //! `PROFILE_REQUESTS` requests (default 300) are sent, and the counters are dumped. The
 //! callgrind files stay under `target/profile/<mode>/` for `callgrind_annotate`.
 //!
-//! It ends with where the instructions that `on` adds go: the parts any exported span, metric
-//! and propagated context cost whatever foundry does (the SDK's spans, export, the metric
-//! records, the W3C headers), read from the inclusive counts of `callgrind_annotate`, and what
-//! is left (the `tracing` spans and foundry's own layers).
+//! It ends with where the instructions that `on` adds go: the parts every exported span, metric
+//! and propagated context needs (the SDK's spans, their export, the metric records, the W3C
+//! headers), read from the inclusive counts of `callgrind_annotate`, and what is left (the
+//! `tracing` spans and their bridge, foundry's own layers).
 //!
 //! `PROFILE_CACHE=1` adds callgrind's cache simulation (about twice as slow): besides the
-//! instructions it prints estimated cycles, callgrind's own weighting of instructions and
+//! instructions it prints estimated cycles, the usual weighting of instructions and
 //! simulated cache misses (`Ir + 10 x L1 misses + 100 x last-level misses`). It is still one core
 //! and no hardware, but it counts what code and data size cost, which instructions alone miss.
 
@@ -179,17 +179,41 @@ const PROPAGATORS: [&str; 4] = [
 fn breakdown(dumps: &[std::path::PathBuf], requests: f64, off: f64, added: f64, export: f64) {
     let mut inclusive: BTreeMap<String, f64> = BTreeMap::new();
     for dump in dumps {
-        let Ok(output) = Command::new("callgrind_annotate")
-            .args(["--inclusive=yes", "--threshold=100", "--auto=no"])
+        let output = Command::new("callgrind_annotate")
+            .args([
+                "--inclusive=yes",
+                "--threshold=100",
+                "--auto=no",
+                "--show=Ir",
+                "--show-percs=no",
+            ])
             .arg(dump)
-            .output()
-        else {
-            println!("callgrind_annotate did not run: no breakdown");
-            return;
+            .output();
+        let output = match output {
+            Ok(output) if output.status.success() => output,
+            other => {
+                println!("callgrind_annotate failed ({other:?}): no breakdown");
+                return;
+            }
         };
         for (function, count) in annotated(&String::from_utf8_lossy(&output.stdout)) {
             *inclusive.entry(function).or_default() += count / requests;
         }
+    }
+    let missing: Vec<&str> = [
+        SDK_SPAN_START,
+        SDK_SPAN_END,
+        SPAN_PROCESSOR_END,
+        METRIC_RECORD,
+    ]
+    .into_iter()
+    .chain(PROPAGATORS)
+    .filter(|function| !inclusive.contains_key(*function))
+    .collect();
+    if !missing.is_empty() {
+        // A renamed or fully inlined function would silently count as nothing.
+        println!("no breakdown: not in the profile: {}", missing.join(", "));
+        return;
     }
     let count = |function: &str| inclusive.get(function).copied().unwrap_or_default();
     let sdk_spans = count(SDK_SPAN_START) + count(SDK_SPAN_END) - count(SPAN_PROCESSOR_END);
@@ -198,7 +222,7 @@ fn breakdown(dumps: &[std::path::PathBuf], requests: f64, off: f64, added: f64, 
     let floor = sdk_spans + export + metrics + propagation;
     println!("where the instructions `on` adds to a request go ({added:.0}):");
     println!("  SDK spans (sampler, ids, data, end; export not included) {sdk_spans:>7.0}");
-    println!("  export (encoding, batching, sending: on minus local)      {export:>7.0}");
+    println!("  export (on minus local: spans encoded, batched and sent)  {export:>7.0}");
     println!("  metric records (the bound handle's lookup, the histogram) {metrics:>7.0}");
     println!("  W3C trace context and baggage, extract and inject         {propagation:>7.0}");
     println!(
@@ -212,19 +236,19 @@ fn breakdown(dumps: &[std::path::PathBuf], requests: f64, off: f64, added: f64, 
     );
 }
 
-/// `(function, inclusive count)` of each line of `callgrind_annotate --inclusive=yes`, the
-/// source file and the object left out. A function printed under several files (inlined code)
-/// counts once, at its highest.
+/// `function -> inclusive count` from `callgrind_annotate --inclusive=yes --show=Ir
+/// --show-percs=no` (lines `count file:function [object]`), the file and the object left out.
+/// A function is printed once per source file its code comes from (code inlined from another
+/// crate is a line of its own). It counts at its largest line, an approximation from below:
+/// adding the lines up counts calls made from inlined code twice (the SDK's span end then came
+/// out smaller than the span processor it calls).
 fn annotated(text: &str) -> BTreeMap<String, f64> {
     let mut functions: BTreeMap<String, f64> = BTreeMap::new();
     for line in text.lines() {
-        let Some((count, rest)) = line.trim_start().split_once(' ') else {
+        let Some((count, name)) = line.trim_start().split_once(' ') else {
             continue;
         };
         let Ok(count) = count.replace(',', "").parse::<f64>() else {
-            continue;
-        };
-        let Some((_, name)) = rest.split_once("%)") else {
             continue;
         };
         let name = name.trim();
@@ -270,8 +294,8 @@ fn callgrind_control(action: &str, pid: u32) {
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
     instructions: u64,
-    /// `Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw)`, callgrind's cycle
-    /// estimate; the instructions alone without the cache simulation.
+    /// `Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw)`, the usual cycle estimate
+    /// from callgrind's counts; the instructions alone without the cache simulation.
     estimated_cycles: u64,
 }
 

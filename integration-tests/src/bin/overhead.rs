@@ -380,10 +380,15 @@ async fn main() {
 
     let mut samples: BTreeMap<Mode, Vec<Sample>> = BTreeMap::new();
     for cycle in 0..settings.cycles {
-        // Rotate the order so no mode always comes first (or last) in a cycle.
-        let order: Vec<Mode> = (0..modes.len())
-            .map(|i| modes[(cycle + i) % modes.len()])
+        // Rotate the order so no mode always comes first (or last) in a cycle, and reverse it
+        // every other cycle so no mode always follows the same one (the `on` chain still sends
+        // its last spans for a moment into the next slice).
+        let mut order: Vec<Mode> = (0..modes.len())
+            .map(|i| modes[(cycle / 2 + i) % modes.len()])
             .collect();
+        if cycle % 2 == 1 {
+            order.reverse();
+        }
         let mut line = format!("  cycle {:>2}", cycle + 1);
         for &mode in &order {
             let chain = running.get_mut(&mode).expect("every mode runs");
@@ -430,6 +435,7 @@ async fn main() {
         "errors",
         "peak RSS MiB (a/h/s)"
     );
+    println!("(the table pools every cycle of a mode; the ratios below pair each cycle's slices)");
     let summaries: BTreeMap<Mode, Summary> = samples
         .iter()
         .map(|(mode, s)| (*mode, summarise(s, &totals[mode])))
