@@ -424,6 +424,7 @@ async fn main() {
     });
 
     println!();
+    println!("(the table pools every cycle of a mode; the ratios below pair each cycle's slices)");
     println!(
         "{:<10} {:>10} {:>12} {:>20} {:>15} {:>15} {:>7}  {:<20} spans",
         "mode",
@@ -435,7 +436,6 @@ async fn main() {
         "errors",
         "peak RSS MiB (a/h/s)"
     );
-    println!("(the table pools every cycle of a mode; the ratios below pair each cycle's slices)");
     let summaries: BTreeMap<Mode, Summary> = samples
         .iter()
         .map(|(mode, s)| (*mode, summarise(s, &totals[mode])))
@@ -478,28 +478,32 @@ async fn main() {
             local.cpu_us_per_request - off.cpu_us_per_request
         );
     }
-    let (Some(off), Some(on), Some(unsampled)) = (
-        summaries.get(&Mode::Off),
-        summaries.get(&Mode::On),
-        summaries.get(&Mode::Unsampled),
-    ) else {
+    let Some(off) = summaries.get(&Mode::Off) else {
         return;
     };
-    let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
-    println!(
-        "unsampled: {}",
-        paired(&samples[&Mode::Off], &samples[&Mode::Unsampled])
-    );
+    if let Some(unsampled) = summaries.get(&Mode::Unsampled) {
+        println!(
+            "unsampled: {}",
+            paired(&samples[&Mode::Off], &samples[&Mode::Unsampled])
+        );
+        println!(
+            "cpu added per request: unsampled {:.0} us",
+            unsampled.cpu_us_per_request - off.cpu_us_per_request
+        );
+    }
+    let Some(on) = summaries.get(&Mode::On) else {
+        return;
+    };
     let on_paired = paired(&samples[&Mode::Off], &samples[&Mode::On]);
     println!("on: {on_paired}");
     // In absolute terms too: a ratio also moves when the baseline does.
     let on_added = on.cpu_us_per_request - off.cpu_us_per_request;
     println!(
-        "cpu added per request: on {:.0} us ({:.2} us per span), unsampled {:.0} us",
+        "cpu added per request: on {:.0} us ({:.2} us per span)",
         on_added,
         on_added / spans_per_request as f64,
-        unsampled.cpu_us_per_request - off.cpu_us_per_request
     );
+    let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
     println!(
         "latency (one request at a time): p99 added {} us over {} hops, {} us per hop; under load p99 added {} us",
         single_p99_added,
