@@ -468,28 +468,24 @@ async fn main() {
     if !modes.contains(&Mode::On) && spans_received != 0 {
         println!("spans received without an `on` chain: {spans_received}");
     }
-    if let (Some(off), Some(local)) = (summaries.get(&Mode::Off), summaries.get(&Mode::Local)) {
-        println!(
-            "local: {}",
-            paired(&samples[&Mode::Off], &samples[&Mode::Local])
-        );
-        println!(
-            "cpu added per request: local (spans built, not exported) {:.0} us",
-            local.cpu_us_per_request - off.cpu_us_per_request
-        );
-    }
     let Some(off) = summaries.get(&Mode::Off) else {
         return;
     };
-    if let Some(unsampled) = summaries.get(&Mode::Unsampled) {
-        println!(
-            "unsampled: {}",
-            paired(&samples[&Mode::Off], &samples[&Mode::Unsampled])
-        );
-        println!(
-            "cpu added per request: unsampled {:.0} us",
-            unsampled.cpu_us_per_request - off.cpu_us_per_request
-        );
+    for (mode, what) in [
+        (Mode::Unsampled, "unsampled"),
+        (Mode::Local, "local (spans built, not exported)"),
+    ] {
+        if let Some(summary) = summaries.get(&mode) {
+            println!(
+                "{}: {}",
+                mode.name(),
+                paired(&samples[&Mode::Off], &samples[&mode])
+            );
+            println!(
+                "cpu added per request: {what} {:.0} us",
+                summary.cpu_us_per_request - off.cpu_us_per_request
+            );
+        }
     }
     let Some(on) = summaries.get(&Mode::On) else {
         return;
