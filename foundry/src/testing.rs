@@ -221,6 +221,16 @@ pub fn assert_error(response: &TestResponse, status: http::StatusCode, code: &st
     );
 }
 
+/// The span named `name` among `spans` (the first, if several are); panics listing them all
+/// when there is none.
+#[track_caller]
+pub fn span_named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|span| span.name == name)
+        .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+}
+
 /// Asserts that `child` is a direct child of `parent` in the same trace.
 #[track_caller]
 pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {

@@ -1,7 +1,7 @@
 //! The Apollo API through its router: forwarding, errors, and the `apollo.command` span tree.
 
 use axum::body::Body;
-use foundry::testing::{Kind, Status, capture, new_traceparent};
+use foundry::testing::{Kind, Status, capture, new_traceparent, span_named};
 use http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -54,12 +54,7 @@ async fn api_plan_is_one_trace_under_apollo_command() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["plan"][0]["action_type"], "pick");
     let spans = capture.spans(&trace_id);
-    let by_name = |name: &str| {
-        spans
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("{name}: {spans:#?}"))
-    };
+    let by_name = |name: &str| span_named(&spans, name);
     let server = spans
         .iter()
         .find(|s| s.kind == Kind::Server && s.name == "POST /api/plan")

@@ -1,7 +1,7 @@
 //! The server layer, asserted through foundry's in-process span capture.
 
 use axum::{Router, body::Body, routing::get};
-use foundry::testing::{Kind, Status, capture, new_traceparent};
+use foundry::testing::{Kind, Status, capture, new_traceparent, span_named};
 use http::{Request, StatusCode};
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -201,7 +201,7 @@ async fn inside_an_unsampled_request_no_span_is_created_and_the_context_still_fl
         names,
         ["GET /echo", "GET /work", "work.inner", "work.outer"]
     );
-    let span = |name: &str| spans.iter().find(|span| span.name == name).unwrap();
+    let span = |name: &str| span_named(&spans, name);
     let (server, outer, client) = (span("GET /work"), span("work.outer"), span("GET /echo"));
     // The handler's spans hang under the server span (the active context), the client span
     // under the `tracing` span it was made in.
@@ -381,12 +381,7 @@ async fn a_call_outside_any_tracing_span_is_a_child_of_the_server_span() {
 
     // Assert
     let spans = capture.spans(&trace_id);
-    let span = |name: &str| {
-        spans
-            .iter()
-            .find(|span| span.name == name)
-            .unwrap_or_else(|| panic!("{name} in {spans:#?}"))
-    };
+    let span = |name: &str| span_named(&spans, name);
     assert_eq!(
         span("GET /echo").parent_span_id,
         span("GET /direct").span_id
