@@ -113,19 +113,17 @@ impl std::fmt::Debug for Cli {
 }
 
 impl Cli {
-    /// Telemetry from the environment; a command's output is the answer, so unless `RUST_LOG`
-    /// says otherwise only warnings are logged beside it.
+    /// Telemetry from the environment, as [`one_shot`] adapts it for every command but `serve`.
     pub fn telemetry_config(
         &self,
     ) -> Result<foundry::config::TelemetryConfig, foundry::config::ConfigError> {
-        let mut config =
+        let config =
             foundry::config::TelemetryConfig::from_env("apollo", env!("CARGO_PKG_VERSION"))?;
-        let rust_log_unset =
-            std::env::var("RUST_LOG").map_or(true, |value| value.trim().is_empty());
-        if rust_log_unset && !matches!(self.command, Command::Serve(_)) {
-            config.log_filter = "warn".into();
+        if matches!(self.command, Command::Serve(_)) {
+            return Ok(config);
         }
-        Ok(config)
+        let rust_log_set = std::env::var("RUST_LOG").is_ok_and(|value| !value.trim().is_empty());
+        Ok(one_shot(config, rust_log_set))
     }
 
     /// Sophia and Hermes as these flags say.
@@ -136,5 +134,65 @@ impl Cli {
             self.sophia_api_key.clone(),
             std::time::Duration::from_millis(self.timeout_ms),
         )
+    }
+}
+
+/// A command's telemetry: its output is the answer, so only warnings are logged beside it unless
+/// `RUST_LOG` says otherwise; and its exports are not retried, so that with the collector down
+/// the flush at exit is one refused attempt, not the whole backoff.
+fn one_shot(
+    mut config: foundry::config::TelemetryConfig,
+    rust_log_set: bool,
+) -> foundry::config::TelemetryConfig {
+    if !rust_log_set {
+        config.log_filter = "warn".into();
+    }
+    if let Some(otlp) = &mut config.otlp {
+        otlp.retries = false;
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use foundry::config::TelemetryConfig;
+
+    use super::one_shot;
+
+    fn from(variables: &[(&str, &str)]) -> TelemetryConfig {
+        TelemetryConfig::from_lookup("apollo", "0.0.0", |name| {
+            variables
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+        .expect("valid variables")
+    }
+
+    #[test]
+    fn a_command_logs_warnings_and_exports_without_retries() {
+        // Arrange
+        let config = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317")]);
+        assert!(config.otlp.as_ref().expect("exporting").retries);
+
+        // Act
+        let command = one_shot(config, false);
+
+        // Assert
+        assert_eq!(command.log_filter, "warn");
+        assert!(!command.otlp.expect("still exporting").retries);
+    }
+
+    #[test]
+    fn a_command_keeps_the_log_filter_rust_log_gives() {
+        // Arrange
+        let config = from(&[("RUST_LOG", "debug")]);
+
+        // Act
+        let command = one_shot(config, true);
+
+        // Assert
+        assert_eq!(command.log_filter, "debug");
+        assert!(command.otlp.is_none());
     }
 }

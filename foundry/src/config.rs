@@ -61,6 +61,13 @@ pub struct OtlpConfig {
     pub headers: HashMap<String, String>,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on one export call.
     pub timeout: Duration,
+    /// Whether the opentelemetry-otlp exporters (metrics, logs, and spans over HTTP or TLS) retry
+    /// a failed export with their recommended backoff, as the OTLP spec asks: on for a service,
+    /// which rides out a collector's backpressure; off for a one-shot command, whose final flush
+    /// would otherwise wait out the whole backoff (about 2 s) at every exit while the collector is
+    /// down. foundry's own plain-gRPC span export does not retry: a failed batch is counted and
+    /// logged.
+    pub retries: bool,
 }
 
 impl fmt::Debug for OtlpConfig {
@@ -73,6 +80,7 @@ impl fmt::Debug for OtlpConfig {
             .field("protocol", &self.protocol)
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
             .finish()
     }
 }
@@ -172,6 +180,7 @@ impl TelemetryConfig {
                     None => HashMap::new(),
                 },
                 timeout: parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", var, 10_000)?,
+                retries: true,
             }),
         };
 

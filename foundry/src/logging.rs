@@ -285,7 +285,7 @@ impl Fields {
 /// Runs a layer's `on_event` with the OpenTelemetry context of the event's span active, so the
 /// OTLP log bridge (which reads the active context) stamps log records with their trace and span
 /// ids, without activating contexts on every span entry for everyone else. Written here because
-/// opentelemetry-appender-tracing 0.32 reads only the active context.
+/// opentelemetry-appender-tracing (0.33) reads only the active context.
 pub(crate) struct WithSpanContext<L> {
     inner: L,
 }

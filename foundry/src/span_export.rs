@@ -1,6 +1,6 @@
 //! OTLP/gRPC span export that encodes each span to protobuf where it ends.
 //!
-//! Written here because the SDK's batch processor with opentelemetry-otlp 0.32's tonic exporter
+//! Written here because the SDK's batch processor with opentelemetry-otlp's tonic exporter (0.32)
 //! was the largest cost of a traced request (see BENCHMARKS.md). That path moves every
 //! `SpanData` (hundreds of bytes, a dozen allocations) through a channel to the export thread,
 //! which deep-copies each batch twice (to be able to retry, then inside
@@ -563,7 +563,7 @@ fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &Batch, out
     put_str(3, resource_schema_url, out);
 }
 
-/// One `opentelemetry.proto.trace.v1.Span`, the fields as opentelemetry-proto 0.32 fills them.
+/// One `opentelemetry.proto.trace.v1.Span`, the fields as opentelemetry-proto fills them.
 fn encode_span(span: &SpanData, out: &mut Vec<u8>) {
     let context = &span.span_context;
     put_bytes(1, &context.trace_id().to_bytes(), out);

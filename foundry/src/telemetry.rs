@@ -35,7 +35,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{Protocol, SamplerConfig, TelemetryConfig},
+    config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     propagation::W3cTraceContextPropagator,
@@ -201,6 +201,7 @@ macro_rules! otlp_exporter {
                 .with_endpoint(&$otlp.endpoint)
                 .with_timeout($otlp.timeout)
                 .with_metadata(grpc_metadata(&$otlp.headers))
+                .with_retry_policy(retry_policy($otlp))
                 .build(),
             // The HTTP exporter takes the signal's full URL; gRPC takes the base endpoint.
             Protocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
@@ -208,6 +209,7 @@ macro_rules! otlp_exporter {
                 .with_endpoint(format!("{}/{}", $otlp.endpoint, $path))
                 .with_timeout($otlp.timeout)
                 .with_headers($otlp.headers.clone())
+                .with_retry_policy(retry_policy($otlp))
                 .build(),
         }
         .map_err(|error| exporter_error($signal, error))
@@ -530,6 +532,15 @@ fn grpc_metadata(
         }
     }
     metadata
+}
+
+/// The exporters' recommended backoff (a few retries, 100 ms doubling to 1.6 s), or none.
+fn retry_policy(otlp: &OtlpConfig) -> opentelemetry_otlp::RetryPolicy {
+    if otlp.retries {
+        opentelemetry_otlp::RetryPolicy::recommended()
+    } else {
+        opentelemetry_otlp::RetryPolicy::disabled()
+    }
 }
 
 fn exporter_error(signal: &'static str, error: impl std::fmt::Display) -> TelemetryError {

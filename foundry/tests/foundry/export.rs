@@ -3,13 +3,20 @@
 //! asserts what reaches a real OTLP receiver over gRPC or HTTP.
 
 use std::{
+    collections::HashMap,
     process::Output,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use tokio::process::Command;
 
-use axum::{Router, extract::Path, routing::get};
+use axum::{
+    Router,
+    extract::Path,
+    http::{StatusCode, Uri},
+    routing::get,
+};
 use foundry::testing::{Kind, OtlpReceiver, new_traceparent};
 
 const CHILD: &str = "FOUNDRY_TEST_CHILD";
@@ -53,10 +60,18 @@ fn child_value(output: &Output, key: &str) -> String {
         .unwrap_or_else(|| panic!("child printed no {key}:\n{stdout}"))
 }
 
-/// Telemetry for a child, configured from its environment as a service's is.
+/// Telemetry for a child, configured from its environment as a service's is; with
+/// `CHILD_NO_RETRIES` set, exports are not retried, as in apollo's one-shot commands.
 fn init_child_telemetry() -> foundry::telemetry::Telemetry {
-    let config =
+    let mut config =
         foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid env");
+    if let Some(otlp) = config
+        .otlp
+        .as_mut()
+        .filter(|_| std::env::var_os("CHILD_NO_RETRIES").is_some())
+    {
+        otlp.retries = false;
+    }
     foundry::telemetry::init(config).expect("telemetry starts")
 }
 
@@ -344,6 +359,67 @@ async fn a_collector_that_never_answers_holds_shutdown_only_for_the_bound() {
     );
     let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
     assert!(shutdown_ms <= 3_500, "shutdown took {shutdown_ms} ms");
+}
+
+/// An OTLP/HTTP collector that answers every export 503 Service Unavailable, which the OTLP spec
+/// says to retry, and counts the attempts at each path.
+async fn refusing_collector() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let attempts = Arc::new(Mutex::new(HashMap::new()));
+    let counted = Arc::clone(&attempts);
+    let app = Router::new().fallback(move |uri: Uri| {
+        let counted = Arc::clone(&counted);
+        async move {
+            *counted
+                .lock()
+                .unwrap()
+                .entry(uri.path().to_owned())
+                .or_default() += 1;
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, attempts)
+}
+
+#[tokio::test]
+async fn a_refused_export_is_retried_unless_retries_are_off() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "export::a_refused_export_is_retried_unless_retries_are_off";
+    let (_, traceparent) = new_traceparent(true);
+    let mut span_exports = Vec::new();
+    for retries in [true, false] {
+        // Arrange
+        let (endpoint, attempts) = refusing_collector().await;
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("CHILD_TRACEPARENT", &traceparent),
+        ];
+        if !retries {
+            env.push(("CHILD_NO_RETRIES", "1"));
+        }
+
+        // Act: one request, so one span and one batch, then the flush at shutdown.
+        let output = run_child(name, &env).await;
+
+        // Assert
+        assert_eq!(child_value(&output, "status"), "200");
+        let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+        assert!(shutdown_ms <= 3_500, "shutdown took {shutdown_ms} ms");
+        span_exports.push(attempts.lock().unwrap().get("/v1/traces").copied());
+    }
+    let [with_retries, without] = span_exports[..] else {
+        unreachable!("two runs")
+    };
+    assert!(
+        with_retries > Some(1),
+        "a service retries a refused batch: {with_retries:?} attempts"
+    );
+    assert_eq!(without, Some(1), "a one-shot command tries once");
 }
 
 #[tokio::test]
