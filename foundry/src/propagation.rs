@@ -112,7 +112,9 @@ impl Extractor for HeaderExtractor<'_> {
         };
         let mut values = values.iter().peekable();
         values.peek()?;
-        Some(values.filter_map(|value| value.to_str().ok()).collect())
+        // One value that is not visible ASCII makes the whole header invalid: skipping it would
+        // turn two `traceparent`s into one, or keep part of a `tracestate` list.
+        values.map(|value| value.to_str().ok()).collect()
     }
 }
 
@@ -246,14 +248,16 @@ fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
         .map(|member| member.trim_matches([' ', '\t']))
         .filter(|member| !member.is_empty())
     {
+        // Over the limit before anything else: the duplicate check below is quadratic, and a
+        // header of tens of thousands of members must not cost seconds of CPU.
+        if members.len() == MAX_TRACESTATE_MEMBERS {
+            return None;
+        }
         let (key, value) = member.split_once('=')?;
         if !valid_key(key) || !valid_value(value) || members.iter().any(|(k, _)| *k == key) {
             return None;
         }
         members.push((key, value));
-    }
-    if members.len() > MAX_TRACESTATE_MEMBERS {
-        return None;
     }
     TraceState::from_key_value(members).ok()
 }
@@ -449,6 +453,75 @@ mod tests {
             let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect(state);
             assert_eq!(cx.trace_state().header(), "", "{state}");
         }
+    }
+
+    #[test]
+    fn tracestate_limits_hold_at_their_edges() {
+        let members = |n: usize| -> &'static str {
+            Box::leak(
+                (0..n)
+                    .map(|i| format!("k{i}=v"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_boxed_str(),
+            )
+        };
+        let long_key: &'static str = Box::leak(format!("{}=v", "k".repeat(256)).into_boxed_str());
+        let longer_key: &'static str = Box::leak(format!("{}=v", "k".repeat(257)).into_boxed_str());
+        let long_value: &'static str = Box::leak(format!("k={}", "v".repeat(256)).into_boxed_str());
+        let longer_value: &'static str =
+            Box::leak(format!("k={}", "v".repeat(257)).into_boxed_str());
+        for (state, kept) in [
+            (members(32), true),
+            (members(33), false),
+            (members(50_000), false),
+            (long_key, true),
+            (longer_key, false),
+            (long_value, true),
+            (longer_value, false),
+            // The spec allows a 14-character system-id, but opentelemetry's `TraceState` takes
+            // at most 13 (its check is off by one), so 13 is the longest kept.
+            ("t@abcdefghijklm=v", true),
+            ("t@abcdefghijklmno=v", false),
+            ("k=v ", true),
+            ("k=v w", true),
+        ] {
+            let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect("valid");
+            assert_eq!(!cx.trace_state().header().is_empty(), kept, "{state:.40}");
+        }
+        // A key repeated across two headers is a duplicate all the same.
+        let cx = extract(vec![
+            (TRACEPARENT, VALID),
+            (TRACESTATE, "a=1"),
+            (TRACESTATE, "a=2"),
+        ])
+        .expect("valid");
+        assert_eq!(cx.trace_state().header(), "");
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_visible_ascii_invalidates_the_whole_header() {
+        let obs_text =
+            HeaderValue::from_bytes(b"00-4bf92f3577b34da6a3ce929d0e0e4736-\xff").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
+        headers.append(TRACEPARENT, obs_text.clone());
+        let propagator = W3cTraceContextPropagator;
+        assert!(
+            propagator
+                .extract_span_context(&HeaderExtractor(&headers))
+                .is_none(),
+            "two traceparents, whatever one of them holds"
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
+        headers.append(TRACESTATE, HeaderValue::from_static("rojo=1"));
+        headers.append(TRACESTATE, obs_text);
+        let cx = propagator
+            .extract_span_context(&HeaderExtractor(&headers))
+            .expect("the traceparent stands");
+        assert_eq!(cx.trace_state().header(), "", "no part of a broken list");
     }
 
     #[test]

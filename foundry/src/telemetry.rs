@@ -219,6 +219,10 @@ macro_rules! otlp_exporter {
 /// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
 /// subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is installed.
 pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    // Before anything global changes: a second call must leave the running setup as it was.
+    if tracing::dispatcher::has_been_set() {
+        return Err(TelemetryError::AlreadyInstalled);
+    }
     let log_filter =
         EnvFilter::try_new(&config.log_filter).map_err(|error| TelemetryError::LogFilter {
             value: config.log_filter.clone(),

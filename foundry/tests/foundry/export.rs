@@ -325,6 +325,34 @@ async fn unreachable_collector_never_blocks_a_request_and_shutdown_is_bounded() 
 }
 
 #[tokio::test]
+async fn an_https_endpoint_starts_for_both_protocols() {
+    if is_child() {
+        return child_service().await;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_, traceparent) = new_traceparent(true);
+
+    for protocol in ["grpc", "http/protobuf"] {
+        // Act: `run_child` fails the test if telemetry does not start.
+        let output = run_child(
+            "export::an_https_endpoint_starts_for_both_protocols",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("https://{closed}")),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("CHILD_TRACEPARENT", &traceparent),
+            ],
+        )
+        .await;
+
+        // Assert
+        assert_eq!(child_value(&output, "status"), "200", "{protocol}");
+    }
+}
+
+#[tokio::test]
 async fn a_collector_that_never_answers_holds_shutdown_only_for_the_bound() {
     if is_child() {
         return child_service().await;
@@ -604,8 +632,8 @@ async fn a_failed_init_is_an_error_not_a_panic() {
         let config =
             foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid");
         let _telemetry = foundry::telemetry::init(config.clone()).expect("first init");
-        // The second one builds its gRPC export runtime before it finds the subscriber taken,
-        // and must drop it without blocking inside this runtime.
+        // The second one is refused before it changes anything global or starts an export
+        // runtime (which it could not drop inside this one without blocking).
         let error = foundry::telemetry::init(config).expect_err("already installed");
         println!(
             "CHILD error={}",
