@@ -16,7 +16,8 @@
 
 use std::sync::OnceLock;
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{Span as _, SpanContext, TraceContextExt};
+use opentelemetry_sdk::trace::Span as SdkSpan;
 use tracing::{Metadata, Subscriber, level_filters::LevelFilter, subscriber::Interest};
 use tracing_subscriber::{Layer, filter::Targets, layer::Context, registry::LookupSpan};
 
@@ -38,6 +39,31 @@ pub(crate) fn skip_unsampled_spans(sampler: SamplerConfig) {
 /// SDK would drop them anyway.
 pub(crate) fn predicts_unsampled(parent: &opentelemetry::Context) -> bool {
     certainly_unsampled(HEAD_SAMPLER.get(), parent)
+}
+
+/// `parent` with `span` as its current span. When the sampler dropped the span, its context
+/// keeps the parent's trace flags but `sampled` (the Level 2 `random` flag among them): the SDK
+/// gives a dropped span empty flags, and W3C Trace Context lets a hop change only `sampled`.
+/// Written here because the SDK offers no way to set a dropped span's flags.
+pub(crate) fn with_span(parent: &opentelemetry::Context, span: SdkSpan) -> opentelemetry::Context {
+    let parent_span = parent.span();
+    let inherited = parent_span.span_context();
+    let dropped = span.span_context();
+    if span.is_recording()
+        || !inherited.is_valid()
+        || inherited.trace_id() != dropped.trace_id()
+        || inherited.trace_flags().with_sampled(false) == dropped.trace_flags()
+    {
+        return parent.with_span(span);
+    }
+    let kept = SpanContext::new(
+        dropped.trace_id(),
+        dropped.span_id(),
+        inherited.trace_flags().with_sampled(false),
+        false,
+        dropped.trace_state().clone(),
+    );
+    parent.with_remote_span_context(kept)
 }
 
 fn certainly_unsampled(sampler: Option<&SamplerConfig>, parent: &opentelemetry::Context) -> bool {

@@ -166,7 +166,7 @@ fn client_span(
         .with_kind(SpanKind::Client)
         .with_attributes(attributes)
         .start_with_context(tracer, parent);
-    Some(parent.with_span(span))
+    Some(crate::sampling::with_span(parent, span))
 }
 
 /// The URL for `url.full`: scheme, host, port and path only, as a query string or user info

@@ -245,7 +245,7 @@ fn server_span(
     let span = builder
         .with_kind(SpanKind::Server)
         .start_with_context(tracer, &parent);
-    parent.with_span(span)
+    crate::sampling::with_span(&parent, span)
 }
 
 /// `{METHOD} {route}`, or just the method when no route matched, as the conventions name it.

@@ -215,6 +215,49 @@ async fn inside_an_unsampled_request_no_span_is_created_and_the_context_still_fl
     );
 }
 
+#[tokio::test]
+async fn an_unsampled_request_keeps_the_random_flag_on_its_response_and_downstream() {
+    // Arrange: a caller that did not sample, and says its trace id is random (Level 2).
+    let _capture = capture("foundry-test");
+    let (echo_url, seen) = echo_server().await;
+    let app = app_with_work(echo_downstream(&echo_url));
+    let (trace_id, traceparent) = new_traceparent(false);
+    let random = format!("{}-02", &traceparent[..52]);
+
+    // Act
+    let response = app
+        .oneshot(
+            Request::get("/work")
+                .header("traceparent", &random)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Assert: the hop changed the parent id only, on the response and on the call it made.
+    assert_eq!(response.status(), StatusCode::OK);
+    let returned = response.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let sent = seen.lock().unwrap()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for header in [&returned, &sent] {
+        assert!(
+            header.starts_with(&format!("00-{trace_id}-")) && header.ends_with("-02"),
+            "{header}"
+        );
+        assert_ne!(
+            header[36..52],
+            random[36..52],
+            "a span of this hop is the parent"
+        );
+    }
+}
+
 async fn call_work(app: Router, traceparent: &str) -> String {
     call(app, "/work", traceparent).await
 }
