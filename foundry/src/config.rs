@@ -176,7 +176,7 @@ impl TelemetryConfig {
                 endpoint: parse_endpoint(endpoint.trim())?,
                 protocol,
                 headers: match var("OTEL_EXPORTER_OTLP_HEADERS") {
-                    Some(headers) => parse_headers(&headers)?,
+                    Some(headers) => parse_headers(&headers, protocol)?,
                     None => HashMap::new(),
                 },
                 timeout: parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", var, 10_000)?,
@@ -390,7 +390,7 @@ fn parse_key_values(
     Ok(pairs)
 }
 
-fn parse_headers(value: &str) -> Result<HashMap<String, String>, ConfigError> {
+fn parse_headers(value: &str, protocol: Protocol) -> Result<HashMap<String, String>, ConfigError> {
     const VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
     // The value may hold credentials: errors name the variable but do not echo it.
     let pairs = parse_key_values(VAR, value)
@@ -410,19 +410,30 @@ fn parse_headers(value: &str) -> Result<HashMap<String, String>, ConfigError> {
                 format!("the value of {name:?} is not a valid header value"),
             ));
         }
+        // gRPC reserves `-bin` names for binary metadata, which would be dropped on the way.
+        if protocol == Protocol::Grpc && name.to_ascii_lowercase().ends_with("-bin") {
+            return Err(ConfigError::new(
+                VAR,
+                "<redacted>",
+                format!("{name:?} names binary gRPC metadata, which OTLP headers cannot carry"),
+            ));
+        }
     }
     Ok(pairs.into_iter().collect())
 }
 
-/// Decodes `%XX` escapes. Hand-written because it is ten lines and the `percent-encoding`
-/// crate would be a dependency for this one use.
+/// Decodes `%XX` escapes; `None` for a malformed one. Hand-written because percent-encoding's
+/// decoder passes a malformed escape through as text, where a bad value here must be an error.
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would take a sign, as in `%+1`.
+            let hex = text
+                .get(i + 1..i + 3)
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -513,6 +524,8 @@ mod tests {
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"),
             ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
             ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "k=%+1"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "k=%zz"),
             ("LOG_FORMAT", "xml"),
         ];
         for (variable, value) in cases {
@@ -536,7 +549,7 @@ mod tests {
 
     #[test]
     fn invalid_header_names_and_values_are_errors() {
-        for headers in ["bad name=x", "key=line%0Abreak"] {
+        for headers in ["bad name=x", "key=line%0Abreak", "key=%+1", "token-bin=x"] {
             let error = config(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
                 ("OTEL_EXPORTER_OTLP_HEADERS", headers),

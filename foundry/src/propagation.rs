@@ -1,20 +1,25 @@
-//! W3C Trace Context propagation, strict where the spec is strict.
+//! W3C Trace Context and W3C Baggage propagation, strict where the specs are strict.
 //!
-//! Written by hand because the stock `opentelemetry_sdk::propagation::TraceContextPropagator`
-//! is lenient where the W3C Trace Context spec is not: it accepts over-long and short fields,
+//! Written by hand because the stock propagators of `opentelemetry_sdk::propagation` are
+//! lenient where the specs are not. `TraceContextPropagator` accepts over-long and short fields,
 //! reads only the first of repeated `traceparent`/`tracestate` headers, neither trims optional
-//! whitespace in `tracestate` nor enforces its limits, and drops the Level 2 `random` flag. This
-//! one implements Level 1 and the Level 2 random flag; W3C Baggage stays with the stock
-//! `BaggagePropagator`, which already enforces the baggage limits.
+//! whitespace in `tracestate` nor enforces its limits, and drops the Level 2 `random` flag.
+//! `BaggagePropagator` reads only the first `baggage` header, cuts a value at its second `=`,
+//! drops an entry whose escapes are not UTF-8 instead of replacing them, and sends `%` and `\`
+//! unescaped, so a value that arrived as `a%2541` leaves as `a%41` and the next hop reads `aA`.
+//! [`W3cTraceContextPropagator`] implements Trace Context Level 1 and the Level 2 random flag,
+//! [`W3cBaggagePropagator`] W3C Baggage with its limits.
 
 use std::sync::LazyLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context,
+    baggage::{BaggageExt, KeyValueMetadata},
     propagation::{Extractor, Injector, TextMapPropagator, text_map_propagator::FieldIter},
     trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -88,6 +93,126 @@ impl TextMapPropagator for W3cTraceContextPropagator {
     }
 }
 
+const BAGGAGE: &str = "baggage";
+/// W3C Baggage's limits: list members, and bytes of the whole header.
+const MAX_BAGGAGE_MEMBERS: usize = 64;
+const MAX_BAGGAGE_BYTES: usize = 8192;
+/// What a baggage value must escape: all but `baggage-octet`, and `%` itself. (Bytes beyond
+/// ASCII are always escaped.)
+const NOT_BAGGAGE_OCTET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
+
+static BAGGAGE_FIELDS: LazyLock<[String; 1]> = LazyLock::new(|| [BAGGAGE.to_owned()]);
+
+/// The W3C `baggage` propagator that foundry installs globally.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct W3cBaggagePropagator;
+
+impl W3cBaggagePropagator {
+    /// A new propagator.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl TextMapPropagator for W3cBaggagePropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let baggage = cx.baggage();
+        if baggage.is_empty() {
+            return;
+        }
+        let mut header = String::new();
+        let mut members = 0;
+        for (key, (value, metadata)) in baggage {
+            if !is_token(key.as_str()) {
+                continue;
+            }
+            let mut member = String::with_capacity(key.as_str().len() + 1 + value.as_str().len());
+            member.push_str(key.as_str());
+            member.push('=');
+            member.extend(utf8_percent_encode(value.as_str(), NOT_BAGGAGE_OCTET));
+            let properties = metadata.as_str().trim();
+            if !properties.is_empty() {
+                member.push(';');
+                member.push_str(properties);
+            }
+            // Over a limit, whole members are left out, never part of one.
+            let separator = usize::from(!header.is_empty());
+            if members == MAX_BAGGAGE_MEMBERS
+                || header.len() + separator + member.len() > MAX_BAGGAGE_BYTES
+            {
+                break;
+            }
+            if separator == 1 {
+                header.push(',');
+            }
+            header.push_str(&member);
+            members += 1;
+        }
+        if !header.is_empty() {
+            injector.set(BAGGAGE, header);
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        // Repeated headers are one list, as RFC 9110 combines them.
+        let Some(values) = extractor.get_all(BAGGAGE) else {
+            return cx.clone();
+        };
+        let bytes = values.iter().map(|value| value.len() + 1).sum::<usize>() - 1;
+        if bytes > MAX_BAGGAGE_BYTES {
+            return cx.clone();
+        }
+        let members = values
+            .iter()
+            .flat_map(|value| value.split(','))
+            .map(|member| member.trim_matches([' ', '\t']))
+            .filter(|member| !member.is_empty())
+            .filter_map(parse_baggage_member)
+            .take(MAX_BAGGAGE_MEMBERS);
+        cx.with_baggage(members)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(BAGGAGE_FIELDS.as_ref())
+    }
+}
+
+/// `key = value *(; property)`; `None` for a member that breaks the grammar, which is skipped.
+/// A value may hold `=`; its escapes that are not UTF-8 become U+FFFD, as the spec says.
+fn parse_baggage_member(member: &str) -> Option<KeyValueMetadata> {
+    let (pair, properties) = match member.split_once(';') {
+        Some((pair, properties)) => (pair, properties.trim_matches([' ', '\t'])),
+        None => (member, ""),
+    };
+    let (key, value) = pair.split_once('=')?;
+    let key = key.trim_matches([' ', '\t']);
+    let value = value.trim_matches([' ', '\t']);
+    if !is_token(key) || !value.bytes().all(is_baggage_octet) {
+        return None;
+    }
+    let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
+    Some(KeyValueMetadata::new(key.to_owned(), value, properties))
+}
+
+/// An RFC 9110 token: the grammar of a baggage key.
+fn is_token(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `baggage-octet`, and `%` for the escapes.
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
 /// opentelemetry-http's `HeaderExtractor`, with the W3C headers' names parsed once: looking a
 /// header up by a `&str` parses the name every time, several times a request.
 pub(crate) struct HeaderExtractor<'a>(pub(crate) &'a HeaderMap);
@@ -136,11 +261,11 @@ impl Injector for HeaderInjector<'_> {
 fn known_name(key: &str) -> Option<&'static HeaderName> {
     static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
     static TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
-    static BAGGAGE_HEADER: HeaderName = HeaderName::from_static("baggage");
+    static BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
     match key {
         TRACEPARENT => Some(&TRACEPARENT_HEADER),
         TRACESTATE => Some(&TRACESTATE_HEADER),
-        "baggage" => Some(&BAGGAGE_HEADER),
+        BAGGAGE => Some(&BAGGAGE_HEADER),
         _ => None,
     }
 }
@@ -522,6 +647,112 @@ mod tests {
             .extract_span_context(&HeaderExtractor(&headers))
             .expect("the traceparent stands");
         assert_eq!(cx.trace_state().header(), "", "no part of a broken list");
+    }
+
+    fn baggage_of(headers: Vec<(&'static str, &'static str)>) -> Context {
+        W3cBaggagePropagator.extract_with_context(&Context::new(), &Headers(headers))
+    }
+
+    fn value(cx: &Context, key: &str) -> Option<String> {
+        cx.baggage().get(key).map(|value| value.as_str().to_owned())
+    }
+
+    fn injected(cx: &Context) -> Option<String> {
+        let mut headers = HashMap::new();
+        W3cBaggagePropagator.inject_context(cx, &mut headers);
+        headers.remove(BAGGAGE)
+    }
+
+    #[test]
+    fn baggage_headers_are_one_list_and_values_may_hold_equal_signs() {
+        let cx = baggage_of(vec![
+            (BAGGAGE, "a=1, b = two%20words ;p=1"),
+            (BAGGAGE, "c=YWJj=="),
+        ]);
+        assert_eq!(value(&cx, "a").as_deref(), Some("1"));
+        assert_eq!(value(&cx, "b").as_deref(), Some("two words"));
+        assert_eq!(value(&cx, "c").as_deref(), Some("YWJj=="));
+        assert_eq!(cx.baggage().len(), 3);
+    }
+
+    #[test]
+    fn baggage_values_decode_lossily_and_leave_escaped_as_they_came() {
+        let cx = baggage_of(vec![(
+            BAGGAGE,
+            "pct=a%2541,lead=%20x,bad=%ff%fe,utf=caf%C3%A9",
+        )]);
+        assert_eq!(value(&cx, "pct").as_deref(), Some("a%41"));
+        assert_eq!(value(&cx, "lead").as_deref(), Some(" x"));
+        assert_eq!(value(&cx, "bad").as_deref(), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(value(&cx, "utf").as_deref(), Some("café"));
+        let header = injected(&cx).expect("a header");
+        let mut members: Vec<&str> = header.split(',').collect();
+        members.sort_unstable();
+        assert_eq!(
+            members,
+            [
+                "bad=%EF%BF%BD%EF%BF%BD",
+                "lead=%20x",
+                "pct=a%2541",
+                "utf=caf%C3%A9"
+            ]
+        );
+        let again = baggage_of(vec![(BAGGAGE, Box::leak(header.into_boxed_str()))]);
+        assert_eq!(
+            value(&again, "pct").as_deref(),
+            Some("a%41"),
+            "unchanged after a hop"
+        );
+    }
+
+    #[test]
+    fn baggage_escapes_what_is_no_baggage_octet_and_keeps_properties() {
+        let cx = Context::new().with_baggage(vec![
+            KeyValueMetadata::new("k", "a \"b\",c;d\\e%f=g", "prop=1;flag"),
+            KeyValueMetadata::new("not a token", "x", ""),
+        ]);
+        assert_eq!(
+            injected(&cx).as_deref(),
+            Some("k=a%20%22b%22%2Cc%3Bd%5Ce%25f=g;prop=1;flag")
+        );
+    }
+
+    #[test]
+    fn baggage_members_that_break_the_grammar_are_skipped() {
+        let cx = baggage_of(vec![(BAGGAGE, "no-equals,bad key=1,=v,quote=\"x\",ok=2,,")]);
+        assert_eq!(cx.baggage().len(), 1, "{:?}", cx.baggage());
+        assert_eq!(value(&cx, "ok").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn baggage_limits_hold() {
+        let members = |n: usize, value: &str| -> &'static str {
+            Box::leak(
+                (0..n)
+                    .map(|i| format!("k{i}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_boxed_str(),
+            )
+        };
+        assert_eq!(
+            baggage_of(vec![(BAGGAGE, members(65, "v"))])
+                .baggage()
+                .len(),
+            64
+        );
+        let over = members(1000, "vvvvvv");
+        assert!(over.len() > MAX_BAGGAGE_BYTES);
+        assert!(baggage_of(vec![(BAGGAGE, over)]).baggage().is_empty());
+
+        // Going out, whole members are left out to keep within the byte limit.
+        let long = "v".repeat(3000);
+        let cx = Context::new()
+            .with_baggage((0..4).map(|i| KeyValueMetadata::new(format!("k{i}"), long.clone(), "")));
+        let header = injected(&cx).expect("a header");
+        assert!(header.len() <= MAX_BAGGAGE_BYTES, "{}", header.len());
+        assert_eq!(header.split(',').count(), 2);
+        assert!(header.split(',').all(|member| member.len() == 3 + 3000));
     }
 
     #[test]

@@ -20,7 +20,6 @@ use opentelemetry_sdk::{
     Resource,
     logs::SdkLoggerProvider,
     metrics::SdkMeterProvider,
-    propagation::BaggagePropagator,
     trace::{
         BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
         SimpleSpanProcessor,
@@ -38,7 +37,7 @@ use crate::{
     config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
-    propagation::W3cTraceContextPropagator,
+    propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
     span_export::{BatchSettings, OtlpSpanProcessor},
 };
@@ -392,7 +391,7 @@ pub(crate) fn install_globals(
 ) {
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(W3cTraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
+        Box::new(W3cBaggagePropagator::new()),
     ]));
     global::set_tracer_provider(tracer_provider.clone());
     let _ = TRACER.set(tracer_provider.tracer(INSTRUMENTATION_SCOPE));

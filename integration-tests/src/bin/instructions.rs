@@ -169,8 +169,8 @@ const METRIC_RECORD: &str = "foundry::metrics::BoundHistograms<K>::record";
 const PROPAGATORS: [&str; 4] = [
     "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
     "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
-    "<opentelemetry_sdk::propagation::baggage::BaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
-    "<opentelemetry_sdk::propagation::baggage::BaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
+    "<foundry::propagation::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
+    "<foundry::propagation::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
 ];
 
 /// Prints where the instructions `on` adds to a request go: first the parts every exported
