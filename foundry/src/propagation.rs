@@ -626,8 +626,8 @@ mod tests {
 
     #[test]
     fn a_header_value_that_is_not_visible_ascii_invalidates_the_whole_header() {
-        let obs_text =
-            HeaderValue::from_bytes(b"00-4bf92f3577b34da6a3ce929d0e0e4736-\xff").unwrap();
+        let obs_text = HeaderValue::from_bytes(b"00-4bf92f3577b34da6a3ce929d0e0e4736-\xff")
+            .expect("obs-text is a header value");
         let mut headers = HeaderMap::new();
         headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
         headers.append(TRACEPARENT, obs_text.clone());
