@@ -15,6 +15,14 @@ fn apollo(sophia: &str, hermes: &str) -> axum::Router {
     apollo::app::router(services)
 }
 
+/// A real Sophia in this process whose Hermes is at `hermes_url`, with `timeout_ms` to answer.
+async fn sophia_before(hermes_url: &str, timeout_ms: u64) -> String {
+    let state =
+        sophia::app::AppState::new(hermes_url, std::time::Duration::from_millis(timeout_ms))
+            .unwrap();
+    crate::support::serve(sophia::app::router(state)).await
+}
+
 async fn send(router: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = router.oneshot(request).await.unwrap();
     let status = response.status();
@@ -91,6 +99,19 @@ async fn api_errors_pass_through_or_name_the_failing_service() {
         post("/api/plan", &traceparent, r#"{"goal": "Open the door"}"#),
     )
     .await;
+    // Sophia up, Hermes behind it down, then slow: the service at fault is named.
+    let (behind, behind_body) = send(
+        apollo(&sophia_before(&closed, 5_000).await, &hermes),
+        post("/api/plan", &traceparent, r#"{"goal": "Open the door"}"#),
+    )
+    .await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let (slow, slow_body) = send(
+        apollo(&sophia_before(&silent_url, 200).await, &hermes),
+        post("/api/plan", &traceparent, r#"{"goal": "Open the door"}"#),
+    )
+    .await;
     let (bad, bad_body) = send(
         apollo(&sophia, &hermes),
         post("/api/embed", &traceparent, "[1, 2]"),
@@ -106,6 +127,10 @@ async fn api_errors_pass_through_or_name_the_failing_service() {
     assert_eq!(unknown_body["error"]["code"], "plan_not_found");
     assert_eq!(down, StatusCode::BAD_GATEWAY);
     assert_eq!(down_body["error"]["code"], "sophia_unavailable");
+    assert_eq!(behind, StatusCode::BAD_GATEWAY, "{behind_body}");
+    assert_eq!(behind_body["error"]["code"], "hermes_unavailable");
+    assert_eq!(slow, StatusCode::GATEWAY_TIMEOUT, "{slow_body}");
+    assert_eq!(slow_body["error"]["code"], "hermes_timeout");
     assert_eq!(bad, StatusCode::UNPROCESSABLE_ENTITY, "{bad_body}");
     assert_eq!(broken, StatusCode::BAD_REQUEST);
     assert_eq!(broken_body["error"]["code"], "invalid_json");
@@ -114,7 +139,7 @@ async fn api_errors_pass_through_or_name_the_failing_service() {
         .iter()
         .filter(|s| s.name == "apollo.command" && s.bool("command.success") == Some(false))
         .collect();
-    assert_eq!(failed.len(), 2, "{spans:#?}");
+    assert_eq!(failed.len(), 4, "{spans:#?}");
     assert!(failed.iter().all(|s| s.status == Status::Error));
 }
 

@@ -244,7 +244,7 @@ pub enum DownstreamError {
         service: &'static str,
         /// Its status.
         status: StatusCode,
-        /// Its error code, if it sent the LOGOS error shape.
+        /// Its error code, when it sent the LOGOS error shape; else [`NOT_LOGOS_ERROR`].
         code: String,
         /// Its error message.
         message: String,
@@ -260,6 +260,9 @@ pub enum DownstreamError {
         detail: String,
     },
 }
+
+/// The code of an error answer that is not in the LOGOS error shape (a proxy's HTML page, say).
+pub const NOT_LOGOS_ERROR: &str = "http_error";
 
 impl DownstreamError {
     /// The service that failed.
@@ -280,9 +283,11 @@ impl From<DownstreamError> for ErrorResponse {
 }
 
 impl ErrorResponse {
-    /// The answer for a failed downstream call: a 4xx from a service that only forwards the
-    /// user's input passes through (see [`Downstream::forwarding_client_errors`]); anything else
-    /// is 502, or 504 for a timeout, with a code that names the service.
+    /// The answer for a failed downstream call. For a caller that only forwards the user's input
+    /// (see [`Downstream::forwarding_client_errors`]), a 4xx passes through, and so does a
+    /// 502/504 in the LOGOS error shape: it already names the service at fault further down
+    /// (`hermes_timeout` behind Sophia). Anything else is 502, or 504 for a timeout, with a code
+    /// that names the service called.
     pub fn from_ref(error: &DownstreamError) -> Self {
         let service = error.service();
         match error {
@@ -292,7 +297,12 @@ impl ErrorResponse {
                 message,
                 forwarded: true,
                 ..
-            } if status.is_client_error() => {
+            } if status.is_client_error()
+                || (matches!(
+                    *status,
+                    StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+                ) && code != NOT_LOGOS_ERROR) =>
+            {
                 ErrorResponse::new(*status, code.clone(), format!("{service}: {message}"))
             }
             DownstreamError::Timeout { .. } => ErrorResponse::new(
@@ -395,7 +405,7 @@ impl Downstream {
         if !status.is_success() {
             let (code, message) = error_fields(&bytes).unwrap_or_else(|| {
                 (
-                    "http_error".to_owned(),
+                    NOT_LOGOS_ERROR.to_owned(),
                     String::from_utf8_lossy(&bytes)
                         .split_whitespace()
                         .collect::<Vec<_>>()
