@@ -23,13 +23,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn instrument(router: Router, service: &'static str, version: &'static str) -> Router {
     router
         .fallback(|| async { ErrorResponse::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ErrorResponse::new(
-                http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(ServerLayer::new())
         // Added after the layer on purpose: health checks and scrapes are not traced.
@@ -48,4 +42,14 @@ pub fn instrument(router: Router, service: &'static str, version: &'static str) 
                 )
             }),
         )
+        // Again for the two routes above: it applies to the routes there are when it is called.
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> ErrorResponse {
+    ErrorResponse::new(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }
