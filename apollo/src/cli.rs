@@ -69,27 +69,45 @@ pub struct Report {
 }
 
 impl Report {
-    /// Prints the report and returns the exit code.
+    /// Prints the report and returns the exit code: 1 as well when the output could not be
+    /// written (a full disk, a closed stdout), as the answer was lost.
     pub fn print(&self) -> std::process::ExitCode {
         use std::io::Write as _;
-        // A closed pipe (`apollo state | head -1`) is the reader's choice, not a crash.
-        let _ = std::io::stdout().lock().write_all(self.stdout.as_bytes());
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout
+            .write_all(self.stdout.as_bytes())
+            .and_then(|()| stdout.flush());
+        let mut stderr = std::io::stderr().lock();
         if let Some(line) = &self.stderr {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            let _ = writeln!(stderr, "{line}");
         }
-        std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1))
+        match written {
+            // A closed pipe (`apollo state | head -1`) is the reader's choice, not a failure.
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = writeln!(stderr, "apollo: cannot write the output: {error}");
+                std::process::ExitCode::from(1)
+            }
+            _ => std::process::ExitCode::from(u8::try_from(self.exit_code).unwrap_or(1)),
+        }
     }
 }
 
 /// Renders `outcome` of `command` for people, or as one JSON object with `json`.
 pub fn report(command: &Command, outcome: &Outcome, json: bool) -> Report {
     let trace_id = &outcome.trace_id;
+    // Without telemetry there is no trace: `null` in JSON, and said so for people.
+    let trace_line = format!(
+        "trace_id: {}\n",
+        trace_id
+            .as_deref()
+            .unwrap_or("none (telemetry is disabled)")
+    );
     match &outcome.result {
         Ok(result) => Report {
             stdout: if json {
                 format!("{}\n", json!({"trace_id": trace_id, "result": result}))
             } else {
-                format!("{}trace_id: {trace_id}\n", human(command, result))
+                format!("{}{trace_line}", human(command, result))
             },
             stderr: None,
             exit_code: 0,
@@ -103,7 +121,13 @@ pub fn report(command: &Command, outcome: &Outcome, json: bool) -> Report {
                         json!({"trace_id": trace_id, "error": {"code": code, "message": message}})
                     )
                 } else {
-                    format!("trace_id: {trace_id}\n")
+                    // `status` shows every service, the healthy ones too, before saying which
+                    // are down.
+                    let shown = match error {
+                        ActionError::Unhealthy { services, .. } => human(command, services),
+                        ActionError::Downstream(_) => String::new(),
+                    };
+                    format!("{shown}{trace_line}")
                 },
                 stderr: Some(format!("apollo: {message}")),
                 exit_code: 1,
@@ -128,6 +152,10 @@ fn human(command: &Command, result: &Value) -> String {
         Command::Status => {
             for service in ["sophia", "hermes"] {
                 let answer = &result[service];
+                if answer.get("error").is_some() {
+                    let _ = writeln!(out, "{service:<7} down  {}", text(&answer["url"]));
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "{service:<7} {:<4} v{:<8} {:>8.2} ms  {}",

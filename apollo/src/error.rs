@@ -10,8 +10,13 @@ pub enum ActionError {
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
     /// `status` found services down.
-    #[error("{0}")]
-    Unhealthy(String),
+    #[error("{message}")]
+    Unhealthy {
+        /// Which are down, and why.
+        message: String,
+        /// Every service's answer, the healthy ones too.
+        services: serde_json::Value,
+    },
 }
 
 impl From<&ActionError> for ErrorResponse {
@@ -20,7 +25,7 @@ impl From<&ActionError> for ErrorResponse {
     fn from(error: &ActionError) -> Self {
         match error {
             ActionError::Downstream(error) => ErrorResponse::from_ref(error),
-            ActionError::Unhealthy(_) => {
+            ActionError::Unhealthy { .. } => {
                 ErrorResponse::new(StatusCode::BAD_GATEWAY, "unhealthy", error.to_string())
             }
         }

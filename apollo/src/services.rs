@@ -51,8 +51,8 @@ impl Action {
 /// The outcome of one action: its trace id, and its result.
 #[derive(Debug)]
 pub struct Outcome {
-    /// 32 hex digits; zeros when telemetry is disabled.
-    pub trace_id: String,
+    /// 32 hex digits; `None` when telemetry is disabled and there is no trace.
+    pub trace_id: Option<String>,
     /// The services' answer.
     pub result: Result<Value, ActionError>,
 }
@@ -90,7 +90,9 @@ impl Services {
             command.success = Empty,
             otel.status_code = Empty,
         );
-        let trace_id = span.context().span().span_context().trace_id().to_string();
+        let trace_id = Some(span.context().span().span_context().clone())
+            .filter(opentelemetry::trace::SpanContext::is_valid)
+            .map(|span_context| span_context.trace_id().to_string());
         let result = self.dispatch(action).instrument(span.clone()).await;
         span.record("command.success", result.is_ok());
         if result.is_err() {
@@ -120,10 +122,14 @@ impl Services {
             .filter_map(|answer| answer.get("error").and_then(Value::as_str))
             .map(str::to_owned)
             .collect();
+        let services = json!({"sophia": sophia, "hermes": hermes});
         if down.is_empty() {
-            Ok(json!({"sophia": sophia, "hermes": hermes}))
+            Ok(services)
         } else {
-            Err(ActionError::Unhealthy(down.join("; ")))
+            Err(ActionError::Unhealthy {
+                message: down.join("; "),
+                services,
+            })
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{apollo, closed_url, is_trace_id, services, text};
+use crate::support::{apollo, apollo_command, closed_url, is_trace_id, run, services, text};
 
 fn json(output: &std::process::Output) -> Value {
     let (stdout, stderr) = text(output);
@@ -140,10 +140,58 @@ async fn status_with_hermes_down_fails_naming_hermes() {
 
     let output = apollo(&sophia, &closed_url(), &["status"]).await;
 
-    let (_, stderr) = text(&output);
+    let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("hermes is unreachable"), "{stderr}");
     assert!(!stderr.contains("sophia is unreachable"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("sophia  ok "),
+        "the healthy one is shown: {stdout}"
+    );
+    assert!(lines[1].starts_with("hermes  down "), "{stdout}");
+    assert!(lines[2].starts_with("trace_id: "), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_cannot_be_written_is_exit_code_1() {
+    let (sophia, hermes) = services().await;
+    let mut command = apollo_command(&sophia, &hermes, &["state"]);
+    command
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stderr(std::process::Stdio::piped());
+
+    // Spawned, not run through `output()`, which would capture stdout in a pipe.
+    let output = command.spawn().unwrap().wait_with_output().await.unwrap();
+
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("apollo: cannot write the output"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_telemetry_disabled_there_is_no_trace_id_to_show() {
+    let (sophia, hermes) = services().await;
+    let mut human = apollo_command(&sophia, &hermes, &["state"]);
+    human.env("OTEL_SDK_DISABLED", "true");
+    let mut json = apollo_command(&sophia, &hermes, &["--json", "state"]);
+    json.env("OTEL_SDK_DISABLED", "true");
+
+    let (human, json) = (run(human).await, run(json).await);
+
+    assert_eq!(human.status.code(), Some(0));
+    let (stdout, _) = text(&human);
+    assert_eq!(
+        stdout.lines().last(),
+        Some("trace_id: none (telemetry is disabled)")
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(answer["trace_id"].is_null(), "{answer}");
+    assert!(answer["result"]["state"].is_object(), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

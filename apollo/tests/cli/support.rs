@@ -31,6 +31,11 @@ pub fn closed_url() -> String {
 
 /// Runs `apollo --sophia-url S --hermes-url H <args>` with no telemetry configured.
 pub async fn apollo(sophia: &str, hermes: &str, args: &[&str]) -> Output {
+    run(apollo_command(sophia, hermes, args)).await
+}
+
+/// The command [`apollo`] runs, for a test to add to.
+pub fn apollo_command(sophia: &str, hermes: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_apollo"));
     for (key, _) in std::env::vars() {
         if key.starts_with("OTEL_") || key.starts_with("SOPHIA_") || key.starts_with("HERMES_") {
@@ -41,6 +46,11 @@ pub async fn apollo(sophia: &str, hermes: &str, args: &[&str]) -> Output {
         .args(["--sophia-url", sophia, "--hermes-url", hermes])
         .args(args)
         .kill_on_drop(true);
+    command
+}
+
+/// Runs `command` to its end, within a hang guard.
+pub async fn run(mut command: Command) -> Output {
     tokio::time::timeout(Duration::from_secs(30), command.output())
         .await
         .expect("apollo finishes")
