@@ -245,7 +245,7 @@ pub fn parse_service_url(value: &str) -> Result<String, String> {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => {
             Ok(value.trim_end_matches('/').to_owned())
         }
-        _ => Err("expected an http:// or https:// URL such as http://localhost:4317".into()),
+        _ => Err("expected an absolute http:// or https:// URL".into()),
     }
 }
 
@@ -254,7 +254,7 @@ fn parse_endpoint(value: &str) -> Result<String, ConfigError> {
         ConfigError::new(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             &without_userinfo(value),
-            reason,
+            format!("{reason}, such as {DEFAULT_OTLP_GRPC_ENDPOINT}"),
         )
     })
 }

@@ -32,14 +32,16 @@ impl From<ApiError> for ErrorResponse {
         let invalid = |error: &dyn std::fmt::Display| ErrorResponse::invalid(error.to_string());
         match error {
             ApiError::Hermes(error) => error.into(),
-            ApiError::Plan(PlanError::TargetState(error)) => state_error(error),
+            ApiError::Plan(PlanError::TargetState(error)) => state_error("target_state", error),
             ApiError::Plan(error) => invalid(&error),
             ApiError::Simulate(SimulateError::PlanNotFound { plan_id }) => ErrorResponse::new(
                 StatusCode::NOT_FOUND,
                 "plan_not_found",
                 format!("no plan with id '{plan_id}'"),
             ),
-            ApiError::Simulate(SimulateError::InitialState(error)) => state_error(error),
+            ApiError::Simulate(SimulateError::InitialState(error)) => {
+                state_error("initial_state", error)
+            }
             ApiError::Simulate(SimulateError::Hcg(error)) | ApiError::Hcg(error) => {
                 hcg_error(error)
             }
@@ -47,7 +49,7 @@ impl From<ApiError> for ErrorResponse {
                 error @ (SimulateError::State(_) | SimulateError::CorruptPlan { .. }),
             ) => internal(&error),
             ApiError::Simulate(error) => invalid(&error),
-            ApiError::State(error) => state_error(error),
+            ApiError::State(error) => state_error("state", error),
         }
     }
 }
@@ -72,15 +74,16 @@ fn hcg_error(error: HcgError) -> ErrorResponse {
     }
 }
 
-fn state_error(error: StateError) -> ErrorResponse {
+/// A state error, its message naming `field`, the request's field that held the state.
+fn state_error(field: &str, error: StateError) -> ErrorResponse {
     match error {
         StateError::TooLarge { .. } => ErrorResponse::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            error.to_string(),
+            format!("{field} {error}"),
         ),
         StateError::Backend(_) => internal(&error),
-        other => ErrorResponse::invalid(other.to_string()),
+        other => ErrorResponse::invalid(format!("{field} {other}")),
     }
 }
 

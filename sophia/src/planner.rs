@@ -43,7 +43,7 @@ pub enum PlanError {
         limit: usize,
     },
     /// `target_state` is not an object (400/422) or too large (413).
-    #[error("target_state: {0}")]
+    #[error("target_state {0}")]
     TargetState(#[from] StateError),
     /// A priority other than `low`, `normal` or `high` (400/422: bad input).
     #[error("priority must be one of low, normal, high; got '{0}'")]

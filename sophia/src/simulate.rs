@@ -48,7 +48,7 @@ pub enum SimulateError {
         plan_id: String,
     },
     /// `initial_state` is not an object (400/422) or too large (413).
-    #[error("initial_state: {0}")]
+    #[error("initial_state {0}")]
     InitialState(#[source] StateError),
     /// Reading the CWM state failed (500).
     #[error("reading the current state failed: {0}")]

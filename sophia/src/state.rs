@@ -18,17 +18,18 @@ use crate::hcg::{new_id, now_rfc3339};
 /// step, so this bounds a simulation's memory as well as the store's.
 pub const MAX_STATE_BYTES: usize = 256 * 1024;
 
-/// Errors of the state. The intended HTTP status is given on each variant.
+/// Errors of the state. The intended HTTP status is given on each variant. The messages of the
+/// first two follow the name of the field that held the state (`target_state must be ...`).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StateError {
     /// The state is not a JSON object (400/422: bad input).
-    #[error("state must be a JSON object, got {found}")]
+    #[error("must be a JSON object, got {found}")]
     NotAnObject {
         /// The JSON type that was given instead.
         found: &'static str,
     },
     /// The state serializes to more than [`MAX_STATE_BYTES`] (413).
-    #[error("state is larger than the limit of {limit} bytes")]
+    #[error("is larger than the limit of {limit} bytes")]
     TooLarge {
         /// The limit that was exceeded.
         limit: usize,

@@ -9,9 +9,15 @@ use tokio::net::TcpListener;
 /// ([`crate::telemetry::SHUTDOWN_TIMEOUT`]) a service exits within 5 s of the signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Binds `host:port`; port 0 takes a free port (read it back with `local_addr`).
+/// Binds `host:port`; port 0 takes a free port (read it back with `local_addr`). The error
+/// names the address, as the operating system's (`Address already in use`) does not.
 pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind((host, port)).await
+    TcpListener::bind((host, port)).await.map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen on {host}:{port}: {error}"),
+        )
+    })
 }
 
 /// Serves `app` until Ctrl-C or SIGTERM: then stops accepting, lets in-flight requests finish
@@ -38,5 +44,26 @@ pub async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
             tracing::warn!("in-flight requests did not finish in time; stopping anyway");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_failed_bind_names_the_address() {
+        let taken = super::bind("127.0.0.1", 0).await.expect("a free port");
+        let port = taken.local_addr().expect("bound").port();
+
+        let error = super::bind("127.0.0.1", port)
+            .await
+            .expect_err("the port is taken");
+
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")),
+            "{error}"
+        );
     }
 }

@@ -83,8 +83,7 @@ pub async fn search(
         (None, Some(vector)) => vector,
         _ => return Err(ApiError::SearchQuery),
     };
-    // Negative or huge values become an out-of-range top_k that the store rejects by name.
-    let top_k = usize::try_from(request.top_k).unwrap_or(0);
+    let top_k = usize::try_from(request.top_k).map_err(|_| ApiError::TopK(request.top_k))?;
     let results = state.store.search(&query, top_k).await?;
     Ok(Json(SearchResponse { results }))
 }

@@ -237,6 +237,13 @@ async fn bad_search_requests_get_their_error_codes() {
         // Assert
         assert_eq!(response.status, status, "{case}: {}", response.text);
         assert_error(&response, status, code);
+        if case.contains("top_k") && code == "invalid_top_k" {
+            let message = response.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            let sent = body["top_k"].to_string();
+            assert!(message.ends_with(&format!("got {sent}")), "{message}");
+        }
     }
 }
 

@@ -289,6 +289,15 @@ async fn bad_goals_are_rejected_before_hermes_is_called() {
         // Assert
         assert_eq!(response.status, status, "{case}: {}", response.text);
         assert_error(&response, status, code);
+        if case.starts_with("target_state") {
+            let message = response.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                message.starts_with("target_state "),
+                "names the field: {message}"
+            );
+        }
     }
 }
 

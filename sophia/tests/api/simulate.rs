@@ -286,6 +286,15 @@ async fn bad_simulation_requests_get_their_error_codes() {
         // Assert
         assert_eq!(response.status, status, "{case}: {}", response.text);
         assert_error(&response, status, code);
+        if case.starts_with("initial_state") {
+            let message = response.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                message.starts_with("initial_state "),
+                "names the field: {message}"
+            );
+        }
     }
     let simulations = app.get("/hcg/entities?type=simulation").await;
     assert_eq!(
