@@ -69,23 +69,30 @@ pub fn router(state: AppState) -> Router {
     foundry::http::instrument(routes, "sophia", env!("CARGO_PKG_VERSION"))
 }
 
-/// 401 unless `Authorization: Bearer <token>` matches. The header is never recorded.
+/// 401 unless `Authorization: Bearer <token>` matches (the scheme's name in any case, as RFC
+/// 9110 says), with the `WWW-Authenticate` challenge a 401 must carry. The header is never
+/// recorded.
 async fn require_token(State(token): State<String>, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim_matches(' '));
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
             next.run(request).await
         }
-        _ => ErrorResponse::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
+        _ => (
+            [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"sophia\"")],
+            ErrorResponse::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            ),
         )
-        .into_response(),
+            .into_response(),
     }
 }
 

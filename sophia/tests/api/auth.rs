@@ -40,6 +40,10 @@ async fn every_route_needs_the_token() {
         // Assert
         assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_error(&response, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            response.headers["www-authenticate"], "Bearer realm=\"sophia\"",
+            "the challenge a 401 carries"
+        );
     }
 }
 
@@ -52,7 +56,7 @@ async fn a_wrong_or_malformed_token_is_401() {
         "Bearer s3cret2",
         "Bearer s3cre",
         "Basic s3cret",
-        "bearer s3cret",
+        "Bearers3cret",
         "s3cret",
         "Bearer ",
     ];
@@ -76,17 +80,26 @@ async fn a_wrong_or_malformed_token_is_401() {
 async fn the_right_token_is_let_through() {
     // Arrange
     let app = TestApp::with_hermes_and_token(TOKEN).await;
-    let request = Request::get("/state")
-        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
 
-    // Act
-    let response = app.send(request).await;
+    // The scheme's name is case-insensitive (RFC 9110).
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let request = Request::get("/state")
+            .header(AUTHORIZATION, format!("{scheme} {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
 
-    // Assert
-    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
-    assert_eq!(response.body["state"], json!({}));
+        // Act
+        let response = app.send(request).await;
+
+        // Assert
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{scheme}: {}",
+            response.text
+        );
+        assert_eq!(response.body["state"], json!({}));
+    }
 }
 
 #[tokio::test]
