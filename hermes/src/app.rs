@@ -44,8 +44,9 @@ impl AppState {
                     ApiKey::new(key.clone()),
                     &config.llm_model,
                 )?;
+                // The provider is outside the system: no trace context nor baggage goes to it.
                 Some(OpenAiProvider::new(
-                    foundry::http::client(timeout)?,
+                    foundry::http::external_client(timeout)?,
                     openai,
                 )?)
             }

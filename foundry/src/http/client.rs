@@ -33,11 +33,25 @@ pub type HttpClient = ClientWithMiddleware;
 /// A client whose calls each get a client span and carry the trace context, with a connect
 /// timeout of 2 s and the given overall `timeout` per request.
 pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
+    build_client(timeout, true)
+}
+
+/// A client for calls that leave the system (a third-party API): each gets its client span and
+/// metric like any other, but carries no `traceparent`, `tracestate` nor `baggage`. W3C Baggage
+/// asks that baggage not cross a trust boundary, where it may hold user data, and the system's
+/// trace ids are nothing an outside party needs.
+pub fn external_client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
+    build_client(timeout, false)
+}
+
+fn build_client(timeout: Duration, propagate: bool) -> Result<HttpClient, reqwest::Error> {
     let inner = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .timeout(timeout)
         .build()?;
-    Ok(ClientBuilder::new(inner).with(ClientTelemetry).build())
+    Ok(ClientBuilder::new(inner)
+        .with(ClientTelemetry { propagate })
+        .build())
 }
 
 /// The name of a call's client span, `{METHOD} {url.template}` by the conventions: put it in the
@@ -46,8 +60,11 @@ pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
 #[derive(Clone, Debug)]
 pub struct ClientSpanName(pub Cow<'static, str>);
 
-/// The client span, the trace context on the request, and the duration metric, for every call.
-struct ClientTelemetry;
+/// The client span, the trace context on the request (when `propagate`), and the duration
+/// metric, for every call.
+struct ClientTelemetry {
+    propagate: bool,
+}
 
 #[async_trait::async_trait]
 impl Middleware for ClientTelemetry {
@@ -71,12 +88,14 @@ impl Middleware for ClientTelemetry {
         );
         let parent = crate::telemetry::current_context();
         let span = client_span(&request, extensions, &parent, method, &address, port);
-        global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(
-                span.as_ref().unwrap_or(&parent),
-                &mut HeaderInjector(request.headers_mut()),
-            );
-        });
+        if self.propagate {
+            global::get_text_map_propagator(|propagator| {
+                propagator.inject_context(
+                    span.as_ref().unwrap_or(&parent),
+                    &mut HeaderInjector(request.headers_mut()),
+                );
+            });
+        }
         let outcome = next.run(request, extensions).await;
 
         let status = outcome.as_ref().ok().map(reqwest::Response::status);

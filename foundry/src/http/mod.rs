@@ -11,7 +11,10 @@ mod server;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 
-pub use client::{ClientSpanName, Downstream, DownstreamError, HttpClient, client};
+pub use client::{
+    ClientSpanName, Downstream, DownstreamError, HttpClient, NOT_LOGOS_ERROR, client,
+    external_client,
+};
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub use serve::{DRAIN_TIMEOUT, bind, serve};
 pub use server::{REQUEST_TIMEOUT, ServerLayer, UNTRACED_PATHS};

@@ -117,6 +117,41 @@ async fn client_injects_traceparent_tracestate_and_baggage_and_records_its_span(
 }
 
 #[tokio::test]
+async fn an_external_client_records_its_span_but_sends_no_context() {
+    // Arrange
+    let capture = capture("foundry-test");
+    let (base, seen) = echo_server().await;
+    let (trace_id, traceparent) = new_traceparent(true);
+    let provider = Downstream::new(
+        "provider",
+        &base,
+        foundry::http::external_client(Duration::from_secs(2)).unwrap(),
+    );
+    let span = tracing::info_span!("caller");
+    let _ = span.set_parent(parent_context(&traceparent));
+
+    // Act
+    let answer: serde_json::Value = provider.get_json("/echo").instrument(span).await.unwrap();
+
+    // Assert
+    assert_eq!(answer["ok"], true);
+    let headers = seen.lock().unwrap().clone();
+    for name in ["traceparent", "tracestate", "baggage"] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} stays inside: {headers:?}"
+        );
+    }
+    let spans = capture.spans(&trace_id);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == Kind::Client && s.name == "GET /echo"),
+        "the call is still traced: {spans:#?}"
+    );
+}
+
+#[tokio::test]
 async fn downstream_errors_name_the_service_and_mark_the_span() {
     let capture = capture("foundry-test");
     let (base, _) = echo_server().await;
