@@ -185,8 +185,9 @@ async fn metrics_go_out_on_schedule_with_the_counts_of_metrics_endpoint() {
                 .await
                 .unwrap();
         }
-        // Several export intervals while running.
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        // Seven export intervals while running, of which the test asks for three: room for a
+        // loaded machine.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
         let prometheus = foundry::metrics::render_prometheus();
         let count = prometheus
             .lines()
@@ -811,8 +812,11 @@ async fn a_full_span_queue_drops_new_spans_counts_them_and_never_blocks() {
     // 100 spans, at most 10 in the export thread's hands and 10 queued: 80 or more dropped,
     // all counted (a first warning, the rest when the service stops); ending them never waited
     // for the collector.
+    // Waiting for the collector would cost a 400 ms export timeout for every batch of the 80
+    // spans over the queue, seconds in all; ending them takes milliseconds. The bound is between,
+    // with room for a loaded machine.
     let spans_ms: u64 = child_value(&output, "spans_ms").parse().unwrap();
-    assert!(spans_ms < 200, "ending spans waited: {spans_ms} ms");
+    assert!(spans_ms < 1_500, "ending spans waited: {spans_ms} ms");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<&str> = stderr
         .lines()
