@@ -91,7 +91,11 @@ async fn json_output_is_one_object_with_trace_id_and_result() {
     assert!(state["result"]["state_id"].is_string());
     assert_eq!(status["result"]["sophia"]["status"], "ok");
     assert_eq!(status["result"]["hermes"]["status"], "ok");
-    assert!(status["result"]["hermes"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    for service in ["sophia", "hermes"] {
+        let answer = &status["result"][service];
+        assert!(answer["latency_ms"].as_f64().unwrap() > 0.0, "{answer}");
+        assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"), "{answer}");
+    }
     let ids: std::collections::HashSet<&str> = [&plan, &simulation, &embed, &chat]
         .iter()
         .map(|answer| answer["trace_id"].as_str().unwrap())
