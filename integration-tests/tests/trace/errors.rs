@@ -24,7 +24,8 @@ async fn with_hermes_stopped_plan_fails_clearly_and_the_trace_shows_where() {
         message.contains("hermes is unreachable") && message.contains(&hermes_url),
         "the message says Hermes is down: {run:#?}"
     );
-    assert_eq!(error["code"], "sophia_unavailable", "{run:#?}");
+    // The code names the service at fault, behind Sophia.
+    assert_eq!(error["code"], "hermes_unavailable", "{run:#?}");
     let stderr: Vec<&str> = run
         .stderr
         .lines()
