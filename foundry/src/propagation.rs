@@ -452,6 +452,17 @@ mod tests {
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    /// `k0=value,k1=value,...`: a list of `n` members, for the limits.
+    fn members(n: usize, value: &str) -> &'static str {
+        Box::leak(
+            (0..n)
+                .map(|i| format!("k{i}={value}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_boxed_str(),
+        )
+    }
+
     fn extract(headers: Vec<(&'static str, &'static str)>) -> Option<SpanContext> {
         W3cTraceContextPropagator.extract_span_context(&Headers(headers))
     }
@@ -567,13 +578,7 @@ mod tests {
 
     #[test]
     fn drops_an_invalid_tracestate_but_keeps_the_parent() {
-        let too_many: &'static str = Box::leak(
-            (0..33)
-                .map(|i| format!("k{i}=v"))
-                .collect::<Vec<_>>()
-                .join(",")
-                .into_boxed_str(),
-        );
+        let too_many = members(33, "v");
         for state in ["UPPER=1", "a=b,a=c", "k=va=lue", "=v", "k=", too_many] {
             let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect(state);
             assert_eq!(cx.trace_state().header(), "", "{state}");
@@ -582,15 +587,7 @@ mod tests {
 
     #[test]
     fn tracestate_limits_hold_at_their_edges() {
-        let members = |n: usize| -> &'static str {
-            Box::leak(
-                (0..n)
-                    .map(|i| format!("k{i}=v"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-                    .into_boxed_str(),
-            )
-        };
+        let members = |n: usize| members(n, "v");
         let long_key: &'static str = Box::leak(format!("{}=v", "k".repeat(256)).into_boxed_str());
         let longer_key: &'static str = Box::leak(format!("{}=v", "k".repeat(257)).into_boxed_str());
         let long_value: &'static str = Box::leak(format!("k={}", "v".repeat(256)).into_boxed_str());
@@ -726,15 +723,6 @@ mod tests {
 
     #[test]
     fn baggage_limits_hold() {
-        let members = |n: usize, value: &str| -> &'static str {
-            Box::leak(
-                (0..n)
-                    .map(|i| format!("k{i}={value}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-                    .into_boxed_str(),
-            )
-        };
         assert_eq!(
             baggage_of(vec![(BAGGAGE, members(65, "v"))])
                 .baggage()

@@ -49,6 +49,14 @@ async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
     output
 }
 
+/// An address where nothing listens: a port the system gave out and took back.
+fn closed_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// A `key=value` the child printed on a `CHILD` line.
 fn child_value(output: &Output, key: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -305,10 +313,7 @@ async fn unreachable_collector_never_blocks_a_request_and_shutdown_is_bounded() 
     if is_child() {
         return child_service().await;
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
     let (_, traceparent) = new_traceparent(true);
 
     let output = run_child(
@@ -330,10 +335,7 @@ async fn an_https_endpoint_starts_for_both_protocols() {
     if is_child() {
         return child_service().await;
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
     let (_, traceparent) = new_traceparent(true);
 
     for protocol in ["grpc", "http/protobuf"] {
@@ -540,10 +542,7 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
         let _ = telemetry.shutdown();
         return;
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
 
     let output = run_child(
         "export::export_errors_are_logged_once_not_once_per_batch",
