@@ -61,12 +61,11 @@ pub struct OtlpConfig {
     pub headers: HashMap<String, String>,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on one export call.
     pub timeout: Duration,
-    /// Whether the opentelemetry-otlp exporters (metrics, logs, and spans over HTTP or TLS) retry
-    /// a failed export with their recommended backoff, as the OTLP spec asks: on for a service,
-    /// which rides out a collector's backpressure; off for a one-shot command, whose final flush
-    /// would otherwise wait out the whole backoff (about 2 s) at every exit while the collector is
-    /// down. foundry's own plain-gRPC span export does not retry: a failed batch is counted and
-    /// logged.
+    /// Whether an export refused for a transient reason is retried with backoff, as the OTLP spec
+    /// asks, by the opentelemetry-otlp exporters and foundry's own gRPC span export alike: on for
+    /// a service, which rides out a collector's backpressure or restart; off for a one-shot
+    /// command, whose final flush would otherwise wait out the whole backoff (about 2 s) at every
+    /// exit while the collector is down.
     pub retries: bool,
 }
 

@@ -15,7 +15,8 @@
 //! It keeps the batch processor's contract: a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`, spans
 //! beyond it are dropped and counted), batches of `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, a batch at
 //! least every `OTEL_BSP_SCHEDULE_DELAY`, `force_flush`, and a shutdown that exports what is left
-//! within its timeout. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
+//! within its timeout; and the exporter's: a batch refused for a transient reason is sent again
+//! with backoff (not at shutdown), while new spans queue behind it. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
 
 use std::{
     cell::RefCell,
@@ -61,7 +62,18 @@ pub(crate) struct BatchSettings {
     pub(crate) max_batch: usize,
     /// How often a batch leaves when fewer spans than a full batch end in between.
     pub(crate) schedule_delay: Duration,
+    /// Whether a batch refused for a transient reason is sent again (see [`RETRY_DELAYS`]).
+    pub(crate) retries: bool,
 }
+
+/// The pauses before each new attempt at a batch refused for a transient reason: the backoff of
+/// opentelemetry-otlp's recommended policy (three retries from 100 ms, doubling), which the
+/// OTLP spec asks for, plus up to 100 ms of jitter. None at shutdown.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
 
 /// The span processor for OTLP/gRPC export: see the module documentation.
 pub(crate) struct OtlpSpanProcessor {
@@ -225,6 +237,30 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Waits `delay` and up to 100 ms of jitter before a retry; `false` when shutdown was asked
+    /// for meanwhile, which ends the retries: what is left must go out within its bound.
+    fn pause(&self, delay: Duration) -> bool {
+        // Jitter from the clock's nanoseconds: enough to keep services that failed together
+        // from retrying in step, without a random number generator for it.
+        let jitter = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |now| now.subsec_nanos() % 100_000_000);
+        let deadline = Instant::now() + delay + Duration::from_nanos(u64::from(jitter));
+        let mut state = self.lock();
+        while !state.shutdown {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            state = self
+                .work
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        false
+    }
 }
 
 impl SpanProcessor for OtlpSpanProcessor {
@@ -355,8 +391,22 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         for batch in &batches {
             let mut request = Vec::new();
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
-            if let Err((lost, error)) = sender.send(request, batch.spans) {
-                warnings.export_failed(lost, &error);
+            // Shared, not copied, by each attempt.
+            let request = prost::bytes::Bytes::from(request);
+            let mut delays = RETRY_DELAYS.iter().filter(|_| shared.settings.retries);
+            loop {
+                match sender.send(request.clone(), batch.spans) {
+                    Ok(()) => break,
+                    Err(failure) => {
+                        let retry = failure.transient
+                            && !shutdown
+                            && delays.next().is_some_and(|delay| shared.pause(*delay));
+                        if !retry {
+                            warnings.export_failed(failure.lost, &failure.error);
+                            break;
+                        }
+                    }
+                }
             }
         }
         warnings.dropped(dropped);
@@ -391,33 +441,60 @@ struct Sender {
     runtime: tokio::runtime::Handle,
 }
 
+/// Why an export of `lost` spans failed, and whether trying again may help.
+struct Failure {
+    lost: usize,
+    error: String,
+    transient: bool,
+}
+
 impl Sender {
-    /// Sends one request of `spans` spans; on failure, how many were lost and why. It takes the
-    /// buffer, which becomes the request's body without a copy.
-    fn send(&self, request: Vec<u8>, spans: usize) -> Result<(), (usize, String)> {
-        let body = Encoded(prost::bytes::Bytes::from(request));
-        let mut request = tonic::Request::new(body);
+    /// Sends one request of `spans` spans, its body shared with the caller, not copied.
+    fn send(&self, request: prost::bytes::Bytes, spans: usize) -> Result<(), Failure> {
+        let mut request = tonic::Request::new(Encoded(request));
         *request.metadata_mut() = self.metadata.clone();
         let mut client = self.client.clone();
         self.runtime.block_on(async move {
-            client
-                .ready()
-                .await
-                .map_err(|error| (spans, error.to_string()))?;
+            // Not connected (refused, reset, unresolved): the collector may be back soon.
+            client.ready().await.map_err(|error| Failure {
+                lost: spans,
+                error: error.to_string(),
+                transient: true,
+            })?;
             let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
             let response = client
                 .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
                 .await
-                .map_err(|status| (spans, format!("{}: {}", status.code(), status.message())))?;
+                .map_err(|status| Failure {
+                    lost: spans,
+                    error: format!("{}: {}", status.code(), status.message()),
+                    transient: is_transient(status.code()),
+                })?;
             match response.into_inner().partial_success {
-                Some(partial) if partial.rejected_spans > 0 => Err((
-                    usize::try_from(partial.rejected_spans).unwrap_or(spans),
-                    format!("the collector rejected spans: {}", partial.error_message),
-                )),
+                Some(partial) if partial.rejected_spans > 0 => Err(Failure {
+                    lost: usize::try_from(partial.rejected_spans).unwrap_or(spans),
+                    error: format!("the collector rejected spans: {}", partial.error_message),
+                    transient: false,
+                }),
                 _ => Ok(()),
             }
         })
     }
+}
+
+/// The gRPC codes the OTLP spec lists as retryable. `RESOURCE_EXHAUSTED` is retryable only with
+/// a `RetryInfo` detail, which this exporter does not read, so it is not retried.
+fn is_transient(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 /// Export failures and drops repeat for every batch while the collector is away: each kind is

@@ -273,6 +273,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                         max_queue: config.span_queue_size,
                         max_batch: config.span_batch_size,
                         schedule_delay: config.span_schedule_delay,
+                        retries: otlp.retries,
                     },
                     runtime,
                 )

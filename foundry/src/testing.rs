@@ -365,6 +365,8 @@ pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvi
                 max_queue: config.span_queue_size,
                 max_batch: config.span_batch_size,
                 schedule_delay: config.span_schedule_delay,
+                // Nothing listens: each batch fails once, and the export thread keeps pace.
+                retries: false,
             },
             runtime.handle().clone(),
         )
@@ -448,6 +450,9 @@ struct Received {
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
     log_ids: Vec<(String, String)>,
+    /// Span exports still to refuse with `UNAVAILABLE`, and those refused so far.
+    trace_refusals_left: usize,
+    trace_refusals: usize,
 }
 
 /// What the receiver keeps; shared by its gRPC and HTTP servers.
@@ -584,7 +589,17 @@ impl TraceService for Sink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.lock().trace_metadata = request.metadata().clone();
+        {
+            let mut received = self.lock();
+            if received.trace_refusals_left > 0 {
+                received.trace_refusals_left -= 1;
+                received.trace_refusals += 1;
+                return Err(tonic::Status::unavailable(
+                    "the receiver is refusing, as asked",
+                ));
+            }
+            received.trace_metadata = request.metadata().clone();
+        }
         self.traces(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -841,6 +856,17 @@ impl OtlpReceiver {
             .get(name)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned)
+    }
+
+    /// Answers the next `exports` span exports over gRPC with `UNAVAILABLE`, as a collector does
+    /// under backpressure or while it restarts.
+    pub fn refuse_span_exports(&self, exports: usize) {
+        self.sink.lock().trace_refusals_left = exports;
+    }
+
+    /// How many span exports were refused so far.
+    pub fn refused_span_exports(&self) -> usize {
+        self.sink.lock().trace_refusals
     }
 
     /// How many spans were received so far.

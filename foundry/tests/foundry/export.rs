@@ -83,7 +83,8 @@ fn init_child_telemetry() -> foundry::telemetry::Telemetry {
     foundry::telemetry::init(config).expect("telemetry starts")
 }
 
-/// The child: a service wired exactly as the LOGOS services are, one request, then shutdown.
+/// The child: a service wired exactly as the LOGOS services are, one request, then shutdown
+/// (after `CHILD_LINGER_MS`, when set).
 async fn child_service() {
     let telemetry = init_child_telemetry();
     let routes = Router::new().route(
@@ -112,6 +113,14 @@ async fn child_service() {
         started.elapsed().as_millis()
     );
 
+    // Running on a while before stopping, when asked: exports then happen on schedule, not only
+    // in the flush at shutdown.
+    if let Some(linger) = std::env::var("CHILD_LINGER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(linger)).await;
+    }
     let started = Instant::now();
     let finished = telemetry.shutdown();
     println!(
@@ -390,6 +399,45 @@ async fn a_collector_that_never_answers_holds_shutdown_only_for_the_bound() {
     );
     let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
     assert!(shutdown_ms <= 3_500, "shutdown took {shutdown_ms} ms");
+}
+
+#[tokio::test]
+async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "export::a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off";
+    for retries in [true, false] {
+        // Arrange: foundry's own gRPC span export, to a collector that refuses twice.
+        let receiver = OtlpReceiver::start().await.unwrap();
+        receiver.refuse_span_exports(2);
+        let (trace_id, traceparent) = new_traceparent(true);
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CHILD_TRACEPARENT", traceparent.as_str()),
+            ("CHILD_LINGER_MS", "1500"),
+        ];
+        if !retries {
+            env.push(("CHILD_NO_RETRIES", "1"));
+        }
+
+        // Act
+        let output = run_child(name, &env).await;
+
+        // Assert: the one batch arrives on the third attempt, or is lost after the first.
+        assert_eq!(child_value(&output, "status"), "200");
+        if retries {
+            assert_eq!(receiver.refused_span_exports(), 2);
+            let spans = receiver
+                .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+                .await;
+            assert_eq!(spans.len(), 1, "{spans:#?}");
+        } else {
+            assert_eq!(receiver.refused_span_exports(), 1);
+            assert_eq!(receiver.span_count(), 0, "no second attempt");
+        }
+    }
 }
 
 /// An OTLP/HTTP collector that answers every export 503 Service Unavailable, which the OTLP spec
