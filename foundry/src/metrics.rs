@@ -50,8 +50,9 @@ pub(crate) struct HttpInstruments {
 }
 
 /// What tells the attribute sets of `http.server.request.duration` apart: the method, the
-/// status (which also gives `error.type`) and the route; `url.scheme` is always `http`.
-pub(crate) type ServerKey = (&'static str, u16, Option<StringValue>);
+/// status (which also gives `error.type`; `None` for a request cancelled before its response)
+/// and the route; `url.scheme` is always `http`.
+pub(crate) type ServerKey = (&'static str, Option<u16>, Option<StringValue>);
 
 /// What tells the attribute sets of `http.client.request.duration` apart: the method, the
 /// server's address and port, the status, and `error.type`.

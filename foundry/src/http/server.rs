@@ -130,10 +130,20 @@ where
         };
         let future = self.inner.call(request).instrument(log_span);
         let timeout = self.timeout;
+        let mut exchange = Exchange {
+            context,
+            sampled,
+            start,
+            method: method_name(&method),
+            route,
+            answered: false,
+        };
 
         Box::pin(async move {
             let mut response =
-                match tokio::time::timeout(timeout, future.with_context(context.clone())).await {
+                match tokio::time::timeout(timeout, future.with_context(exchange.context.clone()))
+                    .await
+                {
                     Ok(Ok(response)) => response,
                     Err(_elapsed) => ErrorResponse::new(
                         http::StatusCode::SERVICE_UNAVAILABLE,
@@ -145,46 +155,98 @@ where
                     )
                     .into_response(),
                 };
-            let status = response.status();
-            let status_code = i64::from(status.as_u16());
-            let span = context.span();
-            if sampled {
-                span.set_attribute(KeyValue::new("http.response.status_code", status_code));
-                if status.is_server_error() {
-                    span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
-                    span.set_status(Status::error(""));
-                }
-            }
-            span.end();
-            // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing
-            // when there is no span (an empty context injects nothing).
-            W3cTraceContextPropagator::new()
-                .inject_context(&context, &mut HeaderInjector(response.headers_mut()));
-            if let Some(instruments) = HttpInstruments::get() {
-                let key = (method_name(&method), status.as_u16(), route);
-                instruments.server_duration.record(
-                    key,
-                    start.elapsed().as_secs_f64(),
-                    |(method, status, route)| {
-                        let mut attributes = Vec::with_capacity(5);
-                        attributes.push(KeyValue::new("http.request.method", *method));
-                        attributes.push(KeyValue::new(
-                            "http.response.status_code",
-                            i64::from(*status),
-                        ));
-                        attributes.push(KeyValue::new("url.scheme", "http"));
-                        if let Some(route) = route {
-                            attributes.push(KeyValue::new("http.route", route.clone()));
-                        }
-                        if (500..600).contains(status) {
-                            attributes.push(KeyValue::new("error.type", status.to_string()));
-                        }
-                        attributes
-                    },
-                );
-            }
+            exchange.answer(&mut response);
             Ok(response)
         })
+    }
+}
+
+/// What the layer records of one request, once it is answered or, when the future is dropped
+/// first (the client went away, the server stopped), on drop: the span then ends with
+/// `error.type` `cancelled` and no status code, and the duration is recorded the same way, as
+/// the HTTP conventions say for a request that ended before a response was sent. Without this the
+/// span would end bare and the request would be missing from `http.server.request.duration`.
+struct Exchange {
+    context: OtelContext,
+    sampled: bool,
+    start: Instant,
+    method: &'static str,
+    route: Option<StringValue>,
+    answered: bool,
+}
+
+/// The `error.type` of a request whose response was never sent.
+const CANCELLED: &str = "cancelled";
+
+impl Exchange {
+    fn answer(&mut self, response: &mut Response<Body>) {
+        self.answered = true;
+        let status = response.status();
+        let span = self.context.span();
+        if self.sampled {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+                span.set_status(Status::error(""));
+            }
+        }
+        span.end();
+        // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing
+        // when there is no span (an empty context injects nothing).
+        W3cTraceContextPropagator::new()
+            .inject_context(&self.context, &mut HeaderInjector(response.headers_mut()));
+        self.record(Some(status.as_u16()));
+    }
+
+    /// The duration, by method, status (`None`: cancelled) and route.
+    fn record(&mut self, status: Option<u16>) {
+        let Some(instruments) = HttpInstruments::get() else {
+            return;
+        };
+        let key = (self.method, status, self.route.take());
+        instruments.server_duration.record(
+            key,
+            self.start.elapsed().as_secs_f64(),
+            |(method, status, route)| {
+                let mut attributes = Vec::with_capacity(5);
+                attributes.push(KeyValue::new("http.request.method", *method));
+                if let Some(status) = status {
+                    attributes.push(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(*status),
+                    ));
+                }
+                attributes.push(KeyValue::new("url.scheme", "http"));
+                if let Some(route) = route {
+                    attributes.push(KeyValue::new("http.route", route.clone()));
+                }
+                match status {
+                    Some(status @ 500..600) => {
+                        attributes.push(KeyValue::new("error.type", status.to_string()));
+                    }
+                    None => attributes.push(KeyValue::new("error.type", CANCELLED)),
+                    Some(_) => {}
+                }
+                attributes
+            },
+        );
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let span = self.context.span();
+        if self.sampled {
+            span.set_attribute(KeyValue::new("error.type", CANCELLED));
+        }
+        span.end();
+        self.record(None);
     }
 }
 

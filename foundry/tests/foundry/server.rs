@@ -506,3 +506,38 @@ async fn server_durations_carry_method_route_status_and_the_error_type_of_a_5xx(
     let served = series("/items/{id}", 200);
     assert!(!served.contains("error_type"), "{served}");
 }
+
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_ends_its_span_and_is_measured_as_cancelled() {
+    // Arrange: a handler that never answers, and a client that stops waiting.
+    let capture = capture("foundry-test");
+    let routes = Router::new().route("/hang", get(std::future::pending::<&'static str>));
+    let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
+    let (trace_id, traceparent) = new_traceparent(true);
+    let request = Request::get("/hang")
+        .header("traceparent", &traceparent)
+        .body(Body::empty())
+        .unwrap();
+
+    // Act: the future is polled into the handler, then dropped, as when the connection closes.
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_millis(50), app.oneshot(request)).await;
+
+    // Assert
+    assert!(waited.is_err(), "the handler never answers");
+    let spans = capture.spans(&trace_id);
+    let server = span_named(&spans, "GET /hang");
+    assert_eq!(server.str("error.type"), Some("cancelled"), "{server:?}");
+    assert_eq!(server.int("http.response.status_code"), None);
+    assert_eq!(server.status, Status::Unset, "not the server's failure");
+    let metrics = foundry::metrics::render_prometheus();
+    let line = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("http_server_request_duration_seconds_count")
+                && line.contains("http_route=\"/hang\"")
+        })
+        .unwrap_or_else(|| panic!("no duration for /hang:\n{metrics}"));
+    assert!(line.contains("error_type=\"cancelled\""), "{line}");
+    assert!(!line.contains("http_response_status_code"), "{line}");
+}
