@@ -1,6 +1,7 @@
 //! Context across the process boundaries: an incoming `traceparent` is continued through both
 //! hops, a malformed one starts a new trace without failing the request, an unsampled one
-//! produces no span anywhere, and `tracestate` and `baggage` reach Hermes unchanged.
+//! produces no span anywhere and keeps its Level 2 random flag, and `tracestate` and `baggage`
+//! (repeated headers, escapes) reach Hermes unchanged.
 
 use std::{
     collections::BTreeSet,
@@ -351,7 +352,11 @@ async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
     let serve = Service::apollo_serve(&export, &sophia.url, &hermes.url).await;
     let (trace_id, traceparent) = new_traceparent(true);
     let tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
-    let baggage = "user.id=alice;ttl=60,tenant=acme%20corp,is_test=true";
+    // Two headers, one list; values with escapes (`%2541` is `%41`, not `A`) and `=` in them.
+    let baggage = [
+        "user.id=alice;ttl=60,tenant=acme%20corp",
+        "is_test=true,pct=a%2541,key=YWJj==",
+    ];
 
     // Act: two hops, Apollo to Sophia to Hermes.
     let (_, plan) = post_created(
@@ -360,7 +365,8 @@ async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
         &[
             ("traceparent", &traceparent),
             ("tracestate", tracestate),
-            ("baggage", baggage),
+            ("baggage", baggage[0]),
+            ("baggage", baggage[1]),
         ],
     )
     .await;
@@ -403,8 +409,44 @@ async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
         assert_eq!(get("tracestate"), tracestate, "{headers:?}");
         assert_eq!(
             baggage_members(&get("baggage")),
-            baggage_members(baggage),
+            baggage_members(&baggage.join(",")),
             "{headers:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn an_unsampled_random_parent_keeps_its_flags_through_both_hops() {
+    // Arrange: Sophia calls Hermes through a proxy that records what Sophia sends.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let export = Export::to(&receiver.grpc_endpoint());
+    let hermes = Service::hermes(&export).await;
+    let proxy = RecordingProxy::start(&hermes.url).await;
+    let sophia = Service::sophia(&export, &proxy.url).await;
+    let serve = Service::apollo_serve(&export, &sophia.url, &hermes.url).await;
+    let (trace_id, unsampled) = new_traceparent(false);
+    // Level 2: not sampled, and the trace id is random.
+    let random = format!("{}-02", &unsampled[..52]);
+
+    // Act
+    let (answer, _) = post_created(
+        &format!("{}/api/plan", serve.url),
+        &json!({"goal": GOAL}),
+        &[("traceparent", &random)],
+    )
+    .await;
+
+    // Assert: each hop changes the parent id only, on the answer and on the calls to Hermes.
+    let seen = proxy.seen();
+    assert!(!seen.is_empty(), "Sophia called Hermes through the proxy");
+    let sent = seen.iter().map(|headers| {
+        headers["traceparent"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    for header in std::iter::once(answer).chain(sent) {
+        assert_eq!(header.get(3..35), Some(trace_id.as_str()), "{header}");
+        assert!(header.ends_with("-02"), "{header}");
     }
 }
