@@ -136,10 +136,12 @@ impl TextMapPropagator for W3cBaggagePropagator {
             member.push_str(key.as_str());
             member.push('=');
             member.extend(utf8_percent_encode(value.as_str(), NOT_BAGGAGE_OCTET));
-            let properties = metadata.as_str().trim();
+            // Properties set in this process go out only if they keep to the grammar: one
+            // that does not would make the next hop refuse the whole header.
+            let properties = valid_properties(metadata.as_str());
             if !properties.is_empty() {
                 member.push(';');
-                member.push_str(properties);
+                member.push_str(&properties);
             }
             // Over a limit, whole members are left out, never part of one.
             let separator = usize::from(!header.is_empty());
@@ -164,17 +166,25 @@ impl TextMapPropagator for W3cBaggagePropagator {
         let Some(values) = extractor.get_all(BAGGAGE) else {
             return cx.clone();
         };
-        let bytes = values.iter().map(|value| value.len() + 1).sum::<usize>() - 1;
-        if bytes > MAX_BAGGAGE_BYTES {
-            return cx.clone();
-        }
-        let members = values
+        // The members in order, as long as the list they make keeps within the limits; the rest
+        // are dropped whole, and not even read.
+        let mut members = Vec::new();
+        let mut bytes = 0;
+        for member in values
             .iter()
             .flat_map(|value| value.split(','))
             .map(|member| member.trim_matches([' ', '\t']))
             .filter(|member| !member.is_empty())
-            .filter_map(parse_baggage_member)
-            .take(MAX_BAGGAGE_MEMBERS);
+        {
+            bytes += member.len() + usize::from(bytes > 0);
+            if bytes > MAX_BAGGAGE_BYTES || members.len() == MAX_BAGGAGE_MEMBERS {
+                break;
+            }
+            members.extend(parse_baggage_member(member));
+        }
+        if members.is_empty() {
+            return cx.clone();
+        }
         cx.with_baggage(members)
     }
 
@@ -185,10 +195,11 @@ impl TextMapPropagator for W3cBaggagePropagator {
 
 /// `key = value *(; property)`; `None` for a member that breaks the grammar, which is skipped.
 /// A value may hold `=`; its escapes that are not UTF-8 become U+FFFD, as the spec says.
+/// Properties that break their grammar are left out, the member kept.
 fn parse_baggage_member(member: &str) -> Option<KeyValueMetadata> {
     let (pair, properties) = match member.split_once(';') {
-        Some((pair, properties)) => (pair, properties.trim_matches([' ', '\t'])),
-        None => (member, ""),
+        Some((pair, properties)) => (pair, valid_properties(properties)),
+        None => (member, String::new()),
     };
     let (key, value) = pair.split_once('=')?;
     let key = key.trim_matches([' ', '\t']);
@@ -197,7 +208,38 @@ fn parse_baggage_member(member: &str) -> Option<KeyValueMetadata> {
         return None;
     }
     let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
-    Some(KeyValueMetadata::new(key.to_owned(), value, properties))
+    Some(KeyValueMetadata::new(
+        key.to_owned(),
+        value,
+        properties.as_str(),
+    ))
+}
+
+/// The `;`-separated properties of `text` that keep to `key OWS [ "=" OWS value ]`, joined by
+/// `;` without their optional whitespace.
+fn valid_properties(text: &str) -> String {
+    let mut kept = String::new();
+    for property in text.split(';').map(|p| p.trim_matches([' ', '\t'])) {
+        let (key, value) = match property.split_once('=') {
+            Some((key, value)) => (
+                key.trim_matches([' ', '\t']),
+                Some(value.trim_matches([' ', '\t'])),
+            ),
+            None => (property, None),
+        };
+        if !is_token(key) || !value.is_none_or(|value| value.bytes().all(is_baggage_octet)) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push(';');
+        }
+        kept.push_str(key);
+        if let Some(value) = value {
+            kept.push('=');
+            kept.push_str(value);
+        }
+    }
+    kept
 }
 
 /// An RFC 9110 token: the grammar of a baggage key.
@@ -715,6 +757,23 @@ mod tests {
     }
 
     #[test]
+    fn baggage_properties_that_break_their_grammar_are_left_out() {
+        let cx = baggage_of(vec![(
+            BAGGAGE,
+            "k=v; ok = 1;bad prop=x;\"q\";flag;e=caf\u{e9}",
+        )]);
+        assert_eq!(value(&cx, "k").as_deref(), Some("v"));
+        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1;flag"));
+
+        let cx = Context::new().with_baggage(vec![KeyValueMetadata::new(
+            "k",
+            "v",
+            "note=café;ok=1;a,b",
+        )]);
+        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1"));
+    }
+
+    #[test]
     fn baggage_members_that_break_the_grammar_are_skipped() {
         let cx = baggage_of(vec![(BAGGAGE, "no-equals,bad key=1,=v,quote=\"x\",ok=2,,")]);
         assert_eq!(cx.baggage().len(), 1, "{:?}", cx.baggage());
@@ -723,20 +782,22 @@ mod tests {
 
     #[test]
     fn baggage_limits_hold() {
-        assert_eq!(
-            baggage_of(vec![(BAGGAGE, members(65, "v"))])
-                .baggage()
-                .len(),
-            64
-        );
-        let over = members(1000, "vvvvvv");
-        assert!(over.len() > MAX_BAGGAGE_BYTES);
-        assert!(baggage_of(vec![(BAGGAGE, over)]).baggage().is_empty());
-
-        // Going out, whole members are left out to keep within the byte limit.
+        // Coming in, the members that fit in 8192 bytes are kept, in order; the rest dropped.
         let long = "v".repeat(3000);
-        let cx = Context::new()
-            .with_baggage((0..4).map(|i| KeyValueMetadata::new(format!("k{i}"), long.clone(), "")));
+        let over = members(3, &long);
+        assert!(over.len() > MAX_BAGGAGE_BYTES);
+        let cx = baggage_of(vec![(BAGGAGE, over)]);
+        assert_eq!(cx.baggage().len(), 2);
+        assert!(value(&cx, "k0").is_some() && value(&cx, "k1").is_some());
+        assert!(baggage_of(vec![(BAGGAGE, ",, ,")]).baggage().is_empty());
+
+        // Going out, whole members are left out to keep within the byte limit: a space is three
+        // bytes once escaped, so of four 1000-space values only two fit.
+        let spaces = " ".repeat(1000);
+        let cx = Context::new().with_baggage(
+            (0..4).map(|i| KeyValueMetadata::new(format!("k{i}"), spaces.clone(), "")),
+        );
+        assert_eq!(cx.baggage().len(), 4, "within the in-process limit");
         let header = injected(&cx).expect("a header");
         assert!(header.len() <= MAX_BAGGAGE_BYTES, "{}", header.len());
         assert_eq!(header.split(',').count(), 2);

@@ -68,7 +68,8 @@ pub(crate) struct BatchSettings {
 
 /// The pauses before each new attempt at a batch refused for a transient reason: the backoff of
 /// opentelemetry-otlp's recommended policy (three retries from 100 ms, doubling), which the
-/// OTLP spec asks for, plus up to 100 ms of jitter. None at shutdown.
+/// OTLP spec asks for, plus up to 100 ms of jitter. As there, all attempts at a batch fit in one
+/// export timeout; and none is made again at shutdown.
 const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(200),
@@ -94,6 +95,8 @@ struct Shared {
     /// Wakes those waiting for a flush.
     flushed: Condvar,
     settings: BatchSettings,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on each attempt, and on all attempts at a batch.
+    timeout: Duration,
 }
 
 #[derive(Default)]
@@ -181,6 +184,7 @@ impl OtlpSpanProcessor {
             work: Condvar::new(),
             flushed: Condvar::new(),
             settings,
+            timeout,
         });
         let sender = Sender {
             client: tonic::client::Grpc::new(channel),
@@ -241,12 +245,13 @@ impl Shared {
     /// Waits `delay` and up to 100 ms of jitter before a retry; `false` when shutdown was asked
     /// for meanwhile, which ends the retries: what is left must go out within its bound.
     fn pause(&self, delay: Duration) -> bool {
-        // Jitter from the clock's nanoseconds: enough to keep services that failed together
-        // from retrying in step, without a random number generator for it.
-        let jitter = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |now| now.subsec_nanos() % 100_000_000);
-        let deadline = Instant::now() + delay + Duration::from_nanos(u64::from(jitter));
+        // Jitter from std's randomly keyed hasher (a fresh key per process, and per call): enough
+        // to keep services that failed together from retrying in step, without a dependency.
+        let jitter = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            Instant::now(),
+        ) % 100_000_000;
+        let deadline = Instant::now() + delay + Duration::from_nanos(jitter);
         let mut state = self.lock();
         while !state.shutdown {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -393,6 +398,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
             // Shared, not copied, by each attempt.
             let request = prost::bytes::Bytes::from(request);
+            let deadline = Instant::now() + shared.timeout;
             let mut delays = RETRY_DELAYS.iter().filter(|_| shared.settings.retries);
             loop {
                 match sender.send(request.clone(), batch.spans) {
@@ -400,7 +406,9 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                     Err(failure) => {
                         let retry = failure.transient
                             && !shutdown
-                            && delays.next().is_some_and(|delay| shared.pause(*delay));
+                            && delays.next().is_some_and(|delay| {
+                                Instant::now() + *delay < deadline && shared.pause(*delay)
+                            });
                         if !retry {
                             warnings.export_failed(failure.lost, &failure.error);
                             break;

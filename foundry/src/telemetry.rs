@@ -538,7 +538,8 @@ fn grpc_metadata(
     metadata
 }
 
-/// The exporters' recommended backoff (a few retries, 100 ms doubling to 1.6 s), or none.
+/// The exporters' recommended backoff (three retries after 100, 200 and 400 ms, with jitter,
+/// within the export timeout), or none.
 fn retry_policy(otlp: &OtlpConfig) -> opentelemetry_otlp::RetryPolicy {
     if otlp.retries {
         opentelemetry_otlp::RetryPolicy::recommended()

@@ -84,7 +84,7 @@ fn init_child_telemetry() -> foundry::telemetry::Telemetry {
 }
 
 /// The child: a service wired exactly as the LOGOS services are, one request, then shutdown
-/// (after `CHILD_LINGER_MS`, when set).
+/// (once the file `CHILD_STOP_FILE` exists, when set).
 async fn child_service() {
     let telemetry = init_child_telemetry();
     let routes = Router::new().route(
@@ -113,13 +113,13 @@ async fn child_service() {
         started.elapsed().as_millis()
     );
 
-    // Running on a while before stopping, when asked: exports then happen on schedule, not only
+    // Running on until the test says so, when asked: exports then happen on schedule, not only
     // in the flush at shutdown.
-    if let Some(linger) = std::env::var("CHILD_LINGER_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-    {
-        tokio::time::sleep(Duration::from_millis(linger)).await;
+    if let Some(stop) = std::env::var_os("CHILD_STOP_FILE") {
+        let started = Instant::now();
+        while !std::path::Path::new(&stop).exists() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let started = Instant::now();
     let finished = telemetry.shutdown();
@@ -413,17 +413,26 @@ async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off
         receiver.refuse_span_exports(2);
         let (trace_id, traceparent) = new_traceparent(true);
         let endpoint = receiver.grpc_endpoint();
+        let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+        let stop_file = stop.to_string_lossy().into_owned();
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("CHILD_TRACEPARENT", traceparent.as_str()),
-            ("CHILD_LINGER_MS", "1500"),
+            ("CHILD_STOP_FILE", stop_file.as_str()),
         ];
         if !retries {
             env.push(("CHILD_NO_RETRIES", "1"));
         }
 
-        // Act
-        let output = run_child(name, &env).await;
+        // Act: the child runs until the batch has arrived, or has had time to (no retries).
+        let (output, ()) = tokio::join!(run_child(name, &env), async {
+            let wait = if retries { 10 } else { 1 };
+            let _ = receiver
+                .wait_for_trace(&trace_id, Duration::from_secs(wait), |s| !s.is_empty())
+                .await;
+            std::fs::write(&stop, b"").unwrap();
+        });
+        let _ = std::fs::remove_file(&stop);
 
         // Assert: the one batch arrives on the third attempt, or is lost after the first.
         assert_eq!(child_value(&output, "status"), "200");
