@@ -450,6 +450,8 @@ struct Received {
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
     log_ids: Vec<(String, String)>,
+    /// The resource attributes of the last span export of each service.
+    resources: BTreeMap<String, BTreeMap<String, AttributeValue>>,
     /// Span exports still to refuse with `UNAVAILABLE`, and those refused so far.
     trace_refusals_left: usize,
     trace_refusals: usize,
@@ -466,21 +468,19 @@ impl Sink {
 
     fn traces(&self, request: ExportTraceServiceRequest) {
         let mut spans = Vec::new();
+        let mut resources = Vec::new();
         for resource_spans in request.resource_spans {
-            let service_name = resource_spans
+            let resource: BTreeMap<String, AttributeValue> = resource_spans
                 .resource
-                .as_ref()
-                .and_then(|resource| {
-                    resource
-                        .attributes
-                        .iter()
-                        .find(|kv| kv.key == "service.name")
-                })
-                .and_then(|kv| match convert(kv.value.as_ref()) {
-                    AttributeValue::String(name) => Some(name),
-                    _ => None,
-                })
-                .unwrap_or_default();
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .map(|KeyValue { key, value, .. }| (key.clone(), convert(value.as_ref())))
+                .collect();
+            let service_name = match resource.get("service.name") {
+                Some(AttributeValue::String(name)) => name.clone(),
+                _ => String::new(),
+            };
+            resources.push((service_name.clone(), resource));
             for span in resource_spans
                 .scope_spans
                 .into_iter()
@@ -492,6 +492,7 @@ impl Sink {
         let mut received = self.lock();
         received.span_count += spans.len();
         received.spans.extend(spans);
+        received.resources.extend(resources);
     }
 
     fn metrics(&self, request: ExportMetricsServiceRequest) {
@@ -867,6 +868,11 @@ impl OtlpReceiver {
     /// How many span exports were refused so far.
     pub fn refused_span_exports(&self) -> usize {
         self.sink.lock().trace_refusals
+    }
+
+    /// The resource attributes of `service`'s last span export, with their types.
+    pub fn resource(&self, service: &str) -> Option<BTreeMap<String, AttributeValue>> {
+        self.sink.lock().resources.get(service).cloned()
     }
 
     /// How many spans were received so far.

@@ -17,7 +17,7 @@ use axum::{
     http::{StatusCode, Uri},
     routing::get,
 };
-use foundry::testing::{Kind, OtlpReceiver, new_traceparent};
+use foundry::testing::{AttributeValue, Kind, OtlpReceiver, new_traceparent};
 
 const CHILD: &str = "FOUNDRY_TEST_CHILD";
 
@@ -146,6 +146,10 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("CHILD_TRACEPARENT", &traceparent),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-logos-tenant=acme"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=staging,team=planner%20core",
+            ),
         ],
     )
     .await;
@@ -164,6 +168,22 @@ async fn assert_export_arrives(name: &str, protocol: &str) {
     assert_eq!(span.parent_span_id, &traceparent[36..52]);
     assert_eq!(span.int("http.response.status_code"), Some(200));
     assert_eq!(span.str("http.route"), Some("/items/{id}"));
+    let resource = receiver
+        .resource("foundry-child")
+        .expect("the spans' resource");
+    let text = |key: &str| match resource.get(key) {
+        Some(AttributeValue::String(value)) => value.clone(),
+        other => panic!("{key} is not a string: {other:?} in {resource:?}"),
+    };
+    assert_eq!(text("service.version"), "9.9.9");
+    assert_eq!(text("deployment.environment"), "staging");
+    assert_eq!(
+        text("team"),
+        "planner core",
+        "OTEL_RESOURCE_ATTRIBUTES decoded"
+    );
+    assert_eq!(text("telemetry.sdk.language"), "rust");
+    assert_eq!(text("service.instance.id").len(), 36, "a UUID");
     if protocol == "grpc" {
         assert_eq!(
             receiver.trace_export_header("x-logos-tenant").as_deref(),
