@@ -354,9 +354,7 @@ pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvi
             .enable_all()
             .build()
             .unwrap_or_else(|error| panic!("a runtime for export: {error}"));
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .unwrap_or_else(|error| panic!("a free port: {error}"));
+        let closed = closed_address();
         let processor = crate::span_export::OtlpSpanProcessor::new(
             &format!("http://{closed}"),
             std::time::Duration::from_secs(1),
@@ -755,6 +753,37 @@ fn fields(
         }
     }
     Ok(found)
+}
+
+/// A loopback address where nothing listens: a port the system gave out and took back (for a
+/// service that is down, or a receiver that appears there later).
+///
+/// # Panics
+/// When no loopback port can be had.
+pub fn closed_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|error| panic!("a free loopback port: {error}"))
+}
+
+/// The address of a peer that accepts connections and never says a word, for as long as the
+/// process runs: the worst case for a client or an exporter.
+///
+/// # Panics
+/// When no loopback port can be had.
+pub fn silent_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|error| panic!("a free loopback port: {error}"));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("a bound address: {error}"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    address
 }
 
 /// A real OTLP receiver on loopback: gRPC on one port, HTTP/protobuf on another. It runs on

@@ -105,8 +105,7 @@ async fn api_errors_pass_through_or_name_the_failing_service() {
         post("/api/plan", &traceparent, r#"{"goal": "Open the door"}"#),
     )
     .await;
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let silent_url = format!("http://{}", foundry::testing::silent_address());
     let (slow, slow_body) = send(
         apollo(&sophia_before(&silent_url, 200).await, &hermes),
         post("/api/plan", &traceparent, r#"{"goal": "Open the door"}"#),

@@ -22,11 +22,7 @@ pub async fn services() -> (String, String) {
 
 /// A URL where nothing listens.
 pub fn closed_url() -> String {
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    format!("http://{address}")
+    format!("http://{}", foundry::testing::closed_address())
 }
 
 /// Runs `apollo --sophia-url S --hermes-url H <args>` with no telemetry configured.

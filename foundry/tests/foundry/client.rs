@@ -170,10 +170,7 @@ async fn downstream_errors_name_the_service_and_mark_the_span() {
             .get_json::<serde_json::Value>("/slow")
             .await
             .unwrap_err();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = foundry::testing::closed_address();
         let down = Downstream::new("hermes", &format!("http://{closed}"), client)
             .get_json::<serde_json::Value>("/echo")
             .await
@@ -223,10 +220,7 @@ async fn downstream_errors_name_the_service_and_mark_the_span() {
 async fn https_urls_are_supported() {
     // Nothing listens there: a connect error proves the client took the https URL, where a
     // client without a TLS backend refuses the scheme before connecting.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = foundry::testing::closed_address();
     let client = foundry::http::client(Duration::from_secs(2)).unwrap();
 
     let error = client

@@ -17,7 +17,9 @@ use axum::{
     http::{StatusCode, Uri},
     routing::get,
 };
-use foundry::testing::{AttributeValue, Kind, OtlpReceiver, new_traceparent};
+use foundry::testing::{
+    AttributeValue, Kind, OtlpReceiver, closed_address, new_traceparent, silent_address,
+};
 
 const CHILD: &str = "FOUNDRY_TEST_CHILD";
 
@@ -47,14 +49,6 @@ async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// An address where nothing listens: a port the system gave out and took back.
-fn closed_address() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A `key=value` the child printed on a `CHILD` line.
@@ -390,14 +384,7 @@ async fn a_collector_that_never_answers_holds_shutdown_only_for_the_bound() {
         return child_service().await;
     }
     // Accepts connections and never says a word: the worst case for an exporter.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
+    let address = silent_address();
     let (_, traceparent) = new_traceparent(true);
 
     // The child runs on a current-thread runtime (tokio::test's default), where an exporter
@@ -864,14 +851,7 @@ async fn a_full_span_queue_drops_new_spans_counts_them_and_never_blocks() {
         return;
     }
     // A collector that accepts connections and never answers: every export waits its timeout.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-        }
-    });
+    let address = silent_address();
 
     let output = run_child(
         "export::a_full_span_queue_drops_new_spans_counts_them_and_never_blocks",

@@ -398,9 +398,7 @@ async fn a_slow_upstream_is_a_504() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502() {
     // Arrange
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = closed.local_addr().unwrap();
-    drop(closed);
+    let address = foundry::testing::closed_address();
     let app = with_openai(&format!("http://{address}/v1"));
 
     // Act

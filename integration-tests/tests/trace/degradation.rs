@@ -7,7 +7,7 @@ use std::time::Duration;
 use foundry::testing::OtlpReceiver;
 
 use crate::{
-    harness::{Export, Service, apollo, free_address},
+    harness::{Export, Service, apollo},
     shape::wait_for_trace,
     trace::{Entry, GOAL, apollo_rows, assert_action, plan_rows},
 };
@@ -19,7 +19,7 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn with_the_receiver_down_the_chain_works_and_export_starts_when_it_appears() {
     // Arrange: the services export to a port nobody listens on.
-    let address = free_address();
+    let address = foundry::testing::closed_address();
     let export = Export::to(&format!("http://{address}"));
     let hermes = Service::hermes(&export).await;
     let sophia = Service::sophia(&export, &hermes.url).await;

@@ -5,7 +5,6 @@
 //! children's stderr is shown as it comes.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     sync::{Arc, Mutex, OnceLock, PoisonError},
@@ -104,13 +103,6 @@ fn build_services() -> Result<PathBuf, String> {
         }
     }
     Ok(dir)
-}
-
-/// A loopback address nobody listens on (for a receiver that is down, or appears later).
-pub fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
 }
 
 /// The telemetry environment of a child: OTLP/gRPC to `endpoint`, nothing else inherited.

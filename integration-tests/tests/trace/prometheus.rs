@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::{
-    harness::{Stack, TempDir, free_address, http, test_log},
+    harness::{Stack, TempDir, http, test_log},
     trace::GOAL,
 };
 
@@ -141,7 +141,7 @@ async fn prometheus_scrapes_request_durations_by_service_and_route() {
         ]),
     )
     .unwrap();
-    let listen = free_address();
+    let listen = foundry::testing::closed_address();
     let mut server = Command::new(&prometheus)
         .arg(format!("--config.file={}", config_file.display()))
         .arg(format!(

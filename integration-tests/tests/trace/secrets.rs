@@ -8,7 +8,7 @@ use foundry::testing::{OtlpReceiver, new_traceparent};
 use serde_json::json;
 
 use crate::{
-    harness::{Export, Service, free_address, http},
+    harness::{Export, Service, http},
     shape::wait_for_trace,
     trace::GOAL,
 };
@@ -23,7 +23,7 @@ async fn tokens_and_keys_reach_no_log_line_span_or_error_body() {
     let export = Export::to(&receiver.grpc_endpoint())
         .with("RUST_LOG", "debug")
         .with("LOG_FORMAT", "json");
-    let provider = format!("http://{}/v1", free_address());
+    let provider = format!("http://{}/v1", foundry::testing::closed_address());
     let mut hermes = Service::hermes(
         &export
             .clone()

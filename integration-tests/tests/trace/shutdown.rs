@@ -8,7 +8,7 @@ use foundry::testing::{OtlpReceiver, new_traceparent};
 use serde_json::json;
 
 use crate::{
-    harness::{Export, Service, free_address, http},
+    harness::{Export, Service, http},
     shape::wait_for_trace,
     trace::{GOAL, plan_rows},
 };
@@ -89,43 +89,19 @@ async fn sigterm_exports_every_remaining_span_and_exits_within_5_s() {
 #[tokio::test]
 async fn with_the_receiver_down_sigterm_still_exits_within_5_s() {
     // Arrange: nothing listens where they export.
-    let (mut hermes, mut sophia, ..) = plan_once(&format!("http://{}", free_address())).await;
+    let (mut hermes, mut sophia, ..) =
+        plan_once(&format!("http://{}", foundry::testing::closed_address())).await;
 
     // Act and Assert
     terminate_both(&mut hermes, &mut sophia).await;
 }
 
-/// Accepts connections and never answers: the worst receiver an exporter can meet.
-struct BlackHole {
-    address: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl BlackHole {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
-        Self { address, task }
-    }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn with_a_receiver_that_never_answers_sigterm_still_exits_within_5_s() {
     // Arrange
-    let black_hole = BlackHole::start().await;
-    let (mut hermes, mut sophia, ..) = plan_once(&format!("http://{}", black_hole.address)).await;
+    // Accepts connections and never answers: the worst receiver an exporter can meet.
+    let black_hole = foundry::testing::silent_address();
+    let (mut hermes, mut sophia, ..) = plan_once(&format!("http://{black_hole}")).await;
 
     // Act and Assert
     terminate_both(&mut hermes, &mut sophia).await;
