@@ -341,15 +341,37 @@ fn baggage_members(header: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The chain exporting to a receiver, Sophia calling Hermes through a [`RecordingProxy`].
+struct ProxiedChain {
+    receiver: OtlpReceiver,
+    proxy: RecordingProxy,
+    serve: Service,
+    /// Sophia and Hermes, kept running while the chain is.
+    _services: [Service; 2],
+}
+
+impl ProxiedChain {
+    async fn start() -> Self {
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let export = Export::to(&receiver.grpc_endpoint());
+        let hermes = Service::hermes(&export).await;
+        let proxy = RecordingProxy::start(&hermes.url).await;
+        let sophia = Service::sophia(&export, &proxy.url).await;
+        let serve = Service::apollo_serve(&export, &sophia.url, &hermes.url).await;
+        Self {
+            receiver,
+            proxy,
+            serve,
+            _services: [sophia, hermes],
+        }
+    }
+}
+
 #[tokio::test]
 async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
     // Arrange: Sophia calls Hermes through a proxy that records what Sophia sends.
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let export = Export::to(&receiver.grpc_endpoint());
-    let hermes = Service::hermes(&export).await;
-    let proxy = RecordingProxy::start(&hermes.url).await;
-    let sophia = Service::sophia(&export, &proxy.url).await;
-    let serve = Service::apollo_serve(&export, &sophia.url, &hermes.url).await;
+    let chain = ProxiedChain::start().await;
+    let (receiver, proxy, serve) = (&chain.receiver, &chain.proxy, &chain.serve);
     let (trace_id, traceparent) = new_traceparent(true);
     let tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
     // Two headers, one list; values with escapes (`%2541` is `%41`, not `A`) and `=` in them.
@@ -372,7 +394,7 @@ async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
     .await;
 
     // Assert: Hermes' server spans carry the caller's tracestate...
-    let trace = wait_for_trace(&receiver, &trace_id, &ALL, Some(parent_id(&traceparent))).await;
+    let trace = wait_for_trace(receiver, &trace_id, &ALL, Some(parent_id(&traceparent))).await;
     let tree = trace.tree();
     let steps = plan["plan"].as_array().expect("steps").len();
     let hermes_servers: Vec<_> = trace
@@ -418,12 +440,8 @@ async fn tracestate_and_baggage_arrive_at_hermes_unchanged() {
 #[tokio::test]
 async fn an_unsampled_random_parent_keeps_its_flags_through_both_hops() {
     // Arrange: Sophia calls Hermes through a proxy that records what Sophia sends.
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let export = Export::to(&receiver.grpc_endpoint());
-    let hermes = Service::hermes(&export).await;
-    let proxy = RecordingProxy::start(&hermes.url).await;
-    let sophia = Service::sophia(&export, &proxy.url).await;
-    let serve = Service::apollo_serve(&export, &sophia.url, &hermes.url).await;
+    let chain = ProxiedChain::start().await;
+    let (proxy, serve) = (&chain.proxy, &chain.serve);
     let (trace_id, unsampled) = new_traceparent(false);
     // Level 2: not sampled, and the trace id is random.
     let random = format!("{}-02", &unsampled[..52]);
