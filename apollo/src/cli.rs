@@ -116,10 +116,12 @@ pub fn report(command: &Command, outcome: &Outcome, json: bool) -> Report {
             let (code, message) = error_fields(error);
             Report {
                 stdout: if json {
-                    format!(
-                        "{}\n",
-                        json!({"trace_id": trace_id, "error": {"code": code, "message": message}})
-                    )
+                    let mut error_json = json!({"code": code, "message": message});
+                    // `status` keeps every service's answer, the healthy ones too.
+                    if let ActionError::Unhealthy { services, .. } = error {
+                        error_json["services"] = services.clone();
+                    }
+                    format!("{}\n", json!({"trace_id": trace_id, "error": error_json}))
                 } else {
                     // `status` shows every service, the healthy ones too, before saying which
                     // are down.

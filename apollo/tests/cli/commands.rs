@@ -156,6 +156,18 @@ async fn status_with_hermes_down_fails_naming_hermes() {
     );
     assert!(lines[1].starts_with("hermes  down "), "{stdout}");
     assert!(lines[2].starts_with("trace_id: "), "{stdout}");
+
+    let json = apollo(&sophia, &closed_url(), &["--json", "status"]).await;
+    let answer: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(answer["error"]["code"], "unhealthy", "{answer}");
+    assert_eq!(
+        answer["error"]["services"]["sophia"]["status"], "ok",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["error"]["services"]["hermes"]["status"], "down",
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
