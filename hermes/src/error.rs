@@ -24,9 +24,6 @@ pub enum ApiError {
     /// A search request with neither or both of `text` and `embedding`.
     #[error("give exactly one of `text` and `embedding`")]
     SearchQuery,
-    /// A negative `top_k`, which the store (counting in `usize`) cannot be asked for.
-    #[error("top_k must be between 1 and {max}, got {0}", max = crate::vector_store::MAX_TOP_K)]
-    TopK(i64),
 }
 
 impl From<ApiError> for ErrorResponse {
@@ -40,10 +37,6 @@ impl From<ApiError> for ErrorResponse {
                 ErrorResponse::new(StatusCode::UNPROCESSABLE_ENTITY, error.code(), message)
             }
             ApiError::SearchQuery => ErrorResponse::invalid(message),
-            // The store's own code for the same mistake, so both ends of the range read alike.
-            ApiError::TopK(_) => {
-                ErrorResponse::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k", message)
-            }
             ApiError::Store(error) if error.is_client_error() => {
                 ErrorResponse::new(StatusCode::UNPROCESSABLE_ENTITY, error.code(), message)
             }

@@ -45,8 +45,8 @@ pub enum StoreError {
     /// `top_k` is outside `1..=MAX_TOP_K`.
     #[error("top_k must be between 1 and {max}, got {top_k}")]
     InvalidTopK {
-        /// The requested value.
-        top_k: usize,
+        /// The requested value, as the caller gave it (negative too).
+        top_k: i64,
         /// The largest accepted value.
         max: usize,
     },
@@ -187,10 +187,12 @@ impl InstrumentedStore {
     /// # Errors
     /// [`StoreError::InvalidTopK`], [`StoreError::DimensionMismatch`] or
     /// [`StoreError::InvalidVector`] for bad arguments, [`StoreError::Backend`] when the backend fails.
-    pub async fn search(&self, query: &[f32], top_k: usize) -> Result<Vec<SearchHit>, StoreError> {
+    pub async fn search(&self, query: &[f32], top_k: i64) -> Result<Vec<SearchHit>, StoreError> {
         let span = self.span("search");
-        let result = match validate_top_k(top_k).and_then(|()| self.validate_vector(query)) {
-            Ok(()) => {
+        let checked =
+            validate_top_k(top_k).and_then(|top_k| self.validate_vector(query).map(|()| top_k));
+        let result = match checked {
+            Ok(top_k) => {
                 self.backend
                     .search(query, top_k)
                     .instrument(span.clone())
@@ -257,15 +259,15 @@ impl InstrumentedStore {
     }
 }
 
-fn validate_top_k(top_k: usize) -> Result<(), StoreError> {
-    if (1..=MAX_TOP_K).contains(&top_k) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidTopK {
+/// `top_k` as the count the backend takes, when it is in `1..=MAX_TOP_K`.
+fn validate_top_k(top_k: i64) -> Result<usize, StoreError> {
+    usize::try_from(top_k)
+        .ok()
+        .filter(|top_k| (1..=MAX_TOP_K).contains(top_k))
+        .ok_or(StoreError::InvalidTopK {
             top_k,
             max: MAX_TOP_K,
         })
-    }
 }
 
 /// Marks the span as failed only for backend failures: a bad argument is the caller's error, and
@@ -617,7 +619,8 @@ mod tests {
     #[tokio::test]
     async fn top_k_must_be_between_1_and_100() {
         let store = store(10);
-        for top_k in [0, MAX_TOP_K + 1] {
+        let max = i64::try_from(MAX_TOP_K).expect("a small number");
+        for top_k in [-1, 0, max + 1] {
             let err = store
                 .search(&[1.0, 0.0, 0.0], top_k)
                 .await
@@ -630,7 +633,7 @@ mod tests {
                 }
             );
         }
-        assert!(store.search(&[1.0, 0.0, 0.0], MAX_TOP_K).await.is_ok());
+        assert!(store.search(&[1.0, 0.0, 0.0], max).await.is_ok());
     }
 
     #[tokio::test]

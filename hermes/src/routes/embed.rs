@@ -83,7 +83,6 @@ pub async fn search(
         (None, Some(vector)) => vector,
         _ => return Err(ApiError::SearchQuery),
     };
-    let top_k = usize::try_from(request.top_k).map_err(|_| ApiError::TopK(request.top_k))?;
-    let results = state.store.search(&query, top_k).await?;
+    let results = state.store.search(&query, request.top_k).await?;
     Ok(Json(SearchResponse { results }))
 }

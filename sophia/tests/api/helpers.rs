@@ -149,10 +149,19 @@ async fn serve(app: Router) -> String {
 
 /// A loopback URL where nothing listens: the port was free a moment ago and is closed again.
 pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{address}")
+    format!("http://{}", foundry::testing::closed_address())
+}
+
+/// Asserts that an error answer's message starts by naming the request's `field`.
+#[track_caller]
+pub fn assert_names_field(response: &TestResponse, field: &str) {
+    let message = response.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("{field} ")),
+        "names the field: {message}"
+    );
 }
 
 /// A JSON document just over the body limit, as the value of `key`.

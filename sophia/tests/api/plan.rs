@@ -7,8 +7,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    GOAL, TestApp, assert_child_of, assert_error, assert_rfc3339, assert_uuid, keys,
-    oversized_body, oversized_state,
+    GOAL, TestApp, assert_child_of, assert_error, assert_names_field, assert_rfc3339, assert_uuid,
+    keys, oversized_body, oversized_state,
 };
 
 #[tokio::test]
@@ -290,13 +290,7 @@ async fn bad_goals_are_rejected_before_hermes_is_called() {
         assert_eq!(response.status, status, "{case}: {}", response.text);
         assert_error(&response, status, code);
         if case.starts_with("target_state") {
-            let message = response.body["error"]["message"]
-                .as_str()
-                .unwrap_or_default();
-            assert!(
-                message.starts_with("target_state "),
-                "names the field: {message}"
-            );
+            assert_names_field(&response, "target_state");
         }
     }
 }

@@ -6,8 +6,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    TestApp, assert_child_of, assert_error, assert_rfc3339, assert_uuid, keys, oversized_body,
-    oversized_state,
+    TestApp, assert_child_of, assert_error, assert_names_field, assert_rfc3339, assert_uuid, keys,
+    oversized_body, oversized_state,
 };
 
 fn close(a: f64, b: f64) -> bool {
@@ -287,13 +287,7 @@ async fn bad_simulation_requests_get_their_error_codes() {
         assert_eq!(response.status, status, "{case}: {}", response.text);
         assert_error(&response, status, code);
         if case.starts_with("initial_state") {
-            let message = response.body["error"]["message"]
-                .as_str()
-                .unwrap_or_default();
-            assert!(
-                message.starts_with("initial_state "),
-                "names the field: {message}"
-            );
+            assert_names_field(&response, "initial_state");
         }
     }
     let simulations = app.get("/hcg/entities?type=simulation").await;
