@@ -6,11 +6,17 @@ use axum::{
     Router,
     routing::{get, post},
 };
+use foundry::http::ErrorResponse;
 
-use crate::{routes::api, services::Services};
+use crate::{
+    diagnostics::{Diagnostics, receiver},
+    routes::{api, diagnostics::Links},
+    services::Services,
+};
 
-/// Every API route, instrumented.
-pub fn router(services: Services) -> Router {
+/// Every route of `apollo serve`: the API (instrumented), the diagnostics views and the OTLP
+/// receiver (neither traced: they would fill the window they show).
+pub fn router(services: Services, diagnostics: Diagnostics, links: Links) -> Router {
     let routes = Router::new()
         .route("/api/plan", post(api::plan))
         .route("/api/simulate", post(api::simulate))
@@ -20,6 +26,16 @@ pub fn router(services: Services) -> Router {
         .route("/api/chat", post(api::chat))
         .with_state(services);
     foundry::http::instrument(routes, "apollo", env!("CARGO_PKG_VERSION"))
+        .merge(crate::routes::diagnostics::router(diagnostics.clone(), links))
+        .merge(receiver::router(diagnostics))
+        // For the merged routes too: the same JSON answer to a wrong method everywhere.
+        .method_not_allowed_fallback(|| async {
+            ErrorResponse::new(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
 }
 
 /// The Apollo API bound to its port, ready to run.
@@ -30,10 +46,16 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener (port 0 takes a free port).
-    pub async fn build(host: &str, port: u16, services: Services) -> std::io::Result<Self> {
+    pub async fn build(
+        host: &str,
+        port: u16,
+        services: Services,
+        diagnostics: Diagnostics,
+        links: Links,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             listener: foundry::http::bind(host, port).await?,
-            router: router(services),
+            router: router(services, diagnostics, links),
         })
     }
 

@@ -9,12 +9,13 @@ use crate::{
     services::{Action, ActionError, Outcome, Services},
 };
 
-/// Performs the command of `cli` (not `serve`) and renders its outcome.
+/// Performs the command of `cli` (a user action: not `serve`, `trace` or `traces`) and renders
+/// its outcome.
 pub async fn run(cli: &Cli, services: &Services) -> Report {
     let Some(action) = action(&cli.command) else {
         return Report {
             stdout: String::new(),
-            stderr: Some("apollo: serve is not a one-shot command".into()),
+            stderr: Some("apollo: serve, trace and traces are not user actions".into()),
             exit_code: 2,
         };
     };
@@ -22,7 +23,8 @@ pub async fn run(cli: &Cli, services: &Services) -> Report {
     report(&cli.command, &outcome, cli.json)
 }
 
-/// The action a command asks for (`None` for `serve`, which is not an action).
+/// The action a command asks for (`None` for `serve`, `trace` and `traces`, which are not
+/// actions).
 pub fn action(command: &Command) -> Option<Action> {
     Some(match command {
         Command::Status => Action::Status,
@@ -53,7 +55,7 @@ pub fn action(command: &Command) -> Option<Action> {
             }
             Action::Chat(body)
         }
-        Command::Serve(_) => return None,
+        Command::Serve(_) | Command::Trace { .. } | Command::Traces { .. } => return None,
     })
 }
 
@@ -244,7 +246,10 @@ fn human(command: &Command, result: &Value) -> String {
                 result["usage"]["completion_tokens"]
             );
         }
-        Command::State | Command::Serve(_) => {
+        Command::State
+        | Command::Serve(_)
+        | Command::Trace { .. }
+        | Command::Traces { .. } => {
             let _ = writeln!(
                 out,
                 "{}",

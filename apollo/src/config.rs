@@ -22,6 +22,9 @@ pub struct Cli {
     /// How long one call to a service may take, in milliseconds.
     #[arg(long, env = "APOLLO_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
     pub timeout_ms: u64,
+    /// Where `apollo serve` answers, for `trace` and `traces`.
+    #[arg(long, env = "APOLLO_URL", default_value = "http://127.0.0.1:27000", value_parser = foundry::config::parse_service_url, global = true)]
+    pub apollo_url: String,
     /// Print one JSON object `{"trace_id", "result"}` (or `{"trace_id", "error"}`) on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -81,7 +84,24 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(i64).range(1..=4096))]
         max_tokens: Option<i64>,
     },
-    /// Run the Apollo API.
+    /// Show one trace from `apollo serve`'s window as a waterfall.
+    Trace {
+        /// The trace id (32 hex digits), as a command printed it.
+        trace_id: String,
+    },
+    /// List the most recent traces in `apollo serve`'s window.
+    Traces {
+        /// Only traces with a span of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only traces with an error.
+        #[arg(long)]
+        errors: bool,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
+    /// Run the Apollo API, the OTLP receiver and the diagnostics window.
     Serve(ServeArgs),
 }
 
@@ -94,6 +114,25 @@ pub struct ServeArgs {
     /// Port to listen on; 0 takes a free one.
     #[arg(long, env = "APOLLO_PORT", default_value_t = 27000)]
     pub port: u16,
+    /// The most spans the diagnostics window holds; the oldest traces go first.
+    #[arg(long, env = "APOLLO_DIAGNOSTICS_MAX_SPANS", default_value_t = crate::diagnostics::DEFAULT_MAX_SPANS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub diagnostics_max_spans: u64,
+    /// Jaeger's UI, for the page's links to each trace there (e.g. `http://localhost:16686`).
+    #[arg(long, env = "APOLLO_JAEGER_URL", value_parser = foundry::config::parse_service_url)]
+    pub jaeger_url: Option<String>,
+    /// Grafana's UI, for the page's links to each trace there (e.g. `http://localhost:3001`).
+    #[arg(long, env = "APOLLO_GRAFANA_URL", value_parser = foundry::config::parse_service_url)]
+    pub grafana_url: Option<String>,
+}
+
+impl ServeArgs {
+    /// The page's links to Jaeger and Grafana.
+    pub fn links(&self) -> crate::routes::diagnostics::Links {
+        crate::routes::diagnostics::Links {
+            jaeger: self.jaeger_url.clone(),
+            grafana: self.grafana_url.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Cli {
@@ -106,6 +145,7 @@ impl std::fmt::Debug for Cli {
                 &self.sophia_api_key.as_ref().map(|_| "***"),
             )
             .field("timeout_ms", &self.timeout_ms)
+            .field("apollo_url", &self.apollo_url)
             .field("json", &self.json)
             .field("command", &self.command)
             .finish()

@@ -1,6 +1,9 @@
-//! The apollo binary: one command (one trace, flushed before exit), or `serve` for the API.
+//! The apollo binary: one command (one trace, flushed before exit), a look at the diagnostics
+//! window (`trace`, `traces`), or `serve` for the API, the OTLP receiver and the window.
 
-use apollo::{app::Application, cli, config::Cli, config::Command};
+use std::{process::ExitCode, sync::Arc};
+
+use apollo::{app::Application, cli, config::Cli, config::Command, diagnostics::Diagnostics};
 use clap::Parser;
 
 /// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
@@ -8,17 +11,23 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let telemetry = foundry::telemetry::init(cli.telemetry_config()?)?;
-    let services = cli.services()?;
+    if let Some(report) = apollo::waterfall::run(&cli).await {
+        return Ok(report.print());
+    }
     if let Command::Serve(serve) = &cli.command {
-        let app = Application::build(&serve.host, serve.port, services).await?;
+        let diagnostics = Diagnostics::new(usize::try_from(serve.diagnostics_max_spans)?);
+        let sink = Arc::new(diagnostics.clone());
+        let _telemetry = foundry::telemetry::init_with_sink(cli.telemetry_config()?, sink)?;
+        let (services, links) = (cli.services()?, serve.links());
+        let app = Application::build(&serve.host, serve.port, services, diagnostics, links).await?;
         println!("apollo listening on http://{}", app.local_addr()?);
         app.run_until_stopped().await?;
-        return Ok(std::process::ExitCode::SUCCESS);
+        return Ok(ExitCode::SUCCESS);
     }
-    let report = cli::run(&cli, &services).await;
+    let telemetry = foundry::telemetry::init(cli.telemetry_config()?)?;
+    let report = cli::run(&cli, &cli.services()?).await;
     // Flush this command's spans before anything is printed and the process exits.
     drop(telemetry);
     Ok(report.print())

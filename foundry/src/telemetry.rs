@@ -37,6 +37,7 @@ use crate::{
     config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
+    otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
     span_export::{BatchSettings, OtlpSpanProcessor},
@@ -88,7 +89,8 @@ struct Providers {
     tracer: SdkTracerProvider,
     logger: Option<SdkLoggerProvider>,
     meter: SdkMeterProvider,
-    metric_export: Option<OtlpMetricExport>,
+    /// Over OTLP, and to the local sink: each exports the one aggregation on its own schedule.
+    metric_exports: Vec<OtlpMetricExport>,
     /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
     export_runtime: Option<ExportRuntime>,
 }
@@ -148,7 +150,7 @@ impl Telemetry {
             tracer,
             logger,
             meter,
-            metric_export,
+            metric_exports,
             export_runtime,
         } = providers;
         let (done_tx, done_rx) = mpsc::channel();
@@ -166,7 +168,7 @@ impl Telemetry {
                     let _ = logger.shutdown_with_timeout(remaining() / 2);
                 }
                 // The last OTLP export reads the meter provider, so it goes first.
-                if let Some(metric_export) = metric_export {
+                for metric_export in metric_exports {
                     metric_export.shutdown();
                 }
                 let _ = meter.shutdown_with_timeout(remaining());
@@ -218,6 +220,22 @@ macro_rules! otlp_exporter {
 /// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
 /// subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is installed.
 pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    install(config, None)
+}
+
+/// [`init`], and every span, log record and metric of this process also goes to `sink`,
+/// in-process (Apollo's diagnostics window: see [`crate::otlp`]).
+pub fn init_with_sink(
+    config: TelemetryConfig,
+    sink: std::sync::Arc<dyn LocalSink>,
+) -> Result<Telemetry, TelemetryError> {
+    install(config, Some(sink))
+}
+
+fn install(
+    config: TelemetryConfig,
+    sink: Option<std::sync::Arc<dyn LocalSink>>,
+) -> Result<Telemetry, TelemetryError> {
     // Before anything global changes: a second call must leave the running setup as it was.
     if tracing::dispatcher::has_been_set() {
         return Err(TelemetryError::AlreadyInstalled);
@@ -295,6 +313,17 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             }
         };
     }
+    if let Some(sink) = &sink {
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.span_queue_size)
+            .with_scheduled_delay(LOCAL_BATCH_DELAY)
+            .build();
+        tracer_builder = tracer_builder.with_span_processor(
+            BatchSpanProcessor::builder(LocalExporter::new(sink.clone(), &resource))
+                .with_batch_config(batch)
+                .build(),
+        );
+    }
     if config.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
             crate::console::ConsoleExporter::default(),
@@ -303,29 +332,45 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let tracer_provider = tracer_builder.build();
 
     let (meter_provider, reader, registry) = meter_provider(resource.clone())?;
-    let metric_export = match &config.otlp {
-        None => None,
-        Some(otlp) => {
-            let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
-            Some(OtlpMetricExport::start(
-                reader,
-                exporter,
-                config.metric_export_interval,
-            )?)
-        }
-    };
+    let mut metric_exports = Vec::new();
+    if let Some(otlp) = &config.otlp {
+        let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
+        metric_exports.push(OtlpMetricExport::start(
+            reader.clone(),
+            exporter,
+            config.metric_export_interval,
+        )?);
+    }
+    if let Some(sink) = &sink {
+        metric_exports.push(OtlpMetricExport::start(
+            reader,
+            LocalExporter::new(sink.clone(), &resource),
+            LOCAL_METRIC_INTERVAL,
+        )?);
+    }
 
-    let logger_provider = match &config.otlp {
-        None => None,
-        Some(otlp) => {
-            let exporter = otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?;
-            Some(
-                SdkLoggerProvider::builder()
-                    .with_resource(resource)
-                    .with_batch_exporter(exporter)
-                    .build(),
-            )
+    let logger_provider = if config.otlp.is_some() || sink.is_some() {
+        let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+        if let Some(otlp) = &config.otlp {
+            builder =
+                builder.with_batch_exporter(otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?);
         }
+        if let Some(sink) = &sink {
+            let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                .with_scheduled_delay(LOCAL_BATCH_DELAY)
+                .build();
+            builder = builder.with_log_processor(
+                opentelemetry_sdk::logs::BatchLogProcessor::builder(LocalExporter::new(
+                    sink.clone(),
+                    &resource,
+                ))
+                .with_batch_config(batch)
+                .build(),
+            );
+        }
+        Some(builder.build())
+    } else {
+        None
     };
 
     // Span-scoped RUST_LOG directives must see every span, unsampled or not.
@@ -359,7 +404,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             tracer: tracer_provider,
             logger: logger_provider,
             meter: meter_provider,
-            metric_export,
+            metric_exports,
             export_runtime,
         }),
     })

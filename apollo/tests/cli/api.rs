@@ -12,7 +12,11 @@ fn apollo(sophia: &str, hermes: &str) -> axum::Router {
     let services =
         apollo::services::Services::new(sophia, hermes, None, std::time::Duration::from_secs(5))
             .unwrap();
-    apollo::app::router(services)
+    apollo::app::router(
+        services,
+        apollo::diagnostics::Diagnostics::new(1000),
+        apollo::routes::diagnostics::Links::default(),
+    )
 }
 
 /// A real Sophia in this process whose Hermes is at `hermes_url`, with `timeout_ms` to answer.

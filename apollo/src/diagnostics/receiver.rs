@@ -1,0 +1,281 @@
+//! The OTLP receiver of `apollo serve`: gRPC (the three OTLP services) and HTTP (`POST
+//! /v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, gzip or not) on Apollo's own port.
+//!
+//! Its routes are neither traced nor logged per request: every export would otherwise make spans
+//! that are exported again (a feedback loop). Bodies are bounded before and after inflating, so a
+//! gzip bomb is a 413, and spans without a valid trace or span id are refused as the OTLP
+//! specification asks, in the answer's `partial_success`.
+
+use std::io::Read as _;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use foundry::{
+    http::ErrorResponse,
+    otlp::proto::collector::{
+        logs::v1::{
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        },
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
+    },
+};
+use http::{HeaderMap, StatusCode, header};
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::codec::CompressionEncoding;
+
+use super::{Accepted, Diagnostics};
+
+/// The largest export body accepted as it arrives (compressed or not); larger gets 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The largest export once inflated; a body that inflates past it gets 413.
+pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The receiver's routes, gRPC and HTTP, to be merged beside the instrumented API.
+pub fn router(diagnostics: Diagnostics) -> Router {
+    let receiver = Receiver(diagnostics);
+    Router::new()
+        .route_service(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            TraceServiceServer::new(receiver.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_DECODED_BYTES),
+        )
+        .route_service(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            MetricsServiceServer::new(receiver.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_DECODED_BYTES),
+        )
+        .route_service(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            LogsServiceServer::new(receiver.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_DECODED_BYTES),
+        )
+        .route("/v1/traces", post(http_traces))
+        .route("/v1/metrics", post(http_metrics))
+        .route("/v1/logs", post(http_logs))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(receiver)
+}
+
+/// The OTLP services, over the window.
+#[derive(Clone, Debug)]
+struct Receiver(Diagnostics);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let accepted = self.0.ingest_traces(request.into_inner());
+        Ok(tonic::Response::new(trace_response(&accepted)))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.ingest_metrics(request.get_ref());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.ingest_logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Full success, or the count of refused spans and why.
+fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (accepted.refused > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(accepted.refused).unwrap_or(i64::MAX),
+            error_message: "spans need a 16-byte trace id and an 8-byte span id, not all zero"
+                .into(),
+        }),
+    }
+}
+
+async fn http_traces(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match decode::<ExportTraceServiceRequest>(&headers, body) {
+        Ok((request, format)) => {
+            let accepted = receiver.0.ingest_traces(request);
+            format.answer(&trace_response(&accepted))
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn http_metrics(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match decode::<ExportMetricsServiceRequest>(&headers, body) {
+        Ok((request, format)) => {
+            receiver.0.ingest_metrics(&request);
+            format.answer(&ExportMetricsServiceResponse::default())
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn http_logs(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match decode::<ExportLogsServiceRequest>(&headers, body) {
+        Ok((request, format)) => {
+            receiver.0.ingest_logs(request);
+            format.answer(&ExportLogsServiceResponse::default())
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// How an OTLP/HTTP body is encoded; the answer uses the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn answer<M: prost::Message + Serialize>(self, message: &M) -> Response {
+        match self {
+            Self::Protobuf => (
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                message.encode_to_vec(),
+            )
+                .into_response(),
+            Self::Json => axum::Json(message).into_response(),
+        }
+    }
+}
+
+/// The export request of an OTLP/HTTP body: inflated if gzip, decoded as its content type says.
+fn decode<M: prost::Message + DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(M, Format), ErrorResponse> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(MAX_BODY_BYTES)
+        } else {
+            ErrorResponse::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    let format = match content_type.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => Format::Protobuf,
+        Some("application/json") => Format::Json,
+        other => {
+            return Err(ErrorResponse::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "OTLP/HTTP takes application/x-protobuf or application/json, not {}",
+                    other.unwrap_or("a body without a content type")
+                ),
+            ));
+        }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let body = match encoding.as_deref() {
+        None | Some("" | "identity") => body,
+        Some("gzip") => Bytes::from(inflate(&body)?),
+        Some(other) => {
+            return Err(ErrorResponse::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("the receiver takes gzip or no content encoding, not {other:?}"),
+            ));
+        }
+    };
+    let message = match format {
+        Format::Protobuf => M::decode(body).map_err(|error| {
+            ErrorResponse::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_protobuf",
+                format!("the body is not a valid OTLP protobuf message: {error}"),
+            )
+        })?,
+        Format::Json => serde_json::from_slice(&body).map_err(|error| {
+            ErrorResponse::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not a valid OTLP JSON message: {error}"),
+            )
+        })?,
+    };
+    Ok((message, format))
+}
+
+/// Inflates a gzip body, stopping one byte past the limit.
+fn inflate(body: &[u8]) -> Result<Vec<u8>, ErrorResponse> {
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_DECODED_BYTES as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|error| {
+            ErrorResponse::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_gzip",
+                format!("the body is not valid gzip: {error}"),
+            )
+        })?;
+    if inflated.len() > MAX_DECODED_BYTES {
+        return Err(too_large(MAX_DECODED_BYTES));
+    }
+    Ok(inflated)
+}
+
+fn too_large(limit: usize) -> ErrorResponse {
+    ErrorResponse::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "an OTLP export may be at most {} MiB, inflated or not",
+            limit / (1024 * 1024)
+        ),
+    )
+}
