@@ -26,7 +26,10 @@ pub fn router(services: Services, diagnostics: Diagnostics, links: Links) -> Rou
         .route("/api/chat", post(api::chat))
         .with_state(services);
     foundry::http::instrument(routes, "apollo", env!("CARGO_PKG_VERSION"))
-        .merge(crate::routes::diagnostics::router(diagnostics.clone(), links))
+        .merge(crate::routes::diagnostics::router(
+            diagnostics.clone(),
+            links,
+        ))
         .merge(receiver::router(diagnostics))
         // For the merged routes too: the same JSON answer to a wrong method everywhere.
         .method_not_allowed_fallback(|| async {

@@ -246,10 +246,7 @@ fn human(command: &Command, result: &Value) -> String {
                 result["usage"]["completion_tokens"]
             );
         }
-        Command::State
-        | Command::Serve(_)
-        | Command::Trace { .. }
-        | Command::Traces { .. } => {
+        Command::State | Command::Serve(_) | Command::Trace { .. } | Command::Traces { .. } => {
             let _ = writeln!(
                 out,
                 "{}",

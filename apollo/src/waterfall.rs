@@ -278,7 +278,11 @@ mod tests {
         assert!(lines[1].starts_with("apollo  op-a "), "{}", lines[1]);
         assert!(lines[2].starts_with("sophia    op-b "), "{}", lines[2]);
         assert!(lines[3].starts_with("hermes      op-c "), "{}", lines[3]);
-        assert!(lines[1].ends_with(&format!("40.00 ms  {}", "█".repeat(40))), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(&format!("40.00 ms  {}", "█".repeat(40))),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].ends_with(&format!("{}{}", " ".repeat(20), "█".repeat(20))));
         assert!(lines[3].ends_with(&format!("{}{}", " ".repeat(30), "█".repeat(10))));
         assert!(lines[3].contains(" ✗ "), "{}", lines[3]);

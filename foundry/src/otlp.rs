@@ -90,7 +90,8 @@ impl LogExporter for LocalExporter {
 
 impl PushMetricExporter for LocalExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        self.sink.metrics(ExportMetricsServiceRequest::from(metrics));
+        self.sink
+            .metrics(ExportMetricsServiceRequest::from(metrics));
         Ok(())
     }
 

@@ -173,9 +173,10 @@ impl Diagnostics {
             state.window.insert_spans(spans)
         };
         let counters = self.counters();
-        counters
-            .received
-            .add(ingested.accepted + refused, &[KeyValue::new("signal", "spans")]);
+        counters.received.add(
+            ingested.accepted + refused,
+            &[KeyValue::new("signal", "spans")],
+        );
         if refused > 0 {
             counters.refused.add(refused, &[]);
         }

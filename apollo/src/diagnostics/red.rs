@@ -2,13 +2,13 @@
 //! histograms that the services export over OTLP.
 //!
 //! Each service exports its histograms cumulatively at every interval. The table compares each
-//! series' last two exports: the requests between them give the rate, those with a 5xx status
-//! (or an `error.type`) the error rate, and the difference of their buckets the percentiles,
-//! interpolated within a bucket as Prometheus' `histogram_quantile` does. Before a series'
-//! second export, the figures cover everything since it started. Delta series are summed into
-//! the same cumulative form.
+//! series' latest export with the one a minute before ([`RECENT`]; until a series is a minute
+//! old, with its start): the requests between them give the rate, those with a 5xx status (or an
+//! `error.type`) the error rate, and the difference of their buckets the percentiles,
+//! interpolated within a bucket as Prometheus' `histogram_quantile` does. Delta series are summed
+//! into the same cumulative form.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use foundry::otlp::proto::{
     collector::metrics::v1::ExportMetricsServiceRequest,
@@ -21,6 +21,12 @@ use super::window::rfc3339;
 
 /// The metric the table is made of.
 pub const SERVER_DURATION: &str = "http.server.request.duration";
+
+/// How far back the rates and percentiles look, in nanoseconds.
+pub const RECENT: u64 = 60_000_000_000;
+
+/// The most readings kept per series (at a 1 s export interval, a minute and a bit).
+const MAX_READINGS: usize = 64;
 
 /// The most series kept (service, route, method, status, ...): a bound on memory whatever the
 /// services send.
@@ -41,31 +47,46 @@ struct Series {
     route: String,
     error: bool,
     bounds: Vec<f64>,
-    previous: Option<Reading>,
-    latest: Reading,
+    /// Oldest first; the last is the latest.
+    readings: VecDeque<Reading>,
 }
 
 impl Series {
-    /// What happened between the last two readings (or since the start).
+    fn latest(&self) -> Option<&Reading> {
+        self.readings.back()
+    }
+
+    /// What happened in the last [`RECENT`]: since the newest reading at least that old (or the
+    /// oldest kept, or the series' start), up to the latest.
     fn recent(&self) -> Reading {
-        match &self.previous {
-            Some(previous)
-                if previous.start == self.latest.start && previous.count <= self.latest.count =>
-            {
+        let Some(latest) = self.latest() else {
+            return Reading::default();
+        };
+        let since = self
+            .readings
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|reading| latest.time.saturating_sub(reading.time) >= RECENT)
+            .or(self
+                .readings
+                .front()
+                .filter(|oldest| oldest.time < latest.time));
+        match since {
+            Some(before) if before.start == latest.start && before.count <= latest.count => {
                 Reading {
-                    start: previous.time,
-                    time: self.latest.time,
-                    count: self.latest.count - previous.count,
-                    buckets: self
-                        .latest
+                    start: before.time,
+                    time: latest.time,
+                    count: latest.count - before.count,
+                    buckets: latest
                         .buckets
                         .iter()
-                        .zip(previous.buckets.iter().chain(std::iter::repeat(&0)))
-                        .map(|(now, before)| now.saturating_sub(*before))
+                        .zip(before.buckets.iter().chain(std::iter::repeat(&0)))
+                        .map(|(now, then)| now.saturating_sub(*then))
                         .collect(),
                 }
             }
-            _ => self.latest.clone(),
+            _ => latest.clone(),
         }
     }
 }
@@ -130,24 +151,34 @@ impl RedTable {
             count: point.count,
             buckets: point.bucket_counts.clone(),
         };
-        if delta && series.latest.time != 0 {
+        let latest = series.latest().cloned().unwrap_or_default();
+        if delta && latest.time != 0 {
             // A delta point adds to what came before: kept as one running total.
-            reading.start = series.latest.start;
-            reading.count += series.latest.count;
-            for (bucket, before) in reading.buckets.iter_mut().zip(&series.latest.buckets) {
+            reading.start = latest.start;
+            reading.count += latest.count;
+            for (bucket, before) in reading.buckets.iter_mut().zip(&latest.buckets) {
                 *bucket += before;
             }
         }
-        if reading.time <= series.latest.time {
+        if reading.time <= latest.time {
             return;
         }
         series.bounds.clone_from(&point.explicit_bounds);
-        series.previous = Some(std::mem::replace(&mut series.latest, reading));
+        // Only what `recent` can still use: one reading older than the window, and the rest.
+        while series.readings.len() >= MAX_READINGS
+            || series
+                .readings
+                .get(1)
+                .is_some_and(|next| reading.time.saturating_sub(next.time) >= RECENT)
+        {
+            series.readings.pop_front();
+        }
+        series.readings.push_back(reading);
     }
 
-    /// One row per service and route: `requests` (all so far), `request_rate` (per second),
-    /// `error_rate` (a fraction), `p50_ms`, `p95_ms`, `p99_ms` (null without requests), the
-    /// seconds the rates cover and when the last export was.
+    /// One row per service and route: `requests` (all so far), and over the last minute
+    /// `request_rate` (per second), `error_rate` (a fraction), `p50_ms`, `p95_ms`, `p99_ms` (null
+    /// without requests in it); the seconds these cover, and when the last export was.
     pub fn rows(&self) -> Vec<Value> {
         let mut rows: BTreeMap<(&str, &str), Row> = BTreeMap::new();
         for series in self.series.values() {
@@ -158,7 +189,8 @@ impl RedTable {
                     ..Row::default()
                 });
             let recent = series.recent();
-            row.total += series.latest.count;
+            let latest = series.latest().cloned().unwrap_or_default();
+            row.total += latest.count;
             row.count += recent.count;
             if series.error {
                 row.errors += recent.count;
@@ -166,7 +198,7 @@ impl RedTable {
             row.seconds = row
                 .seconds
                 .max(recent.time.saturating_sub(recent.start) as f64 / 1e9);
-            row.updated = row.updated.max(series.latest.time);
+            row.updated = row.updated.max(latest.time);
             if series.bounds == row.bounds {
                 if row.buckets.len() < recent.buckets.len() {
                     row.buckets.resize(recent.buckets.len(), 0);
@@ -275,7 +307,10 @@ mod tests {
         let point = |code: i64, buckets: [u64; 3]| HistogramDataPoint {
             attributes: vec![
                 kv("http.route", any_value::Value::StringValue("/plan".into())),
-                kv("http.response.status_code", any_value::Value::IntValue(code)),
+                kv(
+                    "http.response.status_code",
+                    any_value::Value::IntValue(code),
+                ),
             ],
             start_time_unix_nano: 1,
             time_unix_nano: 1 + seconds * 1_000_000_000,
@@ -310,13 +345,15 @@ mod tests {
     }
 
     #[test]
-    fn rates_and_percentiles_come_from_the_last_two_exports() {
-        // Arrange
+    fn rates_and_percentiles_cover_the_last_minute() {
+        // Arrange: 100 requests in the first 60 s, then none for 10 s.
         let mut table = RedTable::default();
-        table.ingest(&export(10, [100, 0, 0], [0, 0, 0]));
+        table.ingest(&export(60, [100, 0, 0], [0, 0, 0]));
+        table.ingest(&export(70, [100, 0, 0], [0, 0, 0]));
 
-        // Act: in the next 10 s, 80 fast and 10 slow successes, 10 failures.
-        table.ingest(&export(20, [180, 10, 0], [0, 10, 0]));
+        // Act: in the next 60 s, 80 fast and 10 slow successes, 10 failures.
+        table.ingest(&export(100, [150, 0, 0], [0, 0, 0]));
+        table.ingest(&export(130, [180, 10, 0], [0, 10, 0]));
 
         // Assert
         let rows = table.rows();
@@ -325,9 +362,9 @@ mod tests {
         assert_eq!(row["service"], "sophia");
         assert_eq!(row["route"], "/plan");
         assert_eq!(row["requests"], 200);
-        assert_eq!(row["request_rate"], 10.0);
+        assert_eq!(row["request_rate"], 100.0 / 60.0);
         assert_eq!(row["error_rate"], 0.1);
-        assert_eq!(row["window_seconds"], 10.0);
+        assert_eq!(row["window_seconds"], 60.0);
         // 100 requests: 80 under 10 ms, 20 in (10, 100] ms.
         assert_eq!(row["p50_ms"], 6.25);
         assert_eq!(row["p95_ms"], 77.5);
@@ -347,11 +384,11 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_interval_has_no_percentiles() {
+    fn an_idle_minute_has_no_percentiles() {
         let mut table = RedTable::default();
         table.ingest(&export(10, [5, 0, 0], [0, 0, 0]));
 
-        table.ingest(&export(20, [5, 0, 0], [0, 0, 0]));
+        table.ingest(&export(80, [5, 0, 0], [0, 0, 0]));
 
         let row = &table.rows()[0];
         assert_eq!(row["request_rate"], 0.0);
@@ -361,8 +398,14 @@ mod tests {
     #[test]
     fn quantiles_interpolate_within_buckets_and_stop_at_the_last_bound() {
         let rounded = |value: Option<f64>| value.map(|ms| (ms * 1e6).round() / 1e6);
-        assert_eq!(rounded(quantile_ms(0.5, &[0.1, 0.2], &[0, 10, 0])), Some(150.0));
-        assert_eq!(rounded(quantile_ms(0.99, &[0.1, 0.2], &[0, 0, 4])), Some(200.0));
+        assert_eq!(
+            rounded(quantile_ms(0.5, &[0.1, 0.2], &[0, 10, 0])),
+            Some(150.0)
+        );
+        assert_eq!(
+            rounded(quantile_ms(0.99, &[0.1, 0.2], &[0, 0, 4])),
+            Some(200.0)
+        );
         assert_eq!(quantile_ms(0.5, &[0.1], &[0, 0]), None);
     }
 }

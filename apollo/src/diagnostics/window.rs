@@ -269,7 +269,11 @@ impl Trace {
         let root = self
             .root
             .and_then(|position| self.spans.get(position))
-            .or_else(|| self.spans.iter().min_by_key(|span| span.start_time_unix_nano));
+            .or_else(|| {
+                self.spans
+                    .iter()
+                    .min_by_key(|span| span.start_time_unix_nano)
+            });
         let mut services: Vec<String> = Vec::new();
         for span in &self.spans {
             if !services.iter().any(|known| **known == *span.service) {
@@ -280,7 +284,9 @@ impl Trace {
         TraceSummary {
             trace_id: hex(trace_id),
             root_name: root.map(|span| span.name.clone()).unwrap_or_default(),
-            root_service: root.map(|span| span.service.to_string()).unwrap_or_default(),
+            root_service: root
+                .map(|span| span.service.to_string())
+                .unwrap_or_default(),
             services,
             span_count: self.spans.len(),
             duration_ms: self.duration_ms(),
@@ -559,12 +565,8 @@ fn value(value: &AnyValue) -> Value {
                 .map(self::value)
                 .collect(),
         ),
-        Some(any_value::Value::KvlistValue(list)) => {
-            Value::Object(attributes(list.values.clone()))
-        }
-        Some(any_value::Value::BytesValue(bytes)) => {
-            Value::String(truncated(hex(bytes)))
-        }
+        Some(any_value::Value::KvlistValue(list)) => Value::Object(attributes(list.values.clone())),
+        Some(any_value::Value::BytesValue(bytes)) => Value::String(truncated(hex(bytes))),
         Some(any_value::Value::StringValueStrindex(_)) | None => Value::Null,
     }
 }
@@ -725,7 +727,10 @@ mod tests {
         ]);
         let ids = |filter: TraceFilter| -> Vec<String> {
             window
-                .traces(&TraceFilter { limit: 10, ..filter })
+                .traces(&TraceFilter {
+                    limit: 10,
+                    ..filter
+                })
                 .into_iter()
                 .map(|trace| trace.trace_id[..2].to_owned())
                 .collect()
@@ -733,12 +738,48 @@ mod tests {
 
         // Act + Assert
         for (filter, expected) in [
-            (TraceFilter { service: Some("hermes".into()), ..all() }, vec!["02"]),
-            (TraceFilter { name: Some("span-1".into()), ..all() }, vec!["02", "01"]),
-            (TraceFilter { name: Some("other".into()), ..all() }, vec![]),
-            (TraceFilter { error: Some(true), ..all() }, vec!["02"]),
-            (TraceFilter { error: Some(false), ..all() }, vec!["01"]),
-            (TraceFilter { min_duration_ms: Some(10.0), ..all() }, vec!["02"]),
+            (
+                TraceFilter {
+                    service: Some("hermes".into()),
+                    ..all()
+                },
+                vec!["02"],
+            ),
+            (
+                TraceFilter {
+                    name: Some("span-1".into()),
+                    ..all()
+                },
+                vec!["02", "01"],
+            ),
+            (
+                TraceFilter {
+                    name: Some("other".into()),
+                    ..all()
+                },
+                vec![],
+            ),
+            (
+                TraceFilter {
+                    error: Some(true),
+                    ..all()
+                },
+                vec!["02"],
+            ),
+            (
+                TraceFilter {
+                    error: Some(false),
+                    ..all()
+                },
+                vec!["01"],
+            ),
+            (
+                TraceFilter {
+                    min_duration_ms: Some(10.0),
+                    ..all()
+                },
+                vec!["02"],
+            ),
         ] {
             assert_eq!(ids(filter.clone()), expected, "{filter:?}");
         }
@@ -800,7 +841,9 @@ mod tests {
 
         assert_eq!(dropped, 1);
         let bodies = |logs: Vec<&Value>| -> Vec<String> {
-            logs.iter().map(|log| log["body"].as_str().unwrap_or_default().to_owned()).collect()
+            logs.iter()
+                .map(|log| log["body"].as_str().unwrap_or_default().to_owned())
+                .collect()
         };
         assert_eq!(bodies(window.logs(Some(&[1; 16]), 10)), ["c", "d"]);
         assert_eq!(bodies(window.logs(None, 2)), ["c", "d"]);
@@ -810,7 +853,13 @@ mod tests {
     #[test]
     fn trace_ids_parse_from_32_hex_digits_only() {
         assert_eq!(parse_trace_id(&"0a".repeat(16)), Some([10; 16]));
-        for bad in ["", "0a", &"0".repeat(32), &"zz".repeat(16), &"0a".repeat(17)] {
+        for bad in [
+            "",
+            "0a",
+            &"0".repeat(32),
+            &"zz".repeat(16),
+            &"0a".repeat(17),
+        ] {
             assert_eq!(parse_trace_id(bad), None, "{bad}");
         }
     }

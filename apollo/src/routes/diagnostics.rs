@@ -81,7 +81,9 @@ async fn traces(
     if let Some(min) = query.min_duration_ms
         && !(min.is_finite() && min >= 0.0)
     {
-        return Err(invalid_query("min_duration_ms must be a number of 0 or more"));
+        return Err(invalid_query(
+            "min_duration_ms must be a number of 0 or more",
+        ));
     }
     let filter = TraceFilter {
         service: query.service.filter(|service| !service.is_empty()),

@@ -4,4 +4,5 @@
 
 mod api;
 mod commands;
+mod diagnostics;
 mod support;

@@ -126,6 +126,12 @@ impl Export {
         }
     }
 
+    /// No export at all (`apollo serve` as the receiver: its own spans reach its window
+    /// in-process).
+    pub fn none() -> Self {
+        Self { vars: Vec::new() }
+    }
+
     /// Sets (or replaces) one variable.
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.vars.retain(|(k, _)| k != key);

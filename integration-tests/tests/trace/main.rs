@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod degradation;
+mod diagnostics;
 mod errors;
 mod harness;
 mod prometheus;

@@ -30,15 +30,11 @@ pub async fn wait_for_trace(
 ) -> Trace {
     let spans = receiver
         .wait_for_trace(trace_id, TRACE_DEADLINE, |spans| {
-            let trace = Trace {
+            Trace {
                 trace_id: trace_id.to_owned(),
                 spans: spans.to_vec(),
-            };
-            services
-                .iter()
-                .all(|service| spans.iter().any(|s| s.service_name == *service))
-                && trace.orphans(external_parent).is_empty()
-                && trace.unanswered_clients().is_empty()
+            }
+            .is_complete(services, external_parent)
         })
         .await;
     Trace {
@@ -48,6 +44,16 @@ pub async fn wait_for_trace(
 }
 
 impl Trace {
+    /// Whether the trace looks complete: `services` all present, no orphan but a child of
+    /// `external_parent`, and every client span that got an answer has its server span.
+    pub fn is_complete(&self, services: &[&str], external_parent: Option<&str>) -> bool {
+        services
+            .iter()
+            .all(|service| self.spans.iter().any(|s| s.service_name == *service))
+            && self.orphans(external_parent).is_empty()
+            && self.unanswered_clients().is_empty()
+    }
+
     /// The spans named `name` in `service`.
     pub fn all(&self, service: &str, name: &str) -> Vec<&ReceivedSpan> {
         self.spans
