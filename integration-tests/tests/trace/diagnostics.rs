@@ -336,7 +336,7 @@ async fn a_failure_shows_with_its_log_lines_live_over_the_websocket() {
         "{logs}"
     );
     let summary = window
-        .wait_for(&format!("/api/diagnostics/traces?error=true"), |body| {
+        .wait_for("/api/diagnostics/traces?error=true", |body| {
             body["traces"].as_array().is_some_and(|traces| {
                 traces
                     .iter()
