@@ -263,7 +263,11 @@ function connect() {
   const socket = new WebSocket(`${scheme}//${window.location.host}/ws/diagnostics`);
   const badge = $("connection");
   socket.addEventListener("open", () => { badge.textContent = "live"; badge.className = "badge live"; });
+  const pinger = setInterval(() => {
+    if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}');
+  }, 20000);
   socket.addEventListener("close", () => {
+    clearInterval(pinger);
     badge.textContent = "disconnected, retrying"; badge.className = "badge down";
     setTimeout(connect, 2000);
   });
@@ -284,7 +288,6 @@ function connect() {
       }
     }
   });
-  setInterval(() => { if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}'); }, 20000);
 }
 
 async function start() {

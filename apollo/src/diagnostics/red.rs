@@ -2,8 +2,8 @@
 //! histograms that the services export over OTLP.
 //!
 //! Each service exports its histograms cumulatively at every interval. The table compares each
-//! series' latest export with the one a minute before ([`RECENT`]; until a series is a minute
-//! old, with its start): the requests between them give the rate, those with a 5xx status (or an
+//! series' latest export with the one a minute before ([`RECENT`]; until Apollo has seen a
+//! series for a minute, with the series' start): the requests between them give the rate, those with a 5xx status (or an
 //! `error.type`) the error rate, and the difference of their buckets the percentiles,
 //! interpolated within a bucket as Prometheus' `histogram_quantile` does. Delta series are summed
 //! into the same cumulative form.
@@ -25,8 +25,12 @@ pub const SERVER_DURATION: &str = "http.server.request.duration";
 /// How far back the rates and percentiles look, in nanoseconds.
 pub const RECENT: u64 = 60_000_000_000;
 
-/// The most readings kept per series (at a 1 s export interval, a minute and a bit).
-const MAX_READINGS: usize = 64;
+/// Readings closer together than this are thinned to the later one (the latest is always
+/// kept), so a minute of history is a dozen readings whatever the export interval.
+const READING_SPACING: u64 = 5_000_000_000;
+
+/// The most readings kept per series: a minute at [`READING_SPACING`], and room to spare.
+const MAX_READINGS: usize = 32;
 
 /// The most series kept (service, route, method, status, ...): a bound on memory whatever the
 /// services send.
@@ -56,8 +60,8 @@ impl Series {
         self.readings.back()
     }
 
-    /// What happened in the last [`RECENT`]: since the newest reading at least that old (or the
-    /// oldest kept, or the series' start), up to the latest.
+    /// What happened in the last [`RECENT`]: since the newest reading at least that old, up to
+    /// the latest; for a series Apollo has not seen for that long yet, since the series' start.
     fn recent(&self) -> Reading {
         let Some(latest) = self.latest() else {
             return Reading::default();
@@ -67,11 +71,7 @@ impl Series {
             .iter()
             .rev()
             .skip(1)
-            .find(|reading| latest.time.saturating_sub(reading.time) >= RECENT)
-            .or(self
-                .readings
-                .front()
-                .filter(|oldest| oldest.time < latest.time));
+            .find(|reading| latest.time.saturating_sub(reading.time) >= RECENT);
         match since {
             Some(before) if before.start == latest.start && before.count <= latest.count => {
                 Reading {
@@ -164,6 +164,12 @@ impl RedTable {
             return;
         }
         series.bounds.clone_from(&point.explicit_bounds);
+        // The one before the latest is spaced from the new one: else the latest gives way.
+        let len = series.readings.len();
+        if len >= 2 && reading.time.saturating_sub(series.readings[len - 2].time) < READING_SPACING
+        {
+            series.readings.pop_back();
+        }
         // Only what `recent` can still use: one reading older than the window, and the rest.
         while series.readings.len() >= MAX_READINGS
             || series
@@ -381,6 +387,19 @@ mod tests {
         assert_eq!(row["requests"], 8);
         assert_eq!(row["request_rate"], 2.0);
         assert_eq!(row["error_rate"], 0.0);
+    }
+
+    #[test]
+    fn a_young_series_covers_everything_since_its_start() {
+        let mut table = RedTable::default();
+        table.ingest(&export(1, [2, 0, 0], [0, 0, 0]));
+
+        table.ingest(&export(2, [2, 0, 0], [0, 0, 0]));
+
+        let row = &table.rows()[0];
+        assert_eq!(row["requests"], 2);
+        assert_eq!(row["request_rate"], 1.0);
+        assert!(row["p50_ms"].as_f64().is_some(), "{row}");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub fn router(diagnostics: Diagnostics, links: Links) -> Router {
         .route("/diagnostics", get(page))
         .route("/diagnostics/app.js", get(script))
         .route("/diagnostics/app.css", get(style))
+        // Browsers ask for it with every page; unanswered, it would be a traced 404 each time.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(Viewer { diagnostics, links })
 }
 

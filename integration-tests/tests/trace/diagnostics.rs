@@ -25,11 +25,11 @@ use crate::{
     trace::{Entry, GOAL, apollo_rows, assert_action, assert_plan_attributes, plan_rows},
 };
 
-const ALL: [&str; 3] = ["apollo", "sophia", "hermes"];
+pub const ALL: [&str; 3] = ["apollo", "sophia", "hermes"];
 
 /// `apollo serve` as the receiver, and Hermes and Sophia exporting to it.
-struct Window {
-    serve: Service,
+pub struct Window {
+    pub serve: Service,
     hermes: Service,
     sophia: Service,
     /// What the CLI exports with: gRPC to `apollo serve`.
@@ -39,7 +39,7 @@ struct Window {
 impl Window {
     /// `apollo serve` (with `serve_env`), then Hermes exporting to it over gRPC and Sophia over
     /// HTTP, both sending their metrics every half second.
-    async fn start(serve_env: &[(&str, &str)]) -> Self {
+    pub async fn start(serve_env: &[(&str, &str)]) -> Self {
         binary("apollo");
         let closed = format!("http://{}", foundry::testing::closed_address());
         let mut serve_export = Export::none();
@@ -66,7 +66,7 @@ impl Window {
         }
     }
 
-    async fn plan(&self) -> crate::harness::ApolloRun {
+    pub async fn plan(&self) -> crate::harness::ApolloRun {
         apollo(
             &self.export,
             &self.sophia.url,
@@ -76,7 +76,7 @@ impl Window {
         .await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = http()
             .get(format!("{}{path}", self.serve.url))
             .send()
@@ -87,7 +87,7 @@ impl Window {
     }
 
     /// The trace as the window holds it, once complete (or whatever it holds at the deadline).
-    async fn trace(&self, trace_id: &str, services: &[&str]) -> Trace {
+    pub async fn trace(&self, trace_id: &str, services: &[&str]) -> Trace {
         let deadline = Instant::now() + TRACE_DEADLINE;
         loop {
             let (_, body) = self

@@ -8,6 +8,7 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod browser;
 mod degradation;
 mod diagnostics;
 mod errors;
