@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# make demo: starts hermes and sophia on free ports, runs every apollo command against them,
-# shows each result with its trace id, and stops the services, also when a step fails.
-# With OTEL_EXPORTER_OTLP_ENDPOINT set (after `make otel-up`) it prints each trace's Jaeger link.
+# make demo: starts `apollo serve` as the OTLP receiver, then hermes and sophia exporting to it,
+# runs every apollo command against them, prints the waterfalls of `plan` and `chat` from
+# Apollo's diagnostics window and the page's address, and stops everything, also when a step
+# fails. On a terminal it waits for Enter first, so the page can be opened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
-jaeger="${JAEGER_UI_URL:-http://localhost:16686}"
 work="$(mktemp -d)"
 pids=()
 
@@ -20,7 +20,7 @@ trap stop EXIT INT TERM
 # Starts a service on a free port and prints its URL, read from its one `listening on` line.
 start() {
   local name="$1"; shift
-  "$bin/$name" --port 0 "$@" >"$work/$name.out" 2>"$work/$name.log" &
+  "$bin/$name" "$@" >"$work/$name.out" 2>"$work/$name.log" &
   pids+=("$!")
   for _ in $(seq 100); do
     if grep -q "listening on" "$work/$name.out" 2>/dev/null; then
@@ -34,34 +34,57 @@ start() {
   exit 1
 }
 
-HERMES_URL="$(start hermes)"
-SOPHIA_URL="$(start sophia --hermes-url "$HERMES_URL")"
-export HERMES_URL SOPHIA_URL
-echo "hermes at $HERMES_URL, sophia at $SOPHIA_URL"
 if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
-  echo "exporting to $OTEL_EXPORTER_OTLP_ENDPOINT; traces open in $jaeger"
-else
-  echo "no OTEL_EXPORTER_OTLP_ENDPOINT: traced, not exported (run 'make otel-up' and set it to see them)"
+  echo "demo: Apollo is the receiver here; OTEL_EXPORTER_OTLP_ENDPOINT=$OTEL_EXPORTER_OTLP_ENDPOINT is not used"
 fi
+# Apollo first: the others export to it. Short batch delays, so the window fills as you watch.
+APOLLO_URL="$(start apollo serve --port 0)"
+export APOLLO_URL OTEL_EXPORTER_OTLP_ENDPOINT="$APOLLO_URL"
+export OTEL_BSP_SCHEDULE_DELAY=200 OTEL_METRIC_EXPORT_INTERVAL=2000
+HERMES_URL="$(start hermes --port 0)"
+SOPHIA_URL="$(start sophia --port 0 --hermes-url "$HERMES_URL")"
+export HERMES_URL SOPHIA_URL
+echo "apollo serve at $APOLLO_URL (the OTLP receiver), hermes at $HERMES_URL, sophia at $SOPHIA_URL"
 
-# Runs one apollo command, shows its output, and the Jaeger link of its trace when exporting.
+# Runs one apollo command and shows its output.
 run() {
   echo
   echo "\$ apollo $*"
   "$bin/apollo" "$@" | tee "$work/last"
+}
+
+# Shows the waterfall of the last command's trace once the spans of the services it crossed
+# ("apollo, hermes, sophia") are in.
+waterfall() {
+  local services="$1"
   local trace_id
   trace_id="$(sed -n 's/^trace_id: //p' "$work/last")"
-  if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ] && [ -n "$trace_id" ]; then
-    echo "jaeger: $jaeger/trace/$trace_id"
-  fi
+  [ -n "$trace_id" ] || return 0
+  for _ in $(seq 50); do
+    "$bin/apollo" trace "$trace_id" >"$work/trace" 2>&1 || true
+    if head -1 "$work/trace" | grep -qF "services ($services)"; then break; fi
+    sleep 0.1
+  done
+  echo
+  echo "\$ apollo trace $trace_id"
+  cat "$work/trace"
 }
 
 run status
 run plan "Pick up the red block, then place it on the table and report the result."
 plan_id="$(sed -n 's/^plan \([0-9a-f-]*\):.*/\1/p' "$work/last")"
+waterfall "apollo, hermes, sophia"
 run simulate "$plan_id" --steps 4
 run embed "a red block on the table"
 run search "red block" --top-k 3
 run chat "Summarise the plan in one line." --max-tokens 16
+waterfall "apollo, hermes"
 echo
-echo "demo: done; stopping hermes and sophia"
+echo "\$ apollo traces --limit 5"
+"$bin/apollo" traces --limit 5
+echo
+echo "Every trace, live: $APOLLO_URL/diagnostics (one trace: $APOLLO_URL/diagnostics?trace=<trace_id>)"
+if [ -t 0 ]; then
+  read -r -p "Press Enter to stop apollo, sophia and hermes. " _
+fi
+echo "demo: done; stopping apollo, hermes and sophia"

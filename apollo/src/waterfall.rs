@@ -124,13 +124,13 @@ pub fn render_list(body: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32}  {:<26}  {:<24}  {:>5}  {:>10}  services",
+        "{:<32}  {:<27}  {:<24}  {:>5}  {:>10}  services",
         "trace_id", "start", "root", "spans", "duration"
     );
     for trace in traces {
         let _ = writeln!(
             out,
-            "{:<32}  {:<26}  {:<24}  {:>5}  {:>7.2} ms{}  {}",
+            "{:<32}  {:<27}  {:<24}  {:>5}  {:>7.2} ms{}  {}",
             text(&trace["trace_id"]),
             text(&trace["start_time"]),
             clip(&text(&trace["root_name"]), 24),
