@@ -3,7 +3,7 @@
 #   make test        format check, clippy, and every test of the workspace (what CI runs)
 #   make lint        format check and clippy only
 #   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
-#   make bench       what telemetry costs: on vs off vs unsampled, as ratios (BENCH_QUICK=1: short)
+#   make bench       what telemetry costs: on vs off vs unsampled, as ratios; apollo's receiver (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
 #   make run-sophia / run-hermes / run-apollo
 #   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
@@ -34,9 +34,13 @@ demo:
 # Criterion's hot paths first (shorter with BENCH_QUICK=1), so the run ends on the overhead line.
 BENCH_CRITERION_ARGS := $(if $(filter 1,$(BENCH_QUICK)),-- --warm-up-time 0.2 --measurement-time 0.5)
 
+# The receiver benchmark pins apollo serve to core 0; its load generator goes to core 1.
+PIN_LOAD := $(shell command -v taskset >/dev/null 2>&1 && echo taskset -c 1)
+
 bench:
 	$(CARGO) build --release -p hermes -p sophia -p apollo
 	$(CARGO) bench -p foundry --bench hot_paths $(BENCH_CRITERION_ARGS)
+	$(PIN_LOAD) $(CARGO) run --release -p integration-tests --bin receiver
 	$(CARGO) run --release -p integration-tests --bin overhead
 
 profile:

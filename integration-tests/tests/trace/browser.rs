@@ -133,7 +133,7 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
     };
 
     // Arrange: a real plan's trace, and one whose telemetry is made of markup.
-    let window = Window::start(&[]).await;
+    let window = Window::start(&[("APOLLO_JAEGER_URL", "http://jaeger.example:16686")]).await;
     let trace_id = window.plan().await.trace_id();
     let spans = window.trace(&trace_id, &ALL).await.spans.len();
     let hostile = "ab".repeat(16);
@@ -173,6 +173,12 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
     assert_eq!(services, json!(["apollo", "hermes", "sophia"]));
     assert!(browser.text("#waterfall").await.contains("apollo.command"));
     assert!(browser.text("#trace-title").await.contains(&trace_id));
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#trace-links a').href")
+            .await,
+        json!(format!("http://jaeger.example:16686/trace/{trace_id}"))
+    );
     if let Some(path) = std::env::var_os("DIAGNOSTICS_SCREENSHOT") {
         browser
             .client

@@ -260,6 +260,113 @@ async fn apollo_trace_prints_the_waterfall_and_the_red_table_fills() {
         plan_row["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "{plan_row}"
     );
+    let list = tokio::process::Command::new(binary("apollo"))
+        .args([
+            "--apollo-url",
+            &window.serve.url,
+            "--json",
+            "traces",
+            "--service",
+            "sophia",
+        ])
+        .output()
+        .await
+        .expect("apollo traces runs");
+    let list: Value = serde_json::from_slice(&list.stdout).expect("one JSON object");
+    assert_eq!(list["traces"][0]["trace_id"], trace_id.as_str(), "{list}");
+}
+
+#[tokio::test]
+async fn apollo_serves_own_spans_reach_its_window_without_an_exporter() {
+    // Arrange: `apollo serve` has no OTLP endpoint; its Sophia is down, so the call fails.
+    let window = Window::start(&[]).await;
+    let (trace_id, traceparent) = foundry::testing::new_traceparent(true);
+
+    // Act
+    let answer = http()
+        .get(format!("{}/api/state", window.serve.url))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .expect("apollo serve answers");
+
+    // Assert
+    assert_eq!(answer.status(), 502);
+    let body = window
+        .wait_for(&format!("/api/diagnostics/traces/{trace_id}"), |body| {
+            body["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.len() >= 4)
+        })
+        .await;
+    let names: Vec<&str> = body["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|span| span["service"] == "apollo")
+        .filter_map(|span| span["name"].as_str())
+        .collect();
+    for name in [
+        "GET /api/state",
+        "apollo.command",
+        "apollo.api.sophia",
+        "GET /state",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_telemetry_message_counts_llm_calls_and_tokens_from_hermes_spans() {
+    use futures_util::StreamExt as _;
+
+    // Arrange
+    let window = Window::start(&[]).await;
+    let run = apollo(
+        &window.export,
+        &window.sophia.url,
+        &window.hermes.url,
+        &["chat", "say", "hello", "to", "the", "window"],
+    )
+    .await;
+    window.trace(&run.trace_id(), &["apollo", "hermes"]).await;
+
+    // Act
+    let address = format!(
+        "{}/ws/diagnostics",
+        window.serve.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(&address)
+        .await
+        .expect("the WebSocket opens");
+    let mut telemetry = Value::Null;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        let json: Value =
+            serde_json::from_str(message.to_text().unwrap_or("null")).unwrap_or_default();
+        if json["type"] == "telemetry" {
+            telemetry = json;
+            break;
+        }
+    }
+
+    // Assert
+    let llm = &telemetry["llm"];
+    assert_eq!(llm["calls"], 1, "{telemetry}");
+    assert_eq!(llm["errors"], 0, "{telemetry}");
+    assert!(
+        llm["input_tokens"].as_i64().is_some_and(|n| n > 0),
+        "{telemetry}"
+    );
+    assert!(
+        llm["output_tokens"].as_i64().is_some_and(|n| n > 0),
+        "{telemetry}"
+    );
+    assert!(
+        llm["last_latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{telemetry}"
+    );
 }
 
 #[tokio::test]
@@ -390,6 +497,13 @@ async fn the_window_stays_at_its_cap_and_counts_what_it_evicts() {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(evicted >= 30.0, "{metrics}");
+    let received: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("apollo_diagnostics_received_total{"))
+        .filter(|line| line.contains("signal=\"spans\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(received >= evicted + held as f64, "{metrics}");
 }
 
 #[tokio::test]
