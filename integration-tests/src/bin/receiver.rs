@@ -70,7 +70,7 @@ fn export(n: u64) -> ExportTraceServiceRequest {
             Span {
                 trace_id: trace_id.to_vec(),
                 span_id: (global + 1).to_be_bytes().to_vec(),
-                parent_span_id: if global % TRACE_SPANS as u64 == 0 {
+                parent_span_id: if global.is_multiple_of(TRACE_SPANS as u64) {
                     Vec::new()
                 } else {
                     global.to_be_bytes().to_vec()
