@@ -11,6 +11,7 @@ const state = {
   links: { jaeger: null, grafana: null },
   services: [],      // stable colour order
   refetch: null,
+  render: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -253,6 +254,20 @@ function renderTelemetry(message) {
     : "LLM: no calls yet";
 }
 
+// Under load, trace messages come by the thousand a second: the list is drawn at most four
+// times a second, and keeps the newest 200.
+function scheduleRender() {
+  if (state.render) return;
+  state.render = setTimeout(() => {
+    state.render = null;
+    const newest = [...state.traces.values()]
+      .sort((a, b) => (a.start_time < b.start_time ? 1 : -1))
+      .slice(0, 200);
+    state.traces = new Map(newest.map((trace) => [trace.trace_id, trace]));
+    renderTraces();
+  }, 250);
+}
+
 function scheduleRefetch() {
   if (state.refetch) return;
   state.refetch = setTimeout(() => { state.refetch = null; loadTrace(); }, 300);
@@ -279,7 +294,7 @@ function connect() {
     } else if (message.type === "trace") {
       if (matchesFilters(message.trace)) {
         state.traces.set(message.trace.trace_id, message.trace);
-        renderTraces();
+        scheduleRender();
       }
       if (message.trace.trace_id === state.selected) scheduleRefetch();
     } else if (message.type === "log") {

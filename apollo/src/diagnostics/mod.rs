@@ -271,6 +271,7 @@ impl Diagnostics {
                 "traces": state.window.trace_count(),
                 "logs": state.window.log_count(),
                 "max_spans": state.window.max_spans(),
+                "bytes": state.window.bytes(),
             },
         })
     }

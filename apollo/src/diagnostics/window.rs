@@ -4,7 +4,9 @@
 //! Spans arrive as OTLP (from the receiver, or from Apollo itself in-process) and are kept in a
 //! compact form: ids as bytes, attribute values as JSON values of their OTLP type (an integer
 //! stays a number). Every value a span can carry is bounded ([`MAX_VALUE_BYTES`],
-//! [`MAX_ATTRIBUTES`], [`MAX_EVENTS`]), so the cap on spans bounds the memory too.
+//! [`MAX_ATTRIBUTES`], [`MAX_EVENTS`]), and the window counts the bytes it holds as well as the
+//! spans: past [`BYTES_PER_SPAN`] times the cap on spans, the oldest traces go too, so a flood of
+//! large spans cannot take more memory than the same number of ordinary ones may.
 
 use std::{
     collections::VecDeque,
@@ -26,6 +28,10 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 pub const MAX_ATTRIBUTES: usize = 128;
 /// The most events kept per span.
 pub const MAX_EVENTS: usize = 128;
+/// The memory budget of the window per span (and per log record) of its cap, in bytes.
+pub const BYTES_PER_SPAN: usize = 2048;
+/// What a stored span or log record takes besides its strings: the struct, the map, the ids.
+const RECORD_OVERHEAD: usize = 256;
 
 /// A trace id: 16 bytes.
 pub type TraceId = [u8; 16];
@@ -46,6 +52,8 @@ pub struct StoredSpan {
     status: (&'static str, String),
     attributes: Map<String, Value>,
     events: Vec<Value>,
+    /// About what it takes in memory.
+    bytes: usize,
 }
 
 impl StoredSpan {
@@ -72,7 +80,7 @@ impl StoredSpan {
             ),
             None => ("unset", String::new()),
         };
-        let events = span
+        let events: Vec<Value> = span
             .events
             .into_iter()
             .take(MAX_EVENTS)
@@ -84,20 +92,31 @@ impl StoredSpan {
                 })
             })
             .collect();
+        let name = truncated(span.name);
+        let attributes = attributes(span.attributes);
+        let bytes = RECORD_OVERHEAD
+            + name.len()
+            + message.len()
+            + events.iter().map(json_bytes).sum::<usize>()
+            + attributes
+                .iter()
+                .map(|(key, value)| key.len() + json_bytes(value))
+                .sum::<usize>();
         Some((
             trace_id,
             Self {
                 span_id,
                 parent_span_id: valid_id::<8>(&span.parent_span_id),
-                name: truncated(span.name),
+                name,
                 service: Arc::clone(service),
                 kind,
                 start_time_unix_nano: span.start_time_unix_nano,
                 end_time_unix_nano: span.end_time_unix_nano.max(span.start_time_unix_nano),
                 error: code == "error",
                 status: (code, message),
-                attributes: attributes(span.attributes),
+                attributes,
                 events,
+                bytes,
             },
         ))
     }
@@ -149,6 +168,7 @@ impl StoredSpan {
 pub struct StoredLog {
     trace_id: Option<TraceId>,
     json: Value,
+    bytes: usize,
 }
 
 impl StoredLog {
@@ -171,7 +191,12 @@ impl StoredLog {
             "span_id": span_id.as_ref().map(|id| hex(id)),
             "attributes": attributes(record.attributes),
         });
-        Self { trace_id, json }
+        let bytes = RECORD_OVERHEAD + json_bytes(&json);
+        Self {
+            trace_id,
+            json,
+            bytes,
+        }
     }
 
     /// The record as the API shows it.
@@ -222,6 +247,7 @@ struct Trace {
     arrival: u64,
     spans: Vec<StoredSpan>,
     index: FxHashMap<SpanId, usize>,
+    bytes: usize,
     start: u64,
     end: u64,
     error: bool,
@@ -234,6 +260,7 @@ impl Trace {
             arrival,
             spans: Vec::new(),
             index: FxHashMap::default(),
+            bytes: 0,
             start: u64::MAX,
             end: 0,
             error: false,
@@ -244,13 +271,15 @@ impl Trace {
     /// Adds `span`, or replaces the one of the same id (a span received twice, directly and
     /// through a collector, is kept once). Returns the change in the span count.
     fn insert(&mut self, span: StoredSpan) -> isize {
+        self.bytes += span.bytes;
         self.start = self.start.min(span.start_time_unix_nano);
         self.end = self.end.max(span.end_time_unix_nano);
         self.error |= span.error;
         let is_root = span.parent_span_id.is_none();
         let (position, added) = match self.index.get(&span.span_id) {
             Some(&position) => {
-                self.spans[position] = span;
+                let replaced = std::mem::replace(&mut self.spans[position], span);
+                self.bytes -= replaced.bytes;
                 (position, 0)
             }
             None => {
@@ -331,26 +360,44 @@ pub struct Ingested {
 pub struct Window {
     max_spans: usize,
     max_logs: usize,
+    max_bytes: usize,
     traces: FxHashMap<TraceId, Trace>,
     /// Trace ids in arrival order, each with its arrival number (stale entries are skipped).
     arrivals: VecDeque<(TraceId, u64)>,
     next_arrival: u64,
     span_count: usize,
+    /// What the spans take, about.
+    bytes: usize,
     logs: VecDeque<StoredLog>,
+    log_bytes: usize,
 }
 
 impl Window {
-    /// A window of at most `max_spans` spans and `max_logs` log records.
+    /// A window of at most `max_spans` spans and `max_logs` log records, each taking at most
+    /// [`BYTES_PER_SPAN`] on average.
     pub fn new(max_spans: usize, max_logs: usize) -> Self {
+        let (max_spans, max_logs) = (max_spans.max(1), max_logs.max(1));
         Self {
-            max_spans: max_spans.max(1),
-            max_logs: max_logs.max(1),
+            max_spans,
+            max_logs,
+            max_bytes: max_spans.saturating_mul(BYTES_PER_SPAN),
             traces: FxHashMap::default(),
             arrivals: VecDeque::new(),
             next_arrival: 0,
             span_count: 0,
+            bytes: 0,
             logs: VecDeque::new(),
+            log_bytes: 0,
         }
+    }
+
+    /// About what the spans and log records held take in memory, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.log_bytes
+    }
+
+    fn over(&self) -> bool {
+        self.span_count > self.max_spans || self.bytes > self.max_bytes
     }
 
     /// The cap on spans.
@@ -384,8 +431,10 @@ impl Window {
                 self.arrivals.push_back((trace_id, arrival));
                 Trace::new(arrival)
             });
+            let before = trace.bytes;
             let added = trace.insert(span);
             self.span_count = self.span_count.saturating_add_signed(added);
+            self.bytes = self.bytes - before + trace.bytes;
             ingested.accepted += 1;
             if !touched.contains(&trace_id) {
                 touched.push(trace_id);
@@ -401,7 +450,7 @@ impl Window {
 
     fn evict(&mut self) -> u64 {
         let mut evicted = 0;
-        while self.span_count > self.max_spans {
+        while self.over() {
             let Some((trace_id, arrival)) = self.arrivals.pop_front() else {
                 break;
             };
@@ -410,43 +459,64 @@ impl Window {
                 continue;
             }
             if self.arrivals.is_empty() {
-                // The one trace left is larger than the whole cap: keep its latest spans.
-                if let Some(trace) = self.traces.get_mut(&trace_id) {
-                    let excess = self.span_count - self.max_spans;
-                    trace.spans.drain(..excess);
-                    trace.index = trace
-                        .spans
-                        .iter()
-                        .enumerate()
-                        .map(|(position, span)| (span.span_id, position))
-                        .collect();
-                    trace.root = trace
-                        .spans
-                        .iter()
-                        .position(|span| span.parent_span_id.is_none());
-                    self.span_count -= excess;
-                    evicted += excess as u64;
-                }
+                // The one trace left is over the whole cap: keep its latest spans.
+                evicted += self.trim_last(&trace_id);
                 self.arrivals.push_back((trace_id, arrival));
                 break;
             }
             if let Some(trace) = self.traces.remove(&trace_id) {
                 self.span_count -= trace.spans.len();
+                self.bytes -= trace.bytes;
                 evicted += trace.spans.len() as u64;
             }
         }
         evicted
     }
 
+    /// Drops the earliest received spans of the one trace left until the window is under its
+    /// caps; returns how many went.
+    fn trim_last(&mut self, trace_id: &TraceId) -> u64 {
+        let Some(trace) = self.traces.get_mut(trace_id) else {
+            return 0;
+        };
+        let mut excess = 0;
+        let (mut spans, mut bytes) = (self.span_count, self.bytes);
+        while (spans > self.max_spans || bytes > self.max_bytes) && excess < trace.spans.len() {
+            spans -= 1;
+            bytes -= trace.spans[excess].bytes;
+            excess += 1;
+        }
+        trace.spans.drain(..excess);
+        trace.bytes = trace.spans.iter().map(|span| span.bytes).sum();
+        trace.index = trace
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(position, span)| (span.span_id, position))
+            .collect();
+        trace.root = trace
+            .spans
+            .iter()
+            .position(|span| span.parent_span_id.is_none());
+        self.span_count = spans;
+        self.bytes = bytes;
+        excess as u64
+    }
+
     /// Stores `logs`, dropping the oldest beyond the cap; returns how many were dropped.
     pub fn insert_logs(&mut self, logs: Vec<StoredLog>) -> u64 {
         let mut dropped = 0;
+        let max_bytes = self.max_logs.saturating_mul(BYTES_PER_SPAN);
         for log in logs {
-            if self.logs.len() == self.max_logs {
-                self.logs.pop_front();
+            self.log_bytes += log.bytes;
+            self.logs.push_back(log);
+            while self.logs.len() > self.max_logs || self.log_bytes > max_bytes {
+                let Some(oldest) = self.logs.pop_front() else {
+                    break;
+                };
+                self.log_bytes -= oldest.bytes;
                 dropped += 1;
             }
-            self.logs.push_back(log);
         }
         dropped
     }
@@ -521,6 +591,21 @@ pub fn parse_trace_id(text: &str) -> Option<TraceId> {
 /// Nanoseconds since the epoch as RFC 3339, to the microsecond.
 pub fn rfc3339(unix_nano: u64) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_nano)).to_string()
+}
+
+/// About what a JSON value takes in memory: its strings and a word or so per node.
+fn json_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => 24 + text.len(),
+        Value::Array(values) => 24 + values.iter().map(json_bytes).sum::<usize>(),
+        Value::Object(map) => {
+            24 + map
+                .iter()
+                .map(|(key, value)| 48 + key.len() + json_bytes(value))
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
 }
 
 fn truncated(mut text: String) -> String {
@@ -699,6 +784,37 @@ mod tests {
             .map(|span| span.name())
             .collect();
         assert_eq!(names, ["span-3", "span-4", "span-5", "span-6"]);
+    }
+
+    #[test]
+    fn large_spans_are_evicted_by_their_bytes_before_the_span_cap() {
+        // Arrange: room for 100 spans, so 100 * 2 KiB; each span carries about 16 KiB.
+        let mut window = Window::new(100, 10);
+        let big = |trace: u8| {
+            let mut otlp = span(trace, 1, None, u64::from(trace), 100);
+            otlp.attributes = (0..4)
+                .map(|i| KeyValue {
+                    key: format!("blob.{i}"),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("x".repeat(4000))),
+                    }),
+                    ..KeyValue::default()
+                })
+                .collect();
+            stored("sophia", otlp)
+        };
+
+        // Act
+        let mut evicted = 0;
+        for trace in 1..=50u8 {
+            evicted += window.insert_spans(vec![big(trace)]).evicted;
+        }
+
+        // Assert: 12 of 16 KiB fit in 200 KiB; the newest are kept.
+        assert!(window.bytes() <= 100 * BYTES_PER_SPAN, "{}", window.bytes());
+        assert_eq!(window.span_count(), 12);
+        assert_eq!(evicted, 38);
+        assert_eq!(window.traces(&all())[0].trace_id, "32".repeat(16));
     }
 
     #[test]
