@@ -9,6 +9,7 @@ mod agreement;
 mod collector;
 mod compose;
 mod grafana;
+mod image;
 mod live;
 mod ports;
 mod support;
