@@ -27,12 +27,22 @@ const APOLLO_MOUNT: &str = "/etc/otelcol-contrib/apollo.yaml";
 const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
 
 /// The type of a component id: `otlp` for `otlp_grpc/jaeger`.
-fn kind(id: &str) -> &str {
+pub fn kind(id: &str) -> &str {
     id.split('/').next().unwrap_or(id)
 }
 
-/// Everything wrong with a collector config, as sentences (empty: well formed).
+/// Everything wrong with a collector config, as sentences (empty: well formed): its pipelines and
+/// a span_metrics connector that feeds a metrics pipeline with exemplars.
 fn problems(config: &Value) -> Vec<String> {
+    let mut out = pipeline_problems(config);
+    out.extend(span_metrics_problems(config));
+    out
+}
+
+/// What is wrong with a collector config's pipelines: components a pipeline names but nobody
+/// defines, a signal without a pipeline, a connector used on one side only, memory_limiter not
+/// first or batch not last, an extension enabled but not defined.
+pub fn pipeline_problems(config: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let defined =
         |section: &str| -> BTreeSet<String> { keys(config.get(section)).into_iter().collect() };
@@ -117,7 +127,31 @@ fn problems(config: &Value) -> Vec<String> {
             out.push(format!("extension {e} is enabled but not defined"));
         }
     }
+    out
+}
 
+/// What is wrong with a config's span metrics: none, or a connector that does not link a traces
+/// pipeline to a metrics pipeline with exemplars on.
+pub fn span_metrics_problems(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let connectors: BTreeSet<String> = keys(config.get("connectors")).into_iter().collect();
+    let pipelines = config
+        .get("service")
+        .and_then(|s| s.get("pipelines"))
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let mut connector_out: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut connector_in: BTreeSet<(String, String)> = BTreeSet::new();
+    for (name, pipeline) in &pipelines {
+        let signal = kind(name.as_str().unwrap_or_default()).to_owned();
+        for r in strings(pipeline.get("receivers")) {
+            connector_in.insert((r, signal.clone()));
+        }
+        for e in strings(pipeline.get("exporters")) {
+            connector_out.insert((e, signal.clone()));
+        }
+    }
     let spanmetrics: Vec<&String> = connectors
         .iter()
         .filter(|c| kind(c) == "span_metrics")
@@ -145,7 +179,7 @@ fn problems(config: &Value) -> Vec<String> {
     out
 }
 
-fn assert_well_formed(what: &str, config: &Value) {
+pub fn assert_well_formed(what: &str, config: &Value) {
     let found = problems(config);
     assert!(
         found.is_empty(),
