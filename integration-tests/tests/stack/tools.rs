@@ -185,7 +185,7 @@ fn grafana_promql() -> Vec<String> {
         .map(|q| {
             q.replace("$$__tags", "service_name=\"sophia\"")
                 .replace("$__rate_interval", "1m")
-                .replace("$service", ".*")
+                .replace("$service", ".+")
         })
         .collect()
 }

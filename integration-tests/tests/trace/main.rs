@@ -8,6 +8,7 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod dashboard;
 mod degradation;
 mod errors;
 mod harness;
