@@ -22,7 +22,7 @@ pub async fn run(cli: &Cli, services: &Services) -> Report {
     report(&cli.command, &outcome, cli.json)
 }
 
-/// The action a command asks for (`None` for `serve`, which is not an action).
+/// The action a command asks for (`None` for `serve` and `config`, which call no service).
 pub fn action(command: &Command) -> Option<Action> {
     Some(match command {
         Command::Status => Action::Status,
@@ -53,7 +53,7 @@ pub fn action(command: &Command) -> Option<Action> {
             }
             Action::Chat(body)
         }
-        Command::Serve(_) => return None,
+        Command::Serve(_) | Command::Config => return None,
     })
 }
 
@@ -244,7 +244,7 @@ fn human(command: &Command, result: &Value) -> String {
                 result["usage"]["completion_tokens"]
             );
         }
-        Command::State | Command::Serve(_) => {
+        Command::State | Command::Serve(_) | Command::Config => {
             let _ = writeln!(
                 out,
                 "{}",

@@ -7,3 +7,4 @@ pub mod config;
 pub mod error;
 pub mod routes;
 pub mod services;
+pub mod settings;

@@ -12,6 +12,7 @@ mod dashboard;
 mod degradation;
 mod errors;
 mod harness;
+mod profiles;
 mod prometheus;
 mod propagation;
 mod secrets;
