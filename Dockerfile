@@ -23,6 +23,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin logos
 COPY --from=build /out/ /usr/local/bin/
+# The environments' profiles: LOGOS_ENV (or --env) picks one; unset, `dev` sets nothing.
+COPY logos.toml /etc/logos/logos.toml
+ENV LOGOS_CONFIG=/etc/logos/logos.toml
 USER 10001:10001
 # Every service answers GET /health; HEALTH_URL names the one this container runs (sophia's port
 # by default; compose and Kubernetes check each service on its own port).

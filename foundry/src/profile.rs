@@ -704,57 +704,31 @@ fn values(keys: &ProfileKeys) -> Vec<(&'static str, &'static str, String)> {
             t.batch.schedule_delay_ms.map(|v| v.to_string()),
         ),
     ];
-    for (service, keys, host, port, url) in [
+    for (keys, [host, port, url], [host_key, port_key, url_key]) in [
         (
-            "sophia",
             &keys.sophia,
-            "SOPHIA_HOST",
-            "SOPHIA_PORT",
-            "SOPHIA_URL",
+            ["SOPHIA_HOST", "SOPHIA_PORT", "SOPHIA_URL"],
+            ["sophia.host", "sophia.port", "sophia.url"],
         ),
         (
-            "hermes",
             &keys.hermes,
-            "HERMES_HOST",
-            "HERMES_PORT",
-            "HERMES_URL",
+            ["HERMES_HOST", "HERMES_PORT", "HERMES_URL"],
+            ["hermes.host", "hermes.port", "hermes.url"],
         ),
         (
-            "apollo",
             &keys.apollo,
-            "APOLLO_HOST",
-            "APOLLO_PORT",
-            "APOLLO_URL",
+            ["APOLLO_HOST", "APOLLO_PORT", "APOLLO_URL"],
+            ["apollo.host", "apollo.port", "apollo.url"],
         ),
     ] {
-        let key = |leaf: &str| -> &'static str {
-            SERVICE_KEYS
-                .iter()
-                .find(|k| **k == format!("{service}.{leaf}"))
-                .copied()
-                .unwrap_or("")
-        };
-        out.push((host, key("host"), keys.host.clone()));
-        out.push((port, key("port"), keys.port.map(|p| p.to_string())));
-        out.push((url, key("url"), keys.url.clone()));
+        out.push((host, host_key, keys.host.clone()));
+        out.push((port, port_key, keys.port.map(|p| p.to_string())));
+        out.push((url, url_key, keys.url.clone()));
     }
     out.into_iter()
         .filter_map(|(variable, key, value)| Some((variable, key, value?)))
         .collect()
 }
-
-/// The services' keys, as `'static` names for [`values`].
-const SERVICE_KEYS: [&str; 9] = [
-    "sophia.host",
-    "sophia.port",
-    "sophia.url",
-    "hermes.host",
-    "hermes.port",
-    "hermes.url",
-    "apollo.host",
-    "apollo.port",
-    "apollo.url",
-];
 
 /// The line of the key at `path` in `text` (1-based), or of its closest parent with a position.
 fn line_of(text: &str, path: &[String]) -> Option<usize> {

@@ -13,6 +13,7 @@ mod image;
 mod kubernetes;
 mod live;
 mod ports;
+mod profiles;
 mod support;
 mod tools;
 mod workflows;
