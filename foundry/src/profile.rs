@@ -87,154 +87,45 @@ const fn secret(service: Option<&'static str>, variable: &'static str) -> Settin
 pub const SERVICES: [&str; 3] = ["sophia", "hermes", "apollo"];
 
 /// Every setting of every service, in the order `apollo config` shows them. The services'
-/// defaults are those of their clap flags (a test in `integration-tests` compares them).
+/// defaults are those of their clap flags (a test in apollo compares them).
+#[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     // Telemetry (foundry::config): every service.
     setting(None, None, "OTEL_SDK_DISABLED", Some("false")),
-    setting(
-        None,
-        Some("telemetry.endpoint"),
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        None,
-    ),
-    setting(
-        None,
-        Some("telemetry.protocol"),
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        Some("grpc"),
-    ),
+    setting(None, Some("telemetry.endpoint"), "OTEL_EXPORTER_OTLP_ENDPOINT", None),
+    setting(None, Some("telemetry.protocol"), "OTEL_EXPORTER_OTLP_PROTOCOL", Some("grpc")),
     secret(None, "OTEL_EXPORTER_OTLP_HEADERS"),
-    setting(
-        None,
-        Some("telemetry.export_timeout_ms"),
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-        Some("10000"),
-    ),
+    setting(None, Some("telemetry.export_timeout_ms"), "OTEL_EXPORTER_OTLP_TIMEOUT", Some("10000")),
     setting(None, None, "OTEL_SERVICE_NAME", Some("{service}")),
-    setting(
-        None,
-        Some("telemetry.resource_attributes"),
-        "OTEL_RESOURCE_ATTRIBUTES",
-        None,
-    ),
-    setting(
-        None,
-        Some("telemetry.sampler"),
-        "OTEL_TRACES_SAMPLER",
-        Some("parentbased_always_on"),
-    ),
-    setting(
-        None,
-        Some("telemetry.sampler_arg"),
-        "OTEL_TRACES_SAMPLER_ARG",
-        None,
-    ),
-    setting(
-        None,
-        Some("telemetry.metric_export_interval_ms"),
-        "OTEL_METRIC_EXPORT_INTERVAL",
-        Some("60000"),
-    ),
-    setting(
-        None,
-        Some("telemetry.batch.max_queue_size"),
-        "OTEL_BSP_MAX_QUEUE_SIZE",
-        Some("16384"),
-    ),
-    setting(
-        None,
-        Some("telemetry.batch.max_export_batch_size"),
-        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-        Some("512"),
-    ),
-    setting(
-        None,
-        Some("telemetry.batch.schedule_delay_ms"),
-        "OTEL_BSP_SCHEDULE_DELAY",
-        Some("5000"),
-    ),
+    setting(None, Some("telemetry.resource_attributes"), "OTEL_RESOURCE_ATTRIBUTES", None),
+    setting(None, Some("telemetry.sampler"), "OTEL_TRACES_SAMPLER", Some("parentbased_always_on")),
+    setting(None, Some("telemetry.sampler_arg"), "OTEL_TRACES_SAMPLER_ARG", None),
+    setting(None, Some("telemetry.metric_export_interval_ms"), "OTEL_METRIC_EXPORT_INTERVAL", Some("60000")),
+    setting(None, Some("telemetry.batch.max_queue_size"), "OTEL_BSP_MAX_QUEUE_SIZE", Some("16384")),
+    setting(None, Some("telemetry.batch.max_export_batch_size"), "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", Some("512")),
+    setting(None, Some("telemetry.batch.schedule_delay_ms"), "OTEL_BSP_SCHEDULE_DELAY", Some("5000")),
     setting(None, None, "OTEL_EXPORT_CONSOLE", Some("false")),
     setting(None, None, "RUST_LOG", Some("info")),
     setting(None, None, "LOG_FORMAT", Some("text")),
     // Sophia.
-    setting(
-        Some("sophia"),
-        Some("sophia.host"),
-        "SOPHIA_HOST",
-        Some("127.0.0.1"),
-    ),
-    setting(
-        Some("sophia"),
-        Some("sophia.port"),
-        "SOPHIA_PORT",
-        Some("47000"),
-    ),
-    setting(
-        Some("sophia"),
-        Some("hermes.url"),
-        "HERMES_URL",
-        Some("http://127.0.0.1:17000"),
-    ),
-    setting(
-        Some("sophia"),
-        None,
-        "SOPHIA_HERMES_TIMEOUT_MS",
-        Some("10000"),
-    ),
+    setting(Some("sophia"), Some("sophia.host"), "SOPHIA_HOST", Some("127.0.0.1")),
+    setting(Some("sophia"), Some("sophia.port"), "SOPHIA_PORT", Some("47000")),
+    setting(Some("sophia"), Some("hermes.url"), "HERMES_URL", Some("http://127.0.0.1:17000")),
+    setting(Some("sophia"), None, "SOPHIA_HERMES_TIMEOUT_MS", Some("10000")),
     secret(Some("sophia"), "SOPHIA_API_TOKEN"),
     // Hermes.
-    setting(
-        Some("hermes"),
-        Some("hermes.host"),
-        "HERMES_HOST",
-        Some("127.0.0.1"),
-    ),
-    setting(
-        Some("hermes"),
-        Some("hermes.port"),
-        "HERMES_PORT",
-        Some("17000"),
-    ),
+    setting(Some("hermes"), Some("hermes.host"), "HERMES_HOST", Some("127.0.0.1")),
+    setting(Some("hermes"), Some("hermes.port"), "HERMES_PORT", Some("17000")),
     setting(Some("hermes"), None, "HERMES_LLM_PROVIDER", Some("echo")),
     secret(Some("hermes"), "HERMES_LLM_API_KEY"),
-    setting(
-        Some("hermes"),
-        None,
-        "HERMES_LLM_BASE_URL",
-        Some("https://api.openai.com/v1"),
-    ),
-    setting(
-        Some("hermes"),
-        None,
-        "HERMES_LLM_MODEL",
-        Some("gpt-4o-mini"),
-    ),
+    setting(Some("hermes"), None, "HERMES_LLM_BASE_URL", Some("https://api.openai.com/v1")),
+    setting(Some("hermes"), None, "HERMES_LLM_MODEL", Some("gpt-4o-mini")),
     setting(Some("hermes"), None, "HERMES_LLM_TIMEOUT_MS", Some("60000")),
     // Apollo (the CLI, and `apollo serve`).
-    setting(
-        Some("apollo"),
-        Some("apollo.host"),
-        "APOLLO_HOST",
-        Some("127.0.0.1"),
-    ),
-    setting(
-        Some("apollo"),
-        Some("apollo.port"),
-        "APOLLO_PORT",
-        Some("27000"),
-    ),
-    setting(
-        Some("apollo"),
-        Some("sophia.url"),
-        "SOPHIA_URL",
-        Some("http://127.0.0.1:47000"),
-    ),
-    setting(
-        Some("apollo"),
-        Some("hermes.url"),
-        "HERMES_URL",
-        Some("http://127.0.0.1:17000"),
-    ),
+    setting(Some("apollo"), Some("apollo.host"), "APOLLO_HOST", Some("127.0.0.1")),
+    setting(Some("apollo"), Some("apollo.port"), "APOLLO_PORT", Some("27000")),
+    setting(Some("apollo"), Some("sophia.url"), "SOPHIA_URL", Some("http://127.0.0.1:47000")),
+    setting(Some("apollo"), Some("hermes.url"), "HERMES_URL", Some("http://127.0.0.1:17000")),
     secret(Some("apollo"), "SOPHIA_API_KEY"),
     setting(Some("apollo"), None, "APOLLO_TIMEOUT_MS", Some("30000")),
 ];
