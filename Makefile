@@ -6,7 +6,8 @@
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios; apollo's receiver (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
 #   make run-sophia / run-hermes / run-apollo
-#   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
+#   make otel-up / otel-up-grafana / otel-up-all / otel-down / otel-status / otel-logs / test-live
+#                    (infra/stack.mk; otel-up-all also runs the services from ./Dockerfile)
 
 CARGO ?= cargo
 SHELL := /bin/bash

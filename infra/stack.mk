@@ -2,6 +2,9 @@
 #
 #   make otel-up          collector + Jaeger + Prometheus            (compose profile "jaeger")
 #   make otel-up-grafana  collector + Tempo + Grafana + Prometheus   (compose profile "grafana")
+#   make otel-up-all      the whole system: otel-up plus sophia, hermes and `apollo serve` built
+#                         from ./Dockerfile and exporting to the collector (profiles "jaeger",
+#                         "services"); Apollo's feed goes to the compose service `apollo`
 #   make otel-down        stop and remove the stack, whichever profiles run
 #   make otel-status      which endpoints of the stack answer (curl, from this machine)
 #   make otel-logs        follow the stack's logs (STACK_SERVICE=otel-collector for one service)
@@ -20,7 +23,7 @@ STACK_COMPOSE_BIN = $(shell if docker compose version >/dev/null 2>&1; then echo
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 STACK_COMPOSE = $(STACK_COMPOSE_BIN) -f $(STACK_COMPOSE_FILE)
 # Both profiles, so that down and logs reach every service whatever was started.
-STACK_ALL_PROFILES = --profile jaeger --profile grafana
+STACK_ALL_PROFILES = --profile jaeger --profile grafana --profile services
 
 # name=url pairs that otel-status asks; a 2xx answer counts as up.
 STACK_STATUS_URLS = \
@@ -30,9 +33,12 @@ STACK_STATUS_URLS = \
 	jaeger-ui=http://$(STACK_STATUS_HOST):16686/ \
 	prometheus=http://$(STACK_STATUS_HOST):9090/-/healthy \
 	tempo=http://$(STACK_STATUS_HOST):3200/ready \
-	grafana=http://$(STACK_STATUS_HOST):3001/api/health
+	grafana=http://$(STACK_STATUS_HOST):3001/api/health \
+	sophia=http://$(STACK_STATUS_HOST):47000/health \
+	hermes=http://$(STACK_STATUS_HOST):17000/health \
+	apollo=http://$(STACK_STATUS_HOST):27000/health
 
-.PHONY: otel-up otel-up-grafana otel-down otel-status otel-logs test-live stack-preflight
+.PHONY: otel-up otel-up-grafana otel-up-all otel-down otel-status otel-logs test-live stack-preflight
 
 stack-preflight:
 	@if ! docker info >/dev/null 2>&1; then \
@@ -52,6 +58,10 @@ otel-up: stack-preflight
 otel-up-grafana: stack-preflight
 	OTEL_COLLECTOR_TRACES_EXPORTERS=otlp_grpc/tempo $(STACK_COMPOSE) --profile grafana up -d
 	@echo "otel: starting; 'make otel-status' shows which UIs answer (Grafana, Tempo, Prometheus)."
+
+otel-up-all: stack-preflight
+	OTEL_COLLECTOR_TRACES_EXPORTERS=otlp_grpc/jaeger APOLLO_OTLP_ENDPOINT=apollo:27000 $(STACK_COMPOSE) --profile jaeger --profile services up -d --build
+	@echo "otel: starting the stack and the services (first build: several minutes); 'make otel-status' shows what answers."
 
 otel-down: stack-preflight
 	$(STACK_COMPOSE) $(STACK_ALL_PROFILES) down --remove-orphans

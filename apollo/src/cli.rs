@@ -23,8 +23,8 @@ pub async fn run(cli: &Cli, services: &Services) -> Report {
     report(&cli.command, &outcome, cli.json)
 }
 
-/// The action a command asks for (`None` for `serve`, `trace` and `traces`, which are not
-/// actions).
+/// The action a command asks for (`None` for `serve`, `trace`, `traces` and `config`, which are
+/// not actions).
 pub fn action(command: &Command) -> Option<Action> {
     Some(match command {
         Command::Status => Action::Status,
@@ -55,7 +55,9 @@ pub fn action(command: &Command) -> Option<Action> {
             }
             Action::Chat(body)
         }
-        Command::Serve(_) | Command::Trace { .. } | Command::Traces { .. } => return None,
+        Command::Serve(_) | Command::Trace { .. } | Command::Traces { .. } | Command::Config => {
+            return None;
+        }
     })
 }
 
@@ -246,7 +248,11 @@ fn human(command: &Command, result: &Value) -> String {
                 result["usage"]["completion_tokens"]
             );
         }
-        Command::State | Command::Serve(_) | Command::Trace { .. } | Command::Traces { .. } => {
+        Command::State
+        | Command::Serve(_)
+        | Command::Trace { .. }
+        | Command::Traces { .. }
+        | Command::Config => {
             let _ = writeln!(
                 out,
                 "{}",

@@ -103,6 +103,9 @@ pub enum Command {
     },
     /// Run the Apollo API, the OTLP receiver and the diagnostics window.
     Serve(ServeArgs),
+    /// Every service's effective configuration in this environment (--env), and where each
+    /// value comes from: flag, env, profile or default (secrets redacted). Calls no service.
+    Config,
 }
 
 /// Where `apollo serve` listens.
@@ -153,12 +156,13 @@ impl std::fmt::Debug for Cli {
 }
 
 impl Cli {
-    /// Telemetry from the environment, as [`one_shot`] adapts it for every command but `serve`.
+    /// Telemetry from the environment and `profile`, as [`one_shot`] adapts it for every command
+    /// but `serve`.
     pub fn telemetry_config(
         &self,
-    ) -> Result<foundry::config::TelemetryConfig, foundry::config::ConfigError> {
-        let config =
-            foundry::config::TelemetryConfig::from_env("apollo", env!("CARGO_PKG_VERSION"))?;
+        profile: &foundry::profile::Profile,
+    ) -> Result<foundry::config::TelemetryConfig, foundry::profile::ProfileError> {
+        let config = profile.telemetry("apollo", env!("CARGO_PKG_VERSION"))?;
         if matches!(self.command, Command::Serve(_)) {
             return Ok(config);
         }

@@ -10,4 +10,5 @@ pub mod diagnostics;
 pub mod error;
 pub mod routes;
 pub mod services;
+pub mod settings;
 pub mod waterfall;

@@ -26,6 +26,7 @@ pub mod http;
 mod logging;
 pub mod metrics;
 pub mod otlp;
+pub mod profile;
 pub mod propagation;
 mod sampling;
 mod shutdown;

@@ -51,6 +51,9 @@ fn compose_publishes_the_section_6_ports_from_the_right_services() {
             "grafana",
             vec![published(ports::GRAFANA, ports::GRAFANA_CONTAINER)],
         ),
+        ("sophia", vec![published(ports::SOPHIA, ports::SOPHIA)]),
+        ("hermes", vec![published(ports::HERMES, ports::HERMES)]),
+        ("apollo", vec![published(ports::APOLLO, ports::APOLLO)]),
     ]);
 
     // Act
@@ -236,20 +239,29 @@ fn prometheus_scrapes_the_collector_and_the_three_services() {
         );
         target_of(COLLECTOR_SERVICE, port);
     }
-    // The services on the host, each labelled with its name.
-    for (service, port) in [
-        ("sophia", ports::SOPHIA),
-        ("hermes", ports::HERMES),
-        ("apollo", ports::APOLLO),
-    ] {
-        let (_, _, labels) = target_of("host.docker.internal", port);
-        assert_eq!(
-            labels.get("service").map(String::as_str),
-            Some(service),
-            "label of :{port}"
+    // Each service twice under one label: on the host, or as the compose service of that name
+    // listening on its port (profile "services"); only one of the two runs at a time.
+    for (service, port) in support::SERVICES {
+        for host in ["host.docker.internal", service] {
+            let (job, _, labels) = target_of(host, port);
+            assert_eq!(job, "logos-services", "{host}:{port}");
+            assert_eq!(
+                labels.get("service").map(String::as_str),
+                Some(service),
+                "label of {host}:{port}"
+            );
+        }
+        assert!(
+            support::container_ports(&compose, service).contains(&port),
+            "compose's {service} does not listen on {port}"
+        );
+        assert!(
+            support::runs_in(&compose, service, "services")
+                && !support::runs_in(&compose, service, "jaeger"),
+            "{service} runs in the services profile only"
         );
     }
-    assert_eq!(targets.len(), 5, "unexpected scrape targets: {targets:?}");
+    assert_eq!(targets.len(), 8, "unexpected scrape targets: {targets:?}");
     // host.docker.internal resolves on Linux only with this mapping.
     let extra_hosts = support::strings(support::service(&compose, "prometheus").get("extra_hosts"));
     assert!(

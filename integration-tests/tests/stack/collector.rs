@@ -1,13 +1,16 @@
 //! The collector configs are complete: every component a pipeline names is defined, every signal
 //! has a pipeline, the span_metrics connector links a traces pipeline to a metrics pipeline with
 //! exemplars on, memory_limiter comes first and batch last. Checked for the development config as
-//! compose runs it (with the trace-exporter override of compose and of each make target) and for
-//! the production variant, whose traces are tail-sampled after the span metrics are taken.
+//! compose runs it (with the trace-exporter override of compose and of each make target, and
+//! Apollo's feed off or on) and for the production variant, whose traces are tail-sampled after the
+//! span metrics are taken. The Prometheus exporter gets the span metrics only: the services'
+//! metrics reach Prometheus by its scrape of their `/metrics`, one path.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::{Mapping, Value};
 
+use crate::ports;
 use crate::support::{
     self, COLLECTOR_CONFIG, COLLECTOR_PRODUCTION_CONFIG, COLLECTOR_SERVICE, STACK_MK, at, keys,
     str_at, strings,
@@ -15,15 +18,31 @@ use crate::support::{
 
 /// The compose variable that narrows the traces pipeline's exporters.
 const EXPORTERS_VAR: &str = "OTEL_COLLECTOR_TRACES_EXPORTERS";
+/// The compose variable that turns Apollo's feed on.
+const APOLLO_VAR: &str = "OTEL_COLLECTOR_APOLLO";
+/// The exporter of Apollo's feed.
+const APOLLO_EXPORTER: &str = "otlp_grpc/apollo";
+/// Where the collector's container finds the file it merges for Apollo's feed.
+const APOLLO_MOUNT: &str = "/etc/otelcol-contrib/apollo.yaml";
 const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
 
 /// The type of a component id: `otlp` for `otlp_grpc/jaeger`.
-fn kind(id: &str) -> &str {
+pub fn kind(id: &str) -> &str {
     id.split('/').next().unwrap_or(id)
 }
 
-/// Everything wrong with a collector config, as sentences (empty: well formed).
+/// Everything wrong with a collector config, as sentences (empty: well formed): its pipelines and
+/// a span_metrics connector that feeds a metrics pipeline with exemplars.
 fn problems(config: &Value) -> Vec<String> {
+    let mut out = pipeline_problems(config);
+    out.extend(span_metrics_problems(config));
+    out
+}
+
+/// What is wrong with a collector config's pipelines: components a pipeline names but nobody
+/// defines, a signal without a pipeline, a connector used on one side only, memory_limiter not
+/// first or batch not last, an extension enabled but not defined.
+pub fn pipeline_problems(config: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let defined =
         |section: &str| -> BTreeSet<String> { keys(config.get(section)).into_iter().collect() };
@@ -108,7 +127,31 @@ fn problems(config: &Value) -> Vec<String> {
             out.push(format!("extension {e} is enabled but not defined"));
         }
     }
+    out
+}
 
+/// What is wrong with a config's span metrics: none, or a connector that does not link a traces
+/// pipeline to a metrics pipeline with exemplars on.
+pub fn span_metrics_problems(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let connectors: BTreeSet<String> = keys(config.get("connectors")).into_iter().collect();
+    let pipelines = config
+        .get("service")
+        .and_then(|s| s.get("pipelines"))
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let mut connector_out: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut connector_in: BTreeSet<(String, String)> = BTreeSet::new();
+    for (name, pipeline) in &pipelines {
+        let signal = kind(name.as_str().unwrap_or_default()).to_owned();
+        for r in strings(pipeline.get("receivers")) {
+            connector_in.insert((r, signal.clone()));
+        }
+        for e in strings(pipeline.get("exporters")) {
+            connector_out.insert((e, signal.clone()));
+        }
+    }
     let spanmetrics: Vec<&String> = connectors
         .iter()
         .filter(|c| kind(c) == "span_metrics")
@@ -136,7 +179,7 @@ fn problems(config: &Value) -> Vec<String> {
     out
 }
 
-fn assert_well_formed(what: &str, config: &Value) {
+pub fn assert_well_formed(what: &str, config: &Value) {
     let found = problems(config);
     assert!(
         found.is_empty(),
@@ -177,15 +220,58 @@ fn compose_config_sources(vars: &BTreeMap<&str, &str>) -> Vec<String> {
         .collect()
 }
 
-/// A collector config file as the collector merges it under compose, with `vars` resolved.
+/// Merges `other` into `config` as the collector merges a later config file: mappings merge,
+/// everything else (lists included) is replaced.
+fn merge(config: &mut Value, other: Value) {
+    match (config, other) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// The workspace file that compose mounts at `container_path` in the collector, with `vars`.
+fn mounted_file(container_path: &str, vars: &BTreeMap<&str, &str>) -> String {
+    let compose = support::compose();
+    strings(support::service(&compose, COLLECTOR_SERVICE).get("volumes"))
+        .iter()
+        .map(|v| support::interpolate(v, vars))
+        .find_map(|v| {
+            let (host, rest) = v.split_once(':')?;
+            (rest.trim_end_matches(":ro") == container_path)
+                .then(|| host.trim_start_matches("./").to_owned())
+        })
+        .unwrap_or_else(|| panic!("compose mounts nothing at {container_path}"))
+}
+
+/// A collector config file as the collector merges it under compose, with `vars` resolved: the
+/// file, then each later `--config` source in order (a `yaml:` one, or a mounted file).
 fn effective_config(file: &str, vars: &BTreeMap<&str, &str>) -> Value {
     let mut config = support::yaml(file);
-    for source in compose_config_sources(vars) {
-        if let Some(yaml) = source.strip_prefix("yaml:") {
-            apply_yaml_source(&mut config, yaml);
+    for source in compose_config_sources(vars).into_iter().skip(1) {
+        match source.strip_prefix("yaml:") {
+            Some(yaml) => apply_yaml_source(&mut config, yaml),
+            None => merge(&mut config, support::yaml(&mounted_file(&source, vars))),
         }
     }
     config
+}
+
+/// The pipelines (by name) that export to `exporter`.
+fn pipelines_exporting_to(config: &Value, exporter: &str) -> Vec<String> {
+    let pipelines = at(config, &["service", "pipelines"]);
+    keys(Some(pipelines))
+        .into_iter()
+        .filter(|p| strings(at(pipelines, &[p]).get("exporters")).contains(&exporter.to_owned()))
+        .collect()
 }
 
 /// The compose services the `traces` pipeline's exporters send to.
@@ -233,11 +319,18 @@ fn compose_mounts_the_config_and_overrides_only_the_trace_exporters() {
         sources.first().map(String::as_str),
         Some("/etc/otelcol-contrib/config.yaml")
     );
-    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert_eq!(sources.len(), 3, "{sources:?}");
     assert!(
         sources[1].starts_with("yaml:service::pipelines::traces::exporters: "),
         "{sources:?}"
     );
+    assert_eq!(sources[2], APOLLO_MOUNT, "{sources:?}");
+    assert_eq!(
+        mounted_file(APOLLO_MOUNT, &BTreeMap::new()),
+        support::collector_apollo_config("off"),
+        "Apollo's feed is off unless asked for"
+    );
+    assert!(pipelines_exporting_to(&config, APOLLO_EXPORTER).is_empty());
     assert_well_formed("the development config under compose's defaults", &config);
     assert_eq!(
         trace_backends(&config),
@@ -270,8 +363,8 @@ fn each_make_target_exports_traces_to_the_backends_its_profile_runs() {
         .collect();
     assert_eq!(
         launches.len(),
-        2,
-        "expected otel-up and otel-up-grafana, found {launches:?}"
+        3,
+        "expected otel-up, otel-up-grafana and otel-up-all, found {launches:?}"
     );
 
     // Either config file may be mounted (OTEL_COLLECTOR_CONFIG).
@@ -295,6 +388,130 @@ fn each_make_target_exports_traces_to_the_backends_its_profile_runs() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn apollos_feed_carries_every_signal_when_on_and_nothing_when_off() {
+    for file in [COLLECTOR_CONFIG, COLLECTOR_PRODUCTION_CONFIG] {
+        for state in ["off", "on"] {
+            // Arrange
+            let vars = BTreeMap::from([(APOLLO_VAR, state)]);
+
+            // Act
+            let config = effective_config(file, &vars);
+            let to_apollo = pipelines_exporting_to(&config, APOLLO_EXPORTER);
+
+            // Assert
+            assert_well_formed(&format!("{file} with {APOLLO_VAR}={state}"), &config);
+            if state == "off" {
+                assert!(to_apollo.is_empty(), "{file}: off, yet {to_apollo:?}");
+                continue;
+            }
+            let pipelines = at(&config, &["service", "pipelines"]);
+            for signal in SIGNALS {
+                let feed = to_apollo
+                    .iter()
+                    .find(|p| kind(p) == signal)
+                    .unwrap_or_else(|| panic!("{file}: no {signal} pipeline to Apollo"));
+                // Straight from the receiver: Apollo sees every span, not the tail-sampled ones.
+                assert_eq!(
+                    strings(at(pipelines, &[feed]).get("receivers")),
+                    ["otlp"],
+                    "{file}: {feed}"
+                );
+                assert!(
+                    !strings(at(pipelines, &[feed]).get("processors"))
+                        .contains(&"tail_sampling".to_owned()),
+                    "{file}: {feed}"
+                );
+            }
+            // The other pipelines are as they were with the feed off.
+            let off = effective_config(file, &BTreeMap::from([(APOLLO_VAR, "off")]));
+            for pipeline in keys(off.get("service").and_then(|s| s.get("pipelines"))) {
+                assert_eq!(
+                    at(pipelines, &[&pipeline]),
+                    at(&off, &["service", "pipelines", &pipeline]),
+                    "{file}: {pipeline} changed with the feed on"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn apollos_feed_goes_to_apollos_api_port() {
+    // Arrange
+    let config = support::yaml(&support::collector_apollo_config("on"));
+    let compose = support::compose();
+    let collector = support::service(&compose, COLLECTOR_SERVICE);
+    let makefile = support::read(STACK_MK);
+
+    // Act
+    let endpoint = str_at(&config, &["exporters", APOLLO_EXPORTER, "endpoint"]);
+    let compose_default =
+        support::defaults(str_at(collector, &["environment", "APOLLO_OTLP_ENDPOINT"]));
+    let in_compose = makefile
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("APOLLO_OTLP_ENDPOINT="))
+        .expect("stack.mk sets APOLLO_OTLP_ENDPOINT for the services profile");
+
+    // Assert: Apollo on the host by default, the compose service when the profile runs it.
+    assert_eq!(
+        support::host_port(endpoint),
+        ("host.docker.internal".to_owned(), ports::APOLLO)
+    );
+    assert_eq!(
+        format!("${{env:APOLLO_OTLP_ENDPOINT:-{compose_default}}}"),
+        endpoint
+    );
+    assert_eq!(
+        support::host_port(in_compose),
+        ("apollo".to_owned(), ports::APOLLO)
+    );
+    assert!(support::container_ports(&compose, "apollo").contains(&ports::APOLLO));
+    assert_eq!(
+        at(&config, &["exporters", APOLLO_EXPORTER, "tls", "insecure"]).as_bool(),
+        Some(true)
+    );
+    assert!(
+        strings(collector.get("extra_hosts"))
+            .contains(&"host.docker.internal:host-gateway".to_owned()),
+        "the collector reaches Apollo on the host through host.docker.internal"
+    );
+}
+
+#[test]
+fn prometheus_exporter_gets_the_span_metrics_only() {
+    for file in [COLLECTOR_CONFIG, COLLECTOR_PRODUCTION_CONFIG] {
+        // Arrange
+        let config = effective_config(file, &BTreeMap::from([(APOLLO_VAR, "on")]));
+        let pipelines = at(&config, &["service", "pipelines"]);
+
+        // Act
+        let into_prometheus = pipelines_exporting_to(&config, "prometheus");
+
+        // Assert: the services' OTLP metrics never reach it (Prometheus scrapes their /metrics).
+        assert!(
+            !into_prometheus.is_empty(),
+            "{file}: no pipeline to prometheus"
+        );
+        for pipeline in into_prometheus {
+            let receivers = strings(at(pipelines, &[&pipeline]).get("receivers"));
+            assert!(
+                receivers.iter().all(|r| kind(r) == "span_metrics"),
+                "{file}: {pipeline} passes {receivers:?} to Prometheus"
+            );
+        }
+        // And they are still received, so a service's export is not refused.
+        let metrics_from_otlp = keys(Some(pipelines))
+            .into_iter()
+            .filter(|p| kind(p) == "metrics")
+            .any(|p| strings(at(pipelines, &[&p]).get("receivers")).contains(&"otlp".to_owned()));
+        assert!(
+            metrics_from_otlp,
+            "{file}: no metrics pipeline receives OTLP"
+        );
     }
 }
 

