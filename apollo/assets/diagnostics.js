@@ -85,7 +85,7 @@ function renderTraces() {
     if (trace.trace_id === state.selected) item.classList.add("selected");
     item.dataset.traceId = trace.trace_id;
     item.append(el("div", trace.root_name || "(root not received yet)", "root"));
-    item.append(el("div", `${trace.services.join(" → ")} · ${trace.span_count} spans · ${ms(trace.duration_ms)} ms`, "meta"));
+    item.append(el("div", `${trace.services.join(", ")} · ${trace.span_count} spans · ${ms(trace.duration_ms)} ms`, "meta"));
     item.append(el("div", `${trace.start_time} · ${trace.trace_id}`, "meta"));
     item.addEventListener("click", () => selectTrace(trace.trace_id));
     return item;
@@ -218,8 +218,9 @@ function selectSpan(spanId) {
     return row;
   });
   $("span-attributes").tBodies[0].replaceChildren(...rows);
-  $("span-events").replaceChildren(...span.events.map((event) =>
-    el("li", `${event.name} ${Object.keys(event.attributes).length ? JSON.stringify(event.attributes) : ""}`)));
+  const events = span.events.map((event) =>
+    el("li", `${event.name} ${Object.keys(event.attributes).length ? JSON.stringify(event.attributes) : ""}`));
+  $("span-events").replaceChildren(...(events.length ? events : [el("li", "none", "muted")]));
 }
 
 function logLine(log) {
@@ -230,7 +231,7 @@ function logLine(log) {
 }
 
 function renderLogs(logs) {
-  $("trace-logs").replaceChildren(...logs.map(logLine));
+  $("trace-logs").replaceChildren(...(logs.length ? logs.map(logLine) : [el("li", "none received", "muted")]));
 }
 
 // ---- The RED table and the live feed ----
@@ -299,6 +300,7 @@ function connect() {
       if (message.trace.trace_id === state.selected) scheduleRefetch();
     } else if (message.type === "log") {
       if (message.log.trace_id && message.log.trace_id === state.selected) {
+        $("trace-logs").querySelectorAll(".muted").forEach((placeholder) => placeholder.remove());
         $("trace-logs").append(logLine(message.log));
       }
     }

@@ -104,6 +104,17 @@ impl Browser {
         }
     }
 
+    /// Clicks the waterfall's row of the span named `name`, which shows its details.
+    async fn select_span(&self, name: &str) {
+        let script = format!(
+            "[...document.querySelectorAll('#waterfall .row')].find(r => r.textContent.includes('{name}')).click();"
+        );
+        self.client
+            .execute(&script, Vec::new())
+            .await
+            .expect("a span is selected");
+    }
+
     async fn eval(&self, script: &str) -> Value {
         self.client
             .execute(&format!("return {script};"), Vec::new())
@@ -180,29 +191,14 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
         json!(format!("http://jaeger.example:16686/trace/{trace_id}"))
     );
     if let Some(path) = std::env::var_os("DIAGNOSTICS_SCREENSHOT") {
-        browser
-            .client
-            .execute(
-                "[...document.querySelectorAll('#waterfall .row')].find(r => r.textContent.includes('sophia.plan')).click();",
-                Vec::new(),
-            )
-            .await
-            .expect("a span is selected");
-        // The RED table comes with the next telemetry message.
+        // The RED table comes with the telemetry message of a fresh connection.
         browser
             .open_until(
                 &format!("{}/diagnostics?trace={trace_id}", window.serve.url),
                 "document.querySelectorAll('#red tbody tr').length > 0 && document.querySelectorAll('#waterfall .row').length > 0",
             )
             .await;
-        browser
-            .client
-            .execute(
-                "[...document.querySelectorAll('#waterfall .row')].find(r => r.textContent.includes('sophia.plan')).click();",
-                Vec::new(),
-            )
-            .await
-            .expect("a span is selected");
+        browser.select_span("sophia.plan").await;
         let png = browser.client.screenshot().await.expect("a screenshot");
         std::fs::write(&path, png).expect("the screenshot is written");
     }

@@ -122,6 +122,16 @@ impl Window {
     }
 }
 
+/// The value of counter `name` for spans in Prometheus text, summed over its series.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| line.contains("signal=\"spans\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A span of the API as the shape assertions take it (the same as an OTLP receiver's).
 fn received(trace_id: &str, span: &Value) -> ReceivedSpan {
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
@@ -490,19 +500,9 @@ async fn the_window_stays_at_its_cap_and_counts_what_it_evicts() {
         .text()
         .await
         .expect("text");
-    let evicted: f64 = metrics
-        .lines()
-        .filter(|line| line.starts_with("apollo_diagnostics_evicted_total{"))
-        .filter(|line| line.contains("signal=\"spans\""))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let evicted = counter(&metrics, "apollo_diagnostics_evicted_total");
     assert!(evicted >= 30.0, "{metrics}");
-    let received: f64 = metrics
-        .lines()
-        .filter(|line| line.starts_with("apollo_diagnostics_received_total{"))
-        .filter(|line| line.contains("signal=\"spans\""))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let received = counter(&metrics, "apollo_diagnostics_received_total");
     assert!(received >= evicted + held as f64, "{metrics}");
 }
 
