@@ -15,6 +15,7 @@ mod errors;
 mod harness;
 mod prometheus;
 mod propagation;
+mod schemathesis;
 mod secrets;
 mod shape;
 mod shutdown;
