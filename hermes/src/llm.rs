@@ -72,9 +72,11 @@ pub struct LlmRequest {
     pub model: Option<String>,
     /// Sampling temperature, `0.0..=2.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// Most tokens to generate, `1..=4096`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_tokens: Option<u32>,
 }
 

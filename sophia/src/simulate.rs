@@ -78,7 +78,7 @@ pub struct SimulationRequest {
     /// How many states to imagine, `1..=100`; [`DEFAULT_K_STEPS`] when absent. Signed so that a
     /// negative value gets [`SimulateError::InvalidKSteps`] rather than a parse error.
     #[serde(default = "default_k_steps")]
-    #[schema(default = default_k_steps)]
+    #[schema(default = default_k_steps, minimum = 1, maximum = 100)]
     pub k_steps: i64,
     /// The state to start from, an object; the current CWM state when absent or null.
     #[serde(default)]

@@ -167,7 +167,7 @@ async fn traces(
     get,
     path = "/api/diagnostics/traces/{trace_id}",
     tag = "diagnostics",
-    params(("trace_id" = String, Path, description = "32 hex digits, not all zero")),
+    params(("trace_id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "32 hex digits, not all zero")),
     responses(
         (status = 200, description = "The trace's spans", body = TraceAnswer),
         PathErrors,
@@ -223,6 +223,7 @@ async fn metrics(State(viewer): State<Viewer>) -> Json<MetricsAnswer> {
 #[into_params(parameter_in = Query)]
 struct LogsQuery {
     /// Only the log records of this trace (32 hex digits, not all zero).
+    #[param(pattern = "^([0-9a-fA-F]{32})?$")]
     trace_id: Option<String>,
     /// At most this many, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

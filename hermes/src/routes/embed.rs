@@ -74,7 +74,7 @@ pub struct SearchRequest {
     pub model: Option<String>,
     /// How many results, 1 to 100.
     #[serde(default = "default_top_k")]
-    #[schema(default = 5)]
+    #[schema(default = 5, minimum = 1, maximum = 100)]
     pub top_k: i64,
 }
 

@@ -22,6 +22,7 @@ pub struct ListQuery {
     #[serde(rename = "type")]
     pub entity_type: Option<String>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -86,7 +87,7 @@ pub async fn entities(
     get,
     path = "/hcg/snapshot",
     tag = "hcg",
-    params(("limit" = Option<i64>, Query, description = "At most this many entities (1 to 1000, default 100)")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many entities (1 to 1000, default 100)")),
     responses(
         (status = 200, description = "The snapshot", body = Snapshot),
         QueryErrors,
