@@ -308,6 +308,8 @@ mod coverage {
     /// output (`paths: {RouteId(0): "/plan", ...}`, which axum 0.8 prints for each router), and
     /// the methods each path takes are found by asking: a request that is not answered by the
     /// router's 405 `method_not_allowed` reached a handler. Path parameters are filled with `0`.
+    /// HEAD (which axum answers on every GET route), OPTIONS and TRACE are not probed: no LOGOS
+    /// route declares them.
     /// Panics when no path can be read, so a change of axum's `Debug` output fails loudly.
     pub async fn router_routes(router: &Router) -> BTreeSet<Route> {
         let paths = router_paths(router);
