@@ -2,11 +2,9 @@
 
 use std::net::SocketAddr;
 
-use axum::{
-    Router,
-    routing::{get, post},
-};
+use axum::Router;
 use foundry::http::ErrorResponse;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     diagnostics::{Diagnostics, receiver},
@@ -15,22 +13,30 @@ use crate::{
 };
 
 /// Every route of `apollo serve`: the API (instrumented), the diagnostics views and the OTLP
-/// receiver (neither traced: they would fill the window they show).
+/// receiver (neither traced: they would fill the window they show), and the document of them all
+/// at `/openapi.json` (the receiver's gRPC routes, under [`receiver::GRPC_PATH_PREFIX`], are not
+/// HTTP/JSON and are left out of it).
 pub fn router(services: Services, diagnostics: Diagnostics, links: Links) -> Router {
-    let routes = Router::new()
-        .route("/api/plan", post(api::plan))
-        .route("/api/simulate", post(api::simulate))
-        .route("/api/state", get(api::state))
-        .route("/api/embed", post(api::embed))
-        .route("/api/search", post(api::search))
-        .route("/api/chat", post(api::chat))
-        .with_state(services);
+    // One call registers each route and its documentation: they cannot drift apart.
+    let (routes, mut api) = OpenApiRouter::new()
+        .routes(routes!(api::plan))
+        .routes(routes!(api::simulate))
+        .routes(routes!(api::state))
+        .routes(routes!(api::embed))
+        .routes(routes!(api::search))
+        .routes(routes!(api::chat))
+        .with_state(services)
+        .split_for_parts();
+    let (viewer, viewer_api) =
+        crate::routes::diagnostics::router(diagnostics.clone(), links).split_for_parts();
+    let (receiver, receiver_api) = receiver::router(diagnostics).split_for_parts();
+    api.merge(viewer_api);
+    api.merge(receiver_api);
+    let document = foundry::openapi::document(api, "apollo", env!("CARGO_PKG_VERSION"));
+    let routes = foundry::openapi::with_document(routes, &document);
     foundry::http::instrument(routes, "apollo", env!("CARGO_PKG_VERSION"))
-        .merge(crate::routes::diagnostics::router(
-            diagnostics.clone(),
-            links,
-        ))
-        .merge(receiver::router(diagnostics))
+        .merge(viewer)
+        .merge(receiver)
         // For the merged routes too: the same JSON answer to a wrong method everywhere.
         .method_not_allowed_fallback(|| async {
             ErrorResponse::new(

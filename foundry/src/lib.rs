@@ -25,6 +25,7 @@ mod console;
 pub mod http;
 mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod otlp;
 pub mod profile;
 pub mod propagation;

@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, routing::post};
+use axum::Router;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::Config,
@@ -59,14 +60,18 @@ impl AppState {
     }
 }
 
-/// Every route, instrumented.
+/// Every route, instrumented, and the document of them all at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/embed_text", post(routes::embed::embed_text))
-        .route("/search", post(routes::embed::search))
-        .route("/simple_nlp", post(routes::nlp::simple_nlp))
-        .route("/llm", post(routes::llm::complete))
-        .with_state(state);
+    // One call registers each route and its documentation: they cannot drift apart.
+    let (routes, api) = OpenApiRouter::new()
+        .routes(routes!(routes::embed::embed_text))
+        .routes(routes!(routes::embed::search))
+        .routes(routes!(routes::nlp::simple_nlp))
+        .routes(routes!(routes::llm::complete))
+        .with_state(state)
+        .split_for_parts();
+    let document = foundry::openapi::document(api, "hermes", env!("CARGO_PKG_VERSION"));
+    let routes = foundry::openapi::with_document(routes, &document);
     foundry::http::instrument(routes, "hermes", env!("CARGO_PKG_VERSION"))
 }
 

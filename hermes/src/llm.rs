@@ -35,7 +35,7 @@ pub const MAX_MODEL_NAME_CHARS: usize = 256;
 const MAX_ERROR_BODY_CHARS: usize = 300;
 
 /// Who wrote a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions to the model.
@@ -47,7 +47,7 @@ pub enum Role {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     /// Who wrote it.
     pub role: Role,
@@ -56,7 +56,7 @@ pub struct ChatMessage {
 }
 
 /// The body of `POST /llm`: exactly one of `prompt` and `messages`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlmRequest {
     /// A single user message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,14 +72,16 @@ pub struct LlmRequest {
     pub model: Option<String>,
     /// Sampling temperature, `0.0..=2.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// Most tokens to generate, `1..=4096`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_tokens: Option<u32>,
 }
 
 /// One generated answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Choice {
     /// Position among the choices.
     pub index: u32,
@@ -90,7 +92,7 @@ pub struct Choice {
 }
 
 /// Token counts of one completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Tokens in the input messages.
     pub prompt_tokens: u32,
@@ -101,7 +103,7 @@ pub struct Usage {
 }
 
 /// The answer of `POST /llm`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlmResponse {
     /// Completion id.
     pub id: String,

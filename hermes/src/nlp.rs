@@ -114,7 +114,7 @@ impl NlpError {
 }
 
 /// What kind of text a token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// Letters and digits, with inner apostrophes and hyphens ("don't", "red-hot", "3rd").
@@ -126,7 +126,7 @@ pub enum TokenKind {
 }
 
 /// A token with its character offsets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Token {
     /// The token as written.
     pub text: String,
@@ -139,7 +139,7 @@ pub struct Token {
 }
 
 /// A word or number and its dictionary form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Lemma {
     /// The token as written.
     pub text: String,
@@ -152,7 +152,7 @@ pub struct Lemma {
 }
 
 /// The label of a named entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EntityLabel {
     /// A run of capitalised words ("Acme Robotics", "Paris").
@@ -162,7 +162,7 @@ pub enum EntityLabel {
 }
 
 /// A named entity with its character offsets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entity {
     /// The entity as written.
     pub text: String,
@@ -175,7 +175,7 @@ pub struct Entity {
 }
 
 /// A Universal Dependencies part-of-speech tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum PosTag {
     /// Adjective.
@@ -209,7 +209,7 @@ pub enum PosTag {
 }
 
 /// A token and its part-of-speech tag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TaggedToken {
     /// The token as written.
     pub text: String,
@@ -222,7 +222,7 @@ pub struct TaggedToken {
 }
 
 /// The answers to the operations a request asked for; an operation not asked for is absent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NlpOutput {
     /// `sentences`: every clause of every sentence, trimmed of connectives ("then", "and") and of
     /// trailing punctuation, in order. Each becomes one plan step.

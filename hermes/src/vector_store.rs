@@ -82,7 +82,7 @@ impl StoreError {
 }
 
 /// One search result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     /// Id given to the embedding when it was inserted.
     pub embedding_id: String,

@@ -7,10 +7,10 @@ use axum::{
     extract::{Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use foundry::http::{Downstream, ErrorResponse};
 use http::StatusCode;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{config::Config, hcg::Hcg, hermes::Hermes, routes, state::Cwm};
 
@@ -51,17 +51,19 @@ impl AppState {
 /// Every route, instrumented, behind the bearer token when one is set.
 pub fn router(state: AppState) -> Router {
     let api_token = state.api_token.clone();
-    let routes = Router::new()
-        .route("/plan", post(routes::plan::create))
-        .route("/simulate", post(routes::simulate::create))
-        .route(
-            "/state",
-            get(routes::state::read).post(routes::state::replace),
-        )
-        .route("/hcg/entities", get(routes::hcg::entities))
-        .route("/hcg/entities/{id}", get(routes::hcg::entity))
-        .route("/hcg/snapshot", get(routes::hcg::snapshot))
-        .with_state(state);
+    // One call registers each route and its documentation: they cannot drift apart.
+    let (routes, api) = OpenApiRouter::new()
+        .routes(routes!(routes::plan::create))
+        .routes(routes!(routes::simulate::create))
+        .routes(routes!(routes::state::read, routes::state::replace))
+        .routes(routes!(routes::hcg::entities))
+        .routes(routes!(routes::hcg::entity))
+        .routes(routes!(routes::hcg::snapshot))
+        .with_state(state)
+        .split_for_parts();
+    let mut document = foundry::openapi::document(api, "sophia", env!("CARGO_PKG_VERSION"));
+    foundry::openapi::require_bearer_token(&mut document, "sophia");
+    let routes = foundry::openapi::with_document(routes, &document);
     let routes = match api_token {
         Some(token) => routes.route_layer(middleware::from_fn_with_state(token, require_token)),
         None => routes,

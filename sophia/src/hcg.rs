@@ -84,7 +84,7 @@ pub enum HcgError {
 }
 
 /// A node of the graph.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
     /// Unique id, a UUID string for entities Sophia creates.
     pub id: String,
@@ -94,6 +94,7 @@ pub struct Entity {
     /// Human-readable name.
     pub name: String,
     /// Free-form attributes; always a JSON object.
+    #[schema(value_type = Object)]
     pub properties: Value,
     /// Creation time, RFC 3339 in UTC.
     pub created_at: String,
@@ -128,7 +129,7 @@ impl Entity {
 }
 
 /// A directed, typed edge between two entities.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Edge {
     /// Source entity id.
     pub from: String,
@@ -206,7 +207,7 @@ fn invalid_edge(edge: &Edge, reason: &'static str) -> HcgError {
 }
 
 /// A bounded view of the graph.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// Up to `limit` entities, newest first.
     pub entities: Vec<Entity>,

@@ -62,18 +62,19 @@ pub enum PlanError {
 }
 
 /// What the user wants to achieve.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Goal {
     /// The goal in natural language, e.g. "Pick up the red block, then place it on the table."
     pub description: String,
     /// The world state the goal should lead to, a JSON object when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub target_state: Option<Value>,
 }
 
 /// How urgent a goal is: the strings `low`, `normal` (the default) or `high`, case-insensitive.
 /// A string scale was chosen over a number because nothing ranks goals finely yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Priority {
     /// Can wait.
@@ -118,7 +119,7 @@ impl TryFrom<String> for Priority {
 }
 
 /// The body of `POST /plan`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct PlanRequest {
     /// The goal to plan for.
     pub goal: Goal,
@@ -128,7 +129,7 @@ pub struct PlanRequest {
 }
 
 /// One step of a plan as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanStep {
     /// The step's entity id in the HCG.
     pub id: String,
@@ -147,7 +148,7 @@ pub struct PlanStep {
 }
 
 /// A plan: the `POST /plan` response body, and what is stored on the plan entity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     /// The plan's entity id in the HCG.
     pub plan_id: String,

@@ -71,21 +71,23 @@ fn default_k_steps() -> i64 {
 }
 
 /// The body of `POST /simulate`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct SimulationRequest {
     /// The plan to roll forward.
     pub plan_id: String,
     /// How many states to imagine, `1..=100`; [`DEFAULT_K_STEPS`] when absent. Signed so that a
     /// negative value gets [`SimulateError::InvalidKSteps`] rather than a parse error.
     #[serde(default = "default_k_steps")]
+    #[schema(default = default_k_steps, minimum = 1, maximum = 100)]
     pub k_steps: i64,
     /// The state to start from, an object; the current CWM state when absent or null.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub initial_state: Option<Value>,
 }
 
 /// One imagined state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImaginedState {
     /// 1-based number of the state in the roll-out.
     pub step: usize,
@@ -100,7 +102,7 @@ pub struct ImaginedState {
 }
 
 /// A simulation: the `POST /simulate` response body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Simulation {
     /// The simulation's entity id in the HCG.
     pub simulation_id: String,

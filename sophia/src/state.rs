@@ -40,7 +40,7 @@ pub enum StateError {
 }
 
 /// A version of the world state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CwmState {
     /// The state itself.
     pub state: Map<String, Value>,

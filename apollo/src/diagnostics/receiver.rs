@@ -9,14 +9,13 @@
 use std::io::Read as _;
 
 use axum::{
-    Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     response::{IntoResponse, Response},
-    routing::post,
 };
 use foundry::{
     http::ErrorResponse,
+    openapi::ErrorBody,
     otlp::proto::collector::{
         logs::v1::{
             ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -35,6 +34,7 @@ use foundry::{
 use http::{HeaderMap, StatusCode, header};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::codec::CompressionEncoding;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Accepted, Diagnostics};
 
@@ -43,10 +43,15 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// The largest export once inflated; a body that inflates past it gets 413.
 pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
-/// The receiver's routes, gRPC and HTTP, to be merged beside the instrumented API.
-pub fn router(diagnostics: Diagnostics) -> Router {
+/// Where the gRPC routes are. They are gRPC, not HTTP/JSON, so they are not in `/openapi.json`:
+/// every route whose path starts with this is left out of it.
+pub const GRPC_PATH_PREFIX: &str = "/opentelemetry.proto.collector.";
+
+/// The receiver's routes, gRPC and HTTP, to be merged beside the instrumented API; the HTTP ones
+/// documented.
+pub fn router(diagnostics: Diagnostics) -> OpenApiRouter {
     let receiver = Receiver(diagnostics);
-    Router::new()
+    OpenApiRouter::new()
         .route_service(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             TraceServiceServer::new(receiver.clone())
@@ -65,9 +70,9 @@ pub fn router(diagnostics: Diagnostics) -> Router {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_DECODED_BYTES),
         )
-        .route("/v1/traces", post(http_traces))
-        .route("/v1/metrics", post(http_metrics))
-        .route("/v1/logs", post(http_logs))
+        .routes(routes!(http_traces))
+        .routes(routes!(http_metrics))
+        .routes(routes!(http_logs))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(receiver)
 }
@@ -120,6 +125,28 @@ fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/traces",
+    tag = "receiver",
+    request_body(
+        description = "An OTLP export request of spans: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
+        content(
+            ("application/x-protobuf"),
+            ("application/protobuf"),
+            (Object = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The export response, in the request's format", content(
+            ("application/x-protobuf"),
+            (Object = "application/json"),
+        )),
+        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
+    )
+)]
 async fn http_traces(
     State(receiver): State<Receiver>,
     headers: HeaderMap,
@@ -134,6 +161,28 @@ async fn http_traces(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/metrics",
+    tag = "receiver",
+    request_body(
+        description = "An OTLP export request of metrics: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
+        content(
+            ("application/x-protobuf"),
+            ("application/protobuf"),
+            (Object = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The export response, in the request's format", content(
+            ("application/x-protobuf"),
+            (Object = "application/json"),
+        )),
+        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
+    )
+)]
 async fn http_metrics(
     State(receiver): State<Receiver>,
     headers: HeaderMap,
@@ -148,6 +197,28 @@ async fn http_metrics(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/logs",
+    tag = "receiver",
+    request_body(
+        description = "An OTLP export request of log records: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
+        content(
+            ("application/x-protobuf"),
+            ("application/protobuf"),
+            (Object = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "The export response, in the request's format", content(
+            ("application/x-protobuf"),
+            (Object = "application/json"),
+        )),
+        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
+    )
+)]
 async fn http_logs(
     State(receiver): State<Receiver>,
     headers: HeaderMap,

@@ -206,7 +206,7 @@ impl StoredLog {
 }
 
 /// What a trace in the list shows.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TraceSummary {
     /// 32 hex digits.
     pub trace_id: String,

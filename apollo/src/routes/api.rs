@@ -5,7 +5,10 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use foundry::http::{ErrorResponse, JsonBody};
+use foundry::{
+    http::{ErrorResponse, JsonBody},
+    openapi::{DownstreamErrors, ErrorBody, JsonBodyErrors, Timeout},
+};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -29,6 +32,19 @@ fn object(body: Value) -> Result<Value, ErrorResponse> {
 }
 
 /// `POST /api/plan` `{"goal": "text" or {"description", "target_state"?}, "priority"?}`.
+#[utoipa::path(
+    post,
+    path = "/api/plan",
+    tag = "api",
+    request_body(content = Object, description = "A goal: `{\"goal\": text or {\"description\", \"target_state\"?}, \"priority\"?}`, passed on to Sophia's `POST /plan`"),
+    responses(
+        (status = 201, description = "Sophia's plan", body = Object),
+        JsonBodyErrors,
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn plan(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
     let mut body = match object(body) {
         Ok(body) => body,
@@ -41,6 +57,19 @@ pub async fn plan(State(services): State<Services>, JsonBody(body): JsonBody<Val
 }
 
 /// `POST /api/simulate` `{"plan_id", "k_steps"?, "initial_state"?}`.
+#[utoipa::path(
+    post,
+    path = "/api/simulate",
+    tag = "api",
+    request_body(content = Object, description = "`{\"plan_id\", \"k_steps\"?, \"initial_state\"?}`, passed on to Sophia's `POST /simulate`"),
+    responses(
+        (status = 201, description = "Sophia's simulation", body = Object),
+        JsonBodyErrors,
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn simulate(
     State(services): State<Services>,
     JsonBody(body): JsonBody<Value>,
@@ -52,11 +81,35 @@ pub async fn simulate(
 }
 
 /// `GET /api/state`.
+#[utoipa::path(
+    get,
+    path = "/api/state",
+    tag = "api",
+    responses(
+        (status = 200, description = "Sophia's world state", body = Object),
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn state(State(services): State<Services>) -> Response {
     perform(&services, Action::State, false).await
 }
 
 /// `POST /api/embed` `{"text", "model"?}`.
+#[utoipa::path(
+    post,
+    path = "/api/embed",
+    tag = "api",
+    request_body(content = Object, description = "`{\"text\", \"model\"?}`, passed on to Hermes' `POST /embed_text`"),
+    responses(
+        (status = 200, description = "Hermes' embedding", body = Object),
+        JsonBodyErrors,
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
     match object(body) {
         Ok(body) => perform(&services, Action::Embed(body), false).await,
@@ -65,6 +118,19 @@ pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Va
 }
 
 /// `POST /api/search` `{"text", "top_k"?}`.
+#[utoipa::path(
+    post,
+    path = "/api/search",
+    tag = "api",
+    request_body(content = Object, description = "`{\"text\", \"top_k\"?}`, passed on to Hermes' `POST /search`"),
+    responses(
+        (status = 200, description = "Hermes' search results", body = Object),
+        JsonBodyErrors,
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
     match object(body) {
         Ok(body) => perform(&services, Action::Search(body), false).await,
@@ -73,6 +139,19 @@ pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<V
 }
 
 /// `POST /api/chat` `{"prompt" or "messages", "provider"?, "model"?, "max_tokens"?}`.
+#[utoipa::path(
+    post,
+    path = "/api/chat",
+    tag = "api",
+    request_body(content = Object, description = "`{\"prompt\" or \"messages\", \"provider\"?, \"model\"?, \"max_tokens\"?}`, passed on to Hermes' `POST /llm`"),
+    responses(
+        (status = 200, description = "Hermes' completion", body = Object),
+        JsonBodyErrors,
+        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn chat(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
     match object(body) {
         Ok(body) => perform(&services, Action::Chat(body), false).await,

@@ -6,22 +6,27 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{
         State, WebSocketUpgrade,
-        ws::{Message, WebSocket},
+        ws::{Message, WebSocket, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse, Response},
-    routing::get,
 };
-use foundry::http::{ErrorResponse, PathParam, QueryParams};
+use foundry::{
+    http::{ErrorResponse, PathParam, QueryParams},
+    openapi::{ErrorBody, PathErrors, QueryErrors},
+};
 use http::{StatusCode, header};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::diagnostics::{
     Diagnostics,
-    window::{TraceFilter, parse_trace_id},
+    window::{TraceFilter, TraceSummary, parse_trace_id},
 };
 
 /// How often a WebSocket client gets a `telemetry` snapshot.
@@ -48,38 +53,97 @@ struct Viewer {
     links: Links,
 }
 
-/// The API, the WebSocket and the page, over `diagnostics`.
-pub fn router(diagnostics: Diagnostics, links: Links) -> Router {
-    Router::new()
-        .route("/api/diagnostics/traces", get(traces))
-        .route("/api/diagnostics/traces/{trace_id}", get(trace))
-        .route("/api/diagnostics/metrics", get(metrics))
-        .route("/api/diagnostics/logs", get(logs))
-        .route("/api/diagnostics/links", get(links_of))
-        .route("/ws/diagnostics", get(websocket))
-        .route("/diagnostics", get(page))
-        .route("/diagnostics/app.js", get(script))
-        .route("/diagnostics/app.css", get(style))
-        // Browsers ask for it with every page; unanswered, it would be a traced 404 each time.
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+/// The API, the WebSocket and the page, over `diagnostics`, with their documentation.
+pub fn router(diagnostics: Diagnostics, links: Links) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(traces))
+        .routes(routes!(trace))
+        .routes(routes!(metrics))
+        .routes(routes!(logs))
+        .routes(routes!(links_of))
+        .routes(routes!(websocket))
+        .routes(routes!(page))
+        .routes(routes!(script))
+        .routes(routes!(style))
+        .routes(routes!(favicon))
         .with_state(Viewer { diagnostics, links })
 }
 
 /// `?service=&name=&error=&min_duration_ms=&limit=`
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TracesQuery {
+    /// Only traces with a span of this service.
     service: Option<String>,
+    /// Only traces with a span of this name.
     name: Option<String>,
+    /// Only traces with (`true`) or without (`false`) an error.
     error: Option<bool>,
+    /// Only traces that lasted at least this long.
+    #[param(minimum = 0)]
     min_duration_ms: Option<f64>,
+    /// At most this many, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// The answer of `GET /api/diagnostics/traces`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TracesAnswer {
+    /// Newest first.
+    pub traces: Vec<TraceSummary>,
+}
+
+/// The answer of `GET /api/diagnostics/traces/{trace_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TraceAnswer {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// Its spans in start order (the README gives their shape).
+    #[schema(value_type = Vec<Object>)]
+    pub spans: Vec<Value>,
+}
+
+/// The answer of `GET /api/diagnostics/metrics`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricsAnswer {
+    /// A row per service and route (the README gives its shape).
+    #[schema(value_type = Vec<Object>)]
+    pub metrics: Vec<Value>,
+}
+
+/// The answer of `GET /api/diagnostics/logs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogsAnswer {
+    /// The latest log records, oldest first (the README gives their shape).
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Vec<Value>,
+}
+
+/// The answer of `GET /api/diagnostics/links`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinksAnswer {
+    /// Jaeger's base URL, or null.
+    pub jaeger: Option<String>,
+    /// Grafana's base URL, or null.
+    pub grafana: Option<String>,
+}
+
 /// `GET /api/diagnostics/traces`: `{"traces": [...]}`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/diagnostics/traces",
+    tag = "diagnostics",
+    params(TracesQuery),
+    responses(
+        (status = 200, description = "The traces in the window that match", body = TracesAnswer),
+        QueryErrors,
+    )
+)]
 async fn traces(
     State(viewer): State<Viewer>,
     QueryParams(query): QueryParams<TracesQuery>,
-) -> Result<Json<Value>, ErrorResponse> {
+) -> Result<Json<TracesAnswer>, ErrorResponse> {
     if let Some(min) = query.min_duration_ms
         && !(min.is_finite() && min >= 0.0)
     {
@@ -95,14 +159,26 @@ async fn traces(
         limit: limit(query.limit, 50)?,
     };
     let traces = viewer.diagnostics.read(|window| window.traces(&filter));
-    Ok(Json(json!({"traces": traces})))
+    Ok(Json(TracesAnswer { traces }))
 }
 
 /// `GET /api/diagnostics/traces/{trace_id}`: `{"trace_id", "spans": [...]}` in start order.
+#[utoipa::path(
+    get,
+    path = "/api/diagnostics/traces/{trace_id}",
+    tag = "diagnostics",
+    params(("trace_id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "32 hex digits, not all zero")),
+    responses(
+        (status = 200, description = "The trace's spans", body = TraceAnswer),
+        PathErrors,
+        (status = 400, description = "`invalid_trace_id`: not 32 hex digits, or all zero", body = ErrorBody),
+        (status = 404, description = "`not_found`: the trace is not in the window", body = ErrorBody),
+    )
+)]
 async fn trace(
     State(viewer): State<Viewer>,
     PathParam(trace_id): PathParam<String>,
-) -> Result<Json<Value>, ErrorResponse> {
+) -> Result<Json<TraceAnswer>, ErrorResponse> {
     let id = parse_trace_id(&trace_id).ok_or_else(|| {
         ErrorResponse::new(
             StatusCode::BAD_REQUEST,
@@ -123,28 +199,52 @@ async fn trace(
                 trace_id.to_ascii_lowercase()
             ))
         })?;
-    Ok(Json(
-        json!({"trace_id": trace_id.to_ascii_lowercase(), "spans": spans}),
-    ))
+    Ok(Json(TraceAnswer {
+        trace_id: trace_id.to_ascii_lowercase(),
+        spans,
+    }))
 }
 
 /// `GET /api/diagnostics/metrics`: `{"metrics": [...]}`, a row per service and route.
-async fn metrics(State(viewer): State<Viewer>) -> Json<Value> {
-    Json(json!({"metrics": viewer.diagnostics.metrics()}))
+#[utoipa::path(
+    get,
+    path = "/api/diagnostics/metrics",
+    tag = "diagnostics",
+    responses((status = 200, description = "Rate, error rate and latency per service and route", body = MetricsAnswer))
+)]
+async fn metrics(State(viewer): State<Viewer>) -> Json<MetricsAnswer> {
+    Json(MetricsAnswer {
+        metrics: viewer.diagnostics.metrics(),
+    })
 }
 
 /// `?trace_id=&limit=`
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// Only the log records of this trace (32 hex digits, not all zero).
+    #[param(pattern = "^([0-9a-fA-F]{32})?$")]
     trace_id: Option<String>,
+    /// At most this many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /api/diagnostics/logs`: `{"logs": [...]}`, the latest, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/diagnostics/logs",
+    tag = "diagnostics",
+    params(LogsQuery),
+    responses(
+        (status = 200, description = "The latest log records, oldest first", body = LogsAnswer),
+        QueryErrors,
+    )
+)]
 async fn logs(
     State(viewer): State<Viewer>,
     QueryParams(query): QueryParams<LogsQuery>,
-) -> Result<Json<Value>, ErrorResponse> {
+) -> Result<Json<LogsAnswer>, ErrorResponse> {
     let trace_id = match query.trace_id.as_deref() {
         None | Some("") => None,
         Some(text) => Some(
@@ -160,12 +260,21 @@ async fn logs(
             .cloned()
             .collect()
     });
-    Ok(Json(json!({"logs": logs})))
+    Ok(Json(LogsAnswer { logs }))
 }
 
 /// `GET /api/diagnostics/links`: the Jaeger and Grafana base URLs (null when unset).
-async fn links_of(State(viewer): State<Viewer>) -> Json<Value> {
-    Json(json!({"jaeger": viewer.links.jaeger, "grafana": viewer.links.grafana}))
+#[utoipa::path(
+    get,
+    path = "/api/diagnostics/links",
+    tag = "diagnostics",
+    responses((status = 200, description = "Where else a trace can be seen", body = LinksAnswer))
+)]
+async fn links_of(State(viewer): State<Viewer>) -> Json<LinksAnswer> {
+    Json(LinksAnswer {
+        jaeger: viewer.links.jaeger,
+        grafana: viewer.links.grafana,
+    })
 }
 
 fn limit(given: Option<usize>, default: usize) -> Result<usize, ErrorResponse> {
@@ -183,11 +292,33 @@ fn invalid_query(message: impl Into<String>) -> ErrorResponse {
 }
 
 /// `GET /ws/diagnostics`: `telemetry` every [`TELEMETRY_INTERVAL`], `trace` and `log` as they
-/// arrive, `pong` for each `ping`.
-async fn websocket(State(viewer): State<Viewer>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| live(socket, viewer.diagnostics))
+/// arrive, `pong` for each `ping`. A request that is not a WebSocket upgrade gets the JSON error
+/// shape (axum's own rejection is plain text).
+#[utoipa::path(
+    get,
+    path = "/ws/diagnostics",
+    tag = "diagnostics",
+    responses(
+        (status = 101, description = "The WebSocket: JSON messages of type `telemetry`, `trace`, `log`, `pong` and `error` (the README gives their shapes)"),
+        (status = 400, description = "`websocket_upgrade_required`: the request is not a WebSocket upgrade", body = ErrorBody),
+        (status = 426, description = "`websocket_upgrade_required`: the connection cannot be upgraded", body = ErrorBody),
+    )
+)]
+async fn websocket(
+    State(viewer): State<Viewer>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade
+            .max_message_size(64 * 1024)
+            .on_upgrade(move |socket| live(socket, viewer.diagnostics)),
+        Err(rejection) => ErrorResponse::new(
+            rejection.status(),
+            "websocket_upgrade_required",
+            format!("/ws/diagnostics is a WebSocket: {}", rejection.body_text()),
+        )
+        .into_response(),
+    }
 }
 
 async fn live(mut socket: WebSocket, diagnostics: Diagnostics) {
@@ -251,6 +382,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /diagnostics` (and `?trace=<id>`): the page.
+#[utoipa::path(
+    get,
+    path = "/diagnostics",
+    tag = "diagnostics",
+    params(("trace" = Option<String>, Query, description = "A trace to open, read by the page's script")),
+    responses((status = 200, description = "The diagnostics page", content_type = "text/html", body = String))
+)]
 async fn page() -> Response {
     asset(
         "text/html; charset=utf-8",
@@ -258,6 +396,13 @@ async fn page() -> Response {
     )
 }
 
+/// The page's script.
+#[utoipa::path(
+    get,
+    path = "/diagnostics/app.js",
+    tag = "diagnostics",
+    responses((status = 200, description = "The page's script", content_type = "text/javascript", body = String))
+)]
 async fn script() -> Response {
     asset(
         "text/javascript; charset=utf-8",
@@ -265,9 +410,27 @@ async fn script() -> Response {
     )
 }
 
+/// The page's style.
+#[utoipa::path(
+    get,
+    path = "/diagnostics/app.css",
+    tag = "diagnostics",
+    responses((status = 200, description = "The page's style", content_type = "text/css", body = String))
+)]
 async fn style() -> Response {
     asset(
         "text/css; charset=utf-8",
         include_str!("../../assets/diagnostics.css"),
     )
+}
+
+/// Browsers ask for it with every page; unanswered, it would be a traced 404 each time.
+#[utoipa::path(
+    get,
+    path = "/favicon.ico",
+    tag = "diagnostics",
+    responses((status = 204, description = "No icon"))
+)]
+async fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
 }

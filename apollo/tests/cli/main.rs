@@ -5,4 +5,5 @@
 mod api;
 mod commands;
 mod diagnostics;
+mod openapi;
 mod support;

@@ -1,7 +1,10 @@
 //! `POST /embed_text` and `POST /search`: embeddings and the vector store.
 
 use axum::{Json, extract::State};
-use foundry::http::JsonBody;
+use foundry::{
+    http::JsonBody,
+    openapi::{JsonBodyErrors, Timeout},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
 };
 
 /// The body of `POST /embed_text`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EmbedRequest {
     /// The text to embed.
     pub text: String,
@@ -21,19 +24,31 @@ pub struct EmbedRequest {
 }
 
 /// The answer of `POST /embed_text`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmbedResponse {
     /// The L2-normalised vector.
     pub embedding: Vec<f32>,
     /// Its length.
     pub dimension: usize,
     /// The model that made it.
+    #[schema(value_type = String)]
     pub model: &'static str,
     /// Its id in the vector store.
     pub embedding_id: String,
 }
 
 /// Embeds the text and stores the embedding.
+#[utoipa::path(
+    post,
+    path = "/embed_text",
+    tag = "hermes",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "The embedding, stored", body = EmbedResponse),
+        JsonBodyErrors,
+        Timeout,
+    )
+)]
 pub async fn embed_text(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<EmbedRequest>,
@@ -49,7 +64,7 @@ pub async fn embed_text(
 }
 
 /// The body of `POST /search`: a text to embed, or an embedding.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SearchRequest {
     /// A text, embedded with `model` (not stored).
     pub text: Option<String>,
@@ -59,6 +74,7 @@ pub struct SearchRequest {
     pub model: Option<String>,
     /// How many results, 1 to 100.
     #[serde(default = "default_top_k")]
+    #[schema(default = 5, minimum = 1, maximum = 100)]
     pub top_k: i64,
 }
 
@@ -67,13 +83,24 @@ fn default_top_k() -> i64 {
 }
 
 /// The answer of `POST /search`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     /// The nearest stored embeddings, most similar first.
     pub results: Vec<SearchHit>,
 }
 
 /// Finds the stored embeddings nearest to the query.
+#[utoipa::path(
+    post,
+    path = "/search",
+    tag = "hermes",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The nearest stored embeddings", body = SearchResponse),
+        JsonBodyErrors,
+        Timeout,
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<SearchRequest>,

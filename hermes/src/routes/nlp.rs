@@ -1,7 +1,10 @@
 //! `POST /simple_nlp`: rule-based sentences, tokens, lemmas, entities and tags.
 
 use axum::{Json, extract::State};
-use foundry::http::JsonBody;
+use foundry::{
+    http::JsonBody,
+    openapi::{JsonBodyErrors, Timeout},
+};
 use serde::Deserialize;
 
 use crate::{
@@ -11,7 +14,7 @@ use crate::{
 };
 
 /// The body of `POST /simple_nlp`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NlpRequest {
     /// The text to analyse.
     pub text: String,
@@ -20,6 +23,17 @@ pub struct NlpRequest {
 }
 
 /// Runs the requested analyses.
+#[utoipa::path(
+    post,
+    path = "/simple_nlp",
+    tag = "hermes",
+    request_body = NlpRequest,
+    responses(
+        (status = 200, description = "The analyses asked for", body = NlpOutput),
+        JsonBodyErrors,
+        Timeout,
+    )
+)]
 pub async fn simple_nlp(
     State(_state): State<AppState>,
     JsonBody(request): JsonBody<NlpRequest>,

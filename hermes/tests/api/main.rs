@@ -7,5 +7,6 @@ mod embed;
 mod helpers;
 mod llm;
 mod nlp;
+mod openapi;
 mod search;
 mod service;

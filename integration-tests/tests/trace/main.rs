@@ -17,6 +17,7 @@ mod harness;
 mod profiles;
 mod prometheus;
 mod propagation;
+mod schemathesis;
 mod secrets;
 mod shape;
 mod shutdown;

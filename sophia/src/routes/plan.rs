@@ -1,7 +1,10 @@
 //! `POST /plan`: a goal becomes a plan, with Hermes' help, stored in the HCG.
 
 use axum::{Json, extract::State, http::StatusCode};
-use foundry::http::JsonBody;
+use foundry::{
+    http::JsonBody,
+    openapi::{DownstreamErrors, Internal, JsonBodyErrors, Timeout},
+};
 use futures_util::future::try_join_all;
 use tracing::Instrument;
 
@@ -12,6 +15,19 @@ use crate::{
 };
 
 /// Asks Hermes for the goal's clauses, embeds each step, and stores goal, plan and steps.
+#[utoipa::path(
+    post,
+    path = "/plan",
+    tag = "plan",
+    request_body = PlanRequest,
+    responses(
+        (status = 201, description = "The plan, stored in the HCG", body = Plan),
+        JsonBodyErrors,
+        Internal,
+        DownstreamErrors,
+        Timeout,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<PlanRequest>,

@@ -1,7 +1,10 @@
 //! `POST /simulate`: rolls a stored plan forward over the world state.
 
 use axum::{Json, extract::State, http::StatusCode};
-use foundry::http::JsonBody;
+use foundry::{
+    http::JsonBody,
+    openapi::{ErrorBody, Internal, JsonBodyErrors, Timeout},
+};
 
 use crate::{
     app::AppState,
@@ -10,6 +13,19 @@ use crate::{
 };
 
 /// Runs the simulation and records it in the HCG.
+#[utoipa::path(
+    post,
+    path = "/simulate",
+    tag = "simulate",
+    request_body = SimulationRequest,
+    responses(
+        (status = 201, description = "The simulation, recorded in the HCG", body = Simulation),
+        JsonBodyErrors,
+        (status = 404, description = "`plan_not_found`: no plan has this id", body = ErrorBody),
+        Internal,
+        Timeout,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<SimulationRequest>,

@@ -8,6 +8,7 @@ mod auth;
 mod downstream;
 mod hcg;
 mod helpers;
+mod openapi;
 mod plan;
 mod service;
 mod simulate;
