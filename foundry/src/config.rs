@@ -8,7 +8,7 @@ use std::{collections::HashMap, fmt, time::Duration};
 
 use http::Uri;
 
-/// The collector endpoint documented for OTLP over gRPC (the stack's collector, DESIGN.md section 6).
+/// The collector endpoint documented for OTLP over gRPC (the stack's collector, docs/architecture.md section 6).
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// The collector endpoint documented for OTLP over HTTP/protobuf.
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";

@@ -1,4 +1,4 @@
-//! Every stack file agrees on the ports of DESIGN.md section 6 (held in [`crate::ports`]): what
+//! Every stack file agrees on the ports of docs/architecture.md section 6 (held in [`crate::ports`]): what
 //! compose publishes, where the collector listens and exports, what Prometheus scrapes, where
 //! Grafana's datasources and Tempo point, and foundry's documented default endpoints.
 

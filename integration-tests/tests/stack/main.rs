@@ -1,4 +1,4 @@
-//! Tests of the observability stack's files (DESIGN.md section 6): `docker-compose.otel.yml` and the
+//! Tests of the observability stack's files (docs/architecture.md section 6): `docker-compose.otel.yml` and the
 //! configs in `infra/` parse with the real tools, agree with each other and with foundry on every
 //! port, wire the collector's pipelines completely, and give Grafana a dashboard whose datasources
 //! exist. The `live` tests ask a running stack (`make otel-up`) for the trace of `apollo plan`; they

@@ -1,4 +1,4 @@
-//! The stack's ports (DESIGN.md section 6) and the services' (section 5), written down once.
+//! The stack's ports (docs/architecture.md section 6) and the services' (section 5), written down once.
 //!
 //! The agreement tests compare every stack file with these constants, and the live tests build
 //! their URLs from them, so a port that changes in one place and not the others fails a test.

@@ -152,7 +152,7 @@ impl Trace {
         out
     }
 
-    /// The rules of DESIGN.md section 5 for any trace: exactly one root (`root_name` in
+    /// The rules of docs/architecture.md section 5 for any trace: exactly one root (`root_name` in
     /// `root_service`, whose parent is `external_parent` or none), no orphans, each server span
     /// the child of a client span of the same name in another process, typed HTTP attributes on
     /// both, and each manual span in the same process as its parent.

@@ -13,7 +13,7 @@ use crate::{
     trace::{GOAL, plan_rows},
 };
 
-/// DESIGN.md section 5 and foundry: a service exits within 5 s of SIGTERM.
+/// docs/architecture.md section 5 and foundry: a service exits within 5 s of SIGTERM.
 const EXIT_BOUND: Duration = Duration::from_secs(5);
 /// How long the test waits before calling a service stuck (longer than the bound, to measure).
 const EXIT_WAIT: Duration = Duration::from_secs(15);

@@ -1,4 +1,4 @@
-//! The trace of each user action (DESIGN.md section 5), through the CLI and through
+//! The trace of each user action (docs/architecture.md section 5), through the CLI and through
 //! `apollo serve`: exactly the expected spans, parented across the three processes, with their
 //! kinds and typed attributes.
 

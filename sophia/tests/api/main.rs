@@ -1,6 +1,6 @@
 //! Sophia's HTTP API, driven through `sophia::app::router` with `tower::ServiceExt::oneshot`,
 //! calling a real Hermes served on loopback inside the test: every route's answers and error
-//! bodies as DESIGN.md section 5 gives them, Hermes down or slow, the bearer token, and the spans
+//! bodies as docs/architecture.md section 5 gives them, Hermes down or slow, the bearer token, and the spans
 //! of each request (Sophia's and, in the same trace, Hermes') read back by trace id.
 #![allow(clippy::unwrap_used)]
 
