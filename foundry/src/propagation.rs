@@ -48,7 +48,8 @@ impl W3cTraceContextPropagator {
     /// caller then starts a new trace). Its `TraceState` holds the members the SDK's type can
     /// represent; [`TextMapPropagator::extract_with_context`] also carries the header whole.
     pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
-        self.extract_parts(extractor).map(|(span_context, _)| span_context)
+        self.extract_parts(extractor)
+            .map(|(span_context, _)| span_context)
     }
 
     /// The span context and, when the SDK's `TraceState` could not hold all of it, the
@@ -145,7 +146,8 @@ impl TextMapPropagator for W3cTraceContextPropagator {
                     trace_state: span_context.trace_state().clone(),
                     header,
                 };
-                cx.with_remote_span_context(span_context).with_value(carried)
+                cx.with_remote_span_context(span_context)
+                    .with_value(carried)
             }
             None => cx.clone(),
         }
@@ -507,9 +509,9 @@ fn valid_key(key: &str) -> bool {
             .as_bytes()
             .first()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && key.bytes().all(
-            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'),
-        )
+        && key
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'))
 }
 
 /// Up to 256 printable ASCII characters other than `,` and `=`, not ending in a space.
