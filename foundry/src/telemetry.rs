@@ -35,6 +35,7 @@ use tracing_subscriber::{
 
 use crate::{
     config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
+    log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
@@ -87,6 +88,8 @@ pub struct Telemetry {
 struct Providers {
     tracer: SdkTracerProvider,
     logger: Option<SdkLoggerProvider>,
+    /// Tells the log exporter that shutdown has begun, so that it stops retrying.
+    log_shutdown: NoRetryAtShutdown,
     meter: SdkMeterProvider,
     metric_export: Option<OtlpMetricExport>,
     /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
@@ -147,10 +150,12 @@ impl Telemetry {
         let Providers {
             tracer,
             logger,
+            log_shutdown,
             meter,
             metric_export,
             export_runtime,
         } = providers;
+        log_shutdown.begin();
         let (done_tx, done_rx) = mpsc::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         // What is left of the one budget: a collector that never answers the traces must not
@@ -315,10 +320,23 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         }
     };
 
+    let log_shutdown = NoRetryAtShutdown::default();
     let logger_provider = match &config.otlp {
         None => None,
         Some(otlp) => {
-            let exporter = otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?;
+            // Two exporters, one that retries and one that does not: the flush at shutdown
+            // is not retried (see `log_export`).
+            let retrying = if otlp.retries {
+                Some(otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?)
+            } else {
+                None
+            };
+            let once = OtlpConfig {
+                retries: false,
+                ..otlp.clone()
+            };
+            let once = otlp_exporter!(LogExporter, &once, "v1/logs", "logs")?;
+            let exporter = ShutdownAwareLogExporter::new(retrying, once, log_shutdown.clone());
             Some(
                 SdkLoggerProvider::builder()
                     .with_resource(resource)
@@ -358,6 +376,7 @@ pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         providers: Some(Providers {
             tracer: tracer_provider,
             logger: logger_provider,
+            log_shutdown,
             meter: meter_provider,
             metric_export,
             export_runtime,

@@ -518,6 +518,35 @@ async fn a_refused_export_is_retried_unless_retries_are_off() {
 }
 
 #[tokio::test]
+async fn logs_flushed_at_shutdown_are_sent_once_even_with_retries_on() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: a service with retries on, and a collector that refuses every export with a
+    // status the OTLP spec says to retry; logs wait for the flush at shutdown.
+    let name = "export::logs_flushed_at_shutdown_are_sent_once_even_with_retries_on";
+    let (_, traceparent) = new_traceparent(true);
+    let (endpoint, attempts) = refusing_collector().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "60000"),
+        ("CHILD_TRACEPARENT", &traceparent),
+    ];
+
+    // Act: one request, which logs one line, then shutdown.
+    let output = run_child(name, &env).await;
+
+    // Assert
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(
+        attempts.lock().unwrap().get("/v1/logs").copied(),
+        Some(1),
+        "the log batch is sent once at shutdown, not retried"
+    );
+}
+
+#[tokio::test]
 async fn always_off_sampler_exports_no_spans() {
     if is_child() {
         return child_service().await;
