@@ -156,6 +156,8 @@ impl Telemetry {
             export_runtime,
         } = providers;
         log_shutdown.begin();
+        // What the error log held back is said before the logs are flushed.
+        crate::http::log_error_summaries(true);
         let (done_tx, done_rx) = mpsc::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         // What is left of the one budget: a collector that never answers the traces must not
