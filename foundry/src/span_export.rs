@@ -1022,6 +1022,9 @@ mod tests {
         Shutdown(u64),
     }
 
+    /// A report as the test reads it: its kind, spans, and first and last second.
+    type Seen = (&'static str, u64, u64, u64);
+
     #[test]
     fn lost_spans_are_reported_with_when_and_a_failure_that_ended_as_over() {
         use Event::{Drop, Exported, Fail, Shutdown, Tick};
@@ -1029,7 +1032,7 @@ mod tests {
         let wall = UNIX_EPOCH;
         let secs = |s: u64| wall + Duration::from_secs(s);
         // (events, reports: kind, spans, first and last second)
-        let cases: Vec<(Vec<Event>, Vec<(&str, u64, u64, u64)>)> = vec![
+        let cases: Vec<(Vec<Event>, Vec<Seen>)> = vec![
             // A failure is reported at once, as current.
             (vec![Fail(1), Tick(1)], vec![("failing", 10, 1, 1)]),
             // Failures held back, then exports work again: the count comes later, as over.
@@ -1086,7 +1089,7 @@ mod tests {
 
             // Assert
             let at = |time: SystemTime| time.duration_since(wall).map_or(0, |d| d.as_secs());
-            let seen: Vec<(&str, u64, u64, u64)> = reports
+            let seen: Vec<Seen> = reports
                 .iter()
                 .map(|report| match report {
                     Report::Failing { lost, .. } => {
