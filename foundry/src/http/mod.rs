@@ -7,6 +7,7 @@
 mod client;
 mod error;
 mod error_log;
+mod protocol_errors;
 mod serve;
 mod server;
 
