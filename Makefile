@@ -5,13 +5,14 @@
 #   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
+#   make fuzz        the W3C parsers' property tests, about a million cases in all (release build)
 #   make run-sophia / run-hermes / run-apollo
 #   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: test lint fmt demo bench profile run-sophia run-hermes run-apollo
+.PHONY: test lint fmt demo bench profile fuzz run-sophia run-hermes run-apollo
 
 # The last line sums every suite's `test result:` line, so the run ends on one total.
 test: lint
@@ -42,6 +43,12 @@ bench:
 profile:
 	$(CARGO) build --release -p hermes -p sophia -p apollo
 	$(CARGO) run --release -p integration-tests --bin instructions
+
+# Six properties of FUZZ_CASES cases each (`make test` runs proptest's default, 256 each).
+FUZZ_CASES ?= 170000
+
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p foundry --test foundry fuzz::
 
 run-sophia:
 	$(CARGO) run -p sophia

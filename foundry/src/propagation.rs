@@ -292,7 +292,9 @@ fn valid_properties(text: &str) -> String {
             ),
             None => (property, None),
         };
-        if !is_token(key) || !value.is_none_or(|value| value.bytes().all(is_baggage_octet)) {
+        // Properties go on as they came, not decoded and escaped again like values: a `%` in
+        // one must already start an escape.
+        if !is_token(key) || !value.is_none_or(is_escaped_baggage_text) {
             continue;
         }
         if !kept.is_empty() {
@@ -313,6 +315,18 @@ fn is_token(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Baggage octets in which every `%` starts an escape (`%` and two hex digits).
+fn is_escaped_baggage_text(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        is_baggage_octet(b)
+            && (b != b'%'
+                || bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
+    })
 }
 
 /// `baggage-octet`, and `%` for the escapes.
@@ -894,10 +908,10 @@ mod tests {
     fn baggage_properties_that_break_their_grammar_are_left_out() {
         let cx = baggage_of(vec![(
             BAGGAGE,
-            "k=v; ok = 1;bad prop=x;\"q\";flag;e=caf\u{e9}",
+            "k=v; ok = 1;bad prop=x;\"q\";flag;e=caf\u{e9};pct=%;esc=a%20b",
         )]);
         assert_eq!(value(&cx, "k").as_deref(), Some("v"));
-        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1;flag"));
+        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1;flag;esc=a%20b"));
 
         let cx = Context::new().with_baggage(vec![KeyValueMetadata::new(
             "k",
