@@ -6,13 +6,14 @@
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
 #   make fuzz        the W3C parsers' property tests, about a million cases in all (release build)
+#   make soak        the chain under load for SOAK_SECONDS (600) while the receiver stops and starts
 #   make run-sophia / run-hermes / run-apollo
 #   make otel-up / otel-up-grafana / otel-down / otel-status / otel-logs / test-live (infra/stack.mk)
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: test lint fmt demo bench profile fuzz run-sophia run-hermes run-apollo
+.PHONY: test lint fmt demo bench profile fuzz soak run-sophia run-hermes run-apollo
 
 # The last line sums every suite's `test result:` line, so the run ends on one total.
 test: lint
@@ -49,6 +50,13 @@ FUZZ_CASES ?= 170000
 
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p foundry --test foundry fuzz::
+
+# The release chain under load while the OTLP receiver is stopped and started on a schedule
+# (SOAK_SECONDS, SOAK_RPS, SOAK_UP_SECONDS, SOAK_DOWN_SECONDS); it ends on one line that accounts
+# for every span.
+soak:
+	$(CARGO) build --release -p hermes -p sophia -p apollo
+	$(CARGO) run --release -p integration-tests --bin soak
 
 run-sophia:
 	$(CARGO) run -p sophia

@@ -829,6 +829,12 @@ impl OtlpReceiver {
         Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false).await
     }
 
+    /// [`Self::start_counting`] with the gRPC server on `grpc_address`: a receiver that stops
+    /// and comes back on the same port, for the soak.
+    pub async fn start_counting_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(grpc_address, false).await
+    }
+
     async fn start_with(grpc_address: SocketAddr, keep_spans: bool) -> std::io::Result<Self> {
         let sink = Sink::default();
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
