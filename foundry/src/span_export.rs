@@ -16,7 +16,10 @@
 //! beyond it are dropped and counted), batches of `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, a batch at
 //! least every `OTEL_BSP_SCHEDULE_DELAY`, `force_flush`, and a shutdown that exports what is left
 //! within its timeout; and the exporter's: a batch refused for a transient reason is sent again
-//! with backoff (not at shutdown), while new spans queue behind it. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
+//! with backoff (not at shutdown), while new spans queue behind it. When those retries are spent
+//! and the collector is still away, the batch goes back to the head of the queue and is tried
+//! again after a pause: a collector gone for less time than the queue takes to fill loses no
+//! span, and what the full queue drops is counted. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
 
 use std::{
     cell::RefCell,
@@ -75,6 +78,11 @@ const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(200),
     Duration::from_millis(400),
 ];
+
+/// How long batches wait, when their retries are spent and the collector is still away, before
+/// they are tried again. They wait in the queue, so a collector that is gone for less time than
+/// the queue takes to fill loses nothing; at shutdown each gets one more attempt.
+const HOLD_PAUSE: Duration = Duration::from_secs(1);
 
 /// The span processor for OTLP/gRPC export: see the module documentation.
 pub(crate) struct OtlpSpanProcessor {
@@ -366,21 +374,31 @@ fn export_loop(shared: &Shared, sender: &Sender) {
     let delay = shared.settings.schedule_delay;
     let mut last_export = Instant::now();
     let mut warnings = Warnings::default();
+    let mut hold_until: Option<Instant> = None;
     loop {
         let (batches, flush, shutdown, dropped, resource) = {
             let mut state = shared.lock();
             loop {
                 let waited = last_export.elapsed();
+                // Batches held back for a collector that is away wait out their pause.
+                let hold = hold_until.map_or(Duration::ZERO, |until| {
+                    until.saturating_duration_since(Instant::now())
+                });
                 if state.shutdown
-                    || !state.full.is_empty()
+                    || (!state.full.is_empty() && hold.is_zero())
                     || state.flush_requested > state.flush_done
                     || waited >= delay
                 {
                     break;
                 }
+                let wait = if state.full.is_empty() {
+                    delay - waited
+                } else {
+                    hold.min(delay - waited)
+                };
                 state = shared
                     .work
-                    .wait_timeout(state, delay - waited)
+                    .wait_timeout(state, wait)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
@@ -407,7 +425,15 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 state.resource.clone(),
             )
         };
-        for batch in &batches {
+        // The batches kept for another attempt: the collector is away for a moment, and the
+        // queue holds them rather than losing them (see `HOLD_PAUSE`).
+        let mut held = vec![false; batches.len()];
+        for (index, batch) in batches.iter().enumerate() {
+            // At shutdown every batch gets its last attempt, whatever the pause.
+            if !shutdown && hold_until.is_some_and(|until| until > Instant::now()) {
+                held[index] = true;
+                continue;
+            }
             let mut request = Vec::new();
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
             // Shared, not copied, by each attempt.
@@ -427,7 +453,18 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                                 Instant::now() + *delay < deadline && shared.pause(*delay)
                             });
                         if !retry {
-                            warnings.export_failed(failure.lost, &failure.error, SystemTime::now());
+                            if failure.transient && !shutdown && shared.settings.retries {
+                                // The rest of this round waits with it.
+                                held[index] = true;
+                                hold_until = Some(Instant::now() + HOLD_PAUSE);
+                                warnings.export_waiting(&failure.error, SystemTime::now());
+                            } else {
+                                warnings.export_failed(
+                                    failure.lost,
+                                    &failure.error,
+                                    SystemTime::now(),
+                                );
+                            }
                             break;
                         }
                     }
@@ -441,7 +478,19 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             report.log();
         }
         last_export = Instant::now();
-        let spare = batches
+        if !held.contains(&true) {
+            hold_until = None;
+        }
+        let mut kept = Vec::new();
+        let mut sent = Vec::new();
+        for (batch, held) in batches.into_iter().zip(held) {
+            if held {
+                kept.push(batch)
+            } else {
+                sent.push(batch)
+            }
+        }
+        let spare = sent
             .into_iter()
             .flat_map(|batch| batch.scopes)
             .map(|(_, mut buffer)| {
@@ -449,6 +498,12 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 buffer
             });
         let mut state = shared.lock();
+        // Back at the head of the queue, in order, and counted in it: while they wait, new
+        // spans are dropped (and counted) once the queue is full, as ever.
+        for batch in kept.into_iter().rev() {
+            state.queued += batch.spans;
+            state.full.push_front(batch);
+        }
         // As many as the queue can fill; the rest go back to the allocator.
         let keep = shared.settings.max_queue / shared.settings.max_batch + 2;
         state.spare.extend(spare);
@@ -534,6 +589,10 @@ struct Warnings {
     last_error: String,
     /// The last export attempt failed.
     failing: bool,
+    /// Since when batches wait in the queue for the collector, while they do.
+    waiting_since: Option<SystemTime>,
+    /// When that was last said.
+    waiting_said: Option<Instant>,
     dropped: Tally,
 }
 
@@ -597,6 +656,8 @@ enum Report {
     Failed { lost: Lost, error: String },
     /// The queue was full.
     Dropped(Lost),
+    /// Exports fail, and the batches wait in the queue: nothing lost so far.
+    Waiting { since: SystemTime, error: String },
 }
 
 impl Report {
@@ -618,6 +679,11 @@ impl Report {
                 time(lost.first),
                 time(lost.last),
             ),
+            Report::Waiting { since, error } => tracing::warn!(
+                name = "SpanExport.Waiting",
+                "OTLP span export failing since {}; spans wait in the queue (OTEL_BSP_MAX_QUEUE_SIZE) for the collector: {error}",
+                time(*since),
+            ),
             Report::Dropped(lost) => tracing::warn!(
                 name = "SpanExport.QueueFull",
                 spans_dropped = count(lost.spans),
@@ -633,6 +699,7 @@ impl Warnings {
     /// A batch went through.
     fn exported(&mut self) {
         self.failing = false;
+        self.waiting_since = None;
     }
 
     /// A batch of `spans` could not be exported, for `error`.
@@ -640,6 +707,13 @@ impl Warnings {
         self.failing = true;
         error.clone_into(&mut self.last_error);
         self.failed.add(spans as u64, at, at);
+    }
+
+    /// Batches wait in the queue for the collector, since `at` at the latest.
+    fn export_waiting(&mut self, error: &str, at: SystemTime) {
+        self.failing = true;
+        error.clone_into(&mut self.last_error);
+        self.waiting_since.get_or_insert(at);
     }
 
     /// `spans` were dropped between `first` and `last`.
@@ -655,6 +729,18 @@ impl Warnings {
             (self.failed.due(now), self.dropped.due(now))
         };
         let mut reports = Vec::new();
+        if let Some(since) = self.waiting_since
+            && self.failing
+            && self
+                .waiting_said
+                .is_none_or(|at| now.duration_since(at) >= WARNING_INTERVAL)
+        {
+            self.waiting_said = Some(now);
+            reports.push(Report::Waiting {
+                since,
+                error: self.last_error.clone(),
+            });
+        }
         if let Some(lost) = failed {
             let error = self.last_error.clone();
             reports.push(if self.failing {
@@ -1016,6 +1102,8 @@ mod tests {
         Exported,
         /// 5 spans dropped between two times.
         Drop(u64, u64),
+        /// Batches wait in the queue for the collector.
+        Hold(u64),
         /// The loop ends an iteration.
         Tick(u64),
         /// The last iteration, at shutdown.
@@ -1027,7 +1115,7 @@ mod tests {
 
     #[test]
     fn lost_spans_are_reported_with_when_and_a_failure_that_ended_as_over() {
-        use Event::{Drop, Exported, Fail, Shutdown, Tick};
+        use Event::{Drop, Exported, Fail, Hold, Shutdown, Tick};
         let start = Instant::now();
         let wall = UNIX_EPOCH;
         let secs = |s: u64| wall + Duration::from_secs(s);
@@ -1065,6 +1153,22 @@ mod tests {
                 vec![("dropped", 5, 1, 2), ("dropped", 5, 3, 4)],
             ),
             (vec![Exported, Tick(1), Shutdown(2)], vec![]),
+            // Batches waiting for the collector: said once an interval while it lasts, not once
+            // it is over.
+            (
+                vec![
+                    Hold(1),
+                    Tick(1),
+                    Hold(2),
+                    Tick(2),
+                    Hold(40),
+                    Tick(40),
+                    Exported,
+                    Tick(80),
+                ],
+                vec![("waiting", 0, 1, 1), ("waiting", 0, 1, 1)],
+            ),
+            (vec![Hold(1), Exported, Tick(1)], vec![]),
         ];
 
         for (events, expected) in cases {
@@ -1078,6 +1182,7 @@ mod tests {
                     Fail(at) => warnings.export_failed(10, "unavailable", secs(at)),
                     Exported => warnings.exported(),
                     Drop(first, last) => warnings.dropped(5, secs(first), secs(last)),
+                    Hold(at) => warnings.export_waiting("unavailable", secs(at)),
                     Tick(at) => {
                         reports.extend(warnings.reports(start + Duration::from_secs(at), false));
                     }
@@ -1099,6 +1204,7 @@ mod tests {
                         ("failed", lost.spans, at(lost.first), at(lost.last))
                     }
                     Report::Dropped(lost) => ("dropped", lost.spans, at(lost.first), at(lost.last)),
+                    Report::Waiting { since, .. } => ("waiting", 0, at(*since), at(*since)),
                 })
                 .collect();
             assert_eq!(seen, expected);
