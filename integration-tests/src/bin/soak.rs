@@ -372,8 +372,22 @@ async fn soak() {
     let received = received_before + receiver.stop().await - before;
 
     let requests = requests.load(Ordering::Relaxed);
+    let warm_rss = warm_rss.unwrap_or_else(|| end_rss.clone());
+    // Each service's memory, warm and at the end: the in-memory stores (the HCG, the vector
+    // store) grow until their bounds, which a short soak may not reach.
+    let memory: Vec<String> = ["hermes", "sophia", "apollo"]
+        .iter()
+        .zip(warm_rss.iter().zip(&end_rss))
+        .map(|(name, (warm, end))| {
+            format!(
+                "{name}={:.1}->{:.1}",
+                *warm as f64 / 1024.0,
+                *end as f64 / 1024.0
+            )
+        })
+        .collect();
+    println!("soak: rss_mb {}", memory.join(" "));
     let rss_growth_kib = warm_rss
-        .unwrap_or_else(|| end_rss.clone())
         .iter()
         .zip(&end_rss)
         .map(|(warm, end)| end.saturating_sub(*warm))
