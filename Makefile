@@ -5,6 +5,8 @@
 #   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios; apollo's receiver (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
+#   make fuzz        the W3C parsers' property tests, about a million cases in all (release build)
+#   make soak        the chain under load for SOAK_SECONDS (600) while the receiver stops and starts
 #   make run-sophia / run-hermes / run-apollo
 #   make otel-up / otel-up-grafana / otel-up-all / otel-down / otel-status / otel-logs / test-live
 #                    (infra/stack.mk; otel-up-all also runs the services from ./Dockerfile)
@@ -12,7 +14,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: test lint fmt demo bench profile run-sophia run-hermes run-apollo
+.PHONY: test lint fmt demo bench profile fuzz soak run-sophia run-hermes run-apollo
 
 # The last line sums every suite's `test result:` line, so the run ends on one total.
 test: lint
@@ -47,6 +49,19 @@ bench:
 profile:
 	$(CARGO) build --release -p hermes -p sophia -p apollo
 	$(CARGO) run --release -p integration-tests --bin instructions
+
+# Six properties of FUZZ_CASES cases each (`make test` runs proptest's default, 256 each).
+FUZZ_CASES ?= 170000
+
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p foundry --test foundry fuzz::
+
+# The release chain under load while the OTLP receiver is stopped and started on a schedule
+# (SOAK_SECONDS, SOAK_RPS, SOAK_UP_SECONDS, SOAK_DOWN_SECONDS); it ends on one line that accounts
+# for every span.
+soak:
+	$(CARGO) build --release -p hermes -p sophia -p apollo
+	$(CARGO) run --release -p integration-tests --bin soak
 
 run-sophia:
 	$(CARGO) run -p sophia

@@ -23,6 +23,7 @@
 pub mod config;
 mod console;
 pub mod http;
+mod log_export;
 mod logging;
 pub mod metrics;
 pub mod openapi;

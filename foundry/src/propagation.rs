@@ -7,8 +7,10 @@
 //! `BaggagePropagator` reads only the first `baggage` header, cuts a value at its second `=`,
 //! drops an entry whose escapes are not UTF-8 instead of replacing them, and sends `%` and `\`
 //! unescaped, so a value that arrived as `a%2541` leaves as `a%41` and the next hop reads `aA`.
-//! [`W3cTraceContextPropagator`] implements Trace Context Level 1 and the Level 2 random flag,
-//! [`W3cBaggagePropagator`] W3C Baggage with its limits.
+//! [`W3cTraceContextPropagator`] implements Trace Context Level 1 and the Level 2 random flag
+//! and `tracestate` key grammar, [`W3cBaggagePropagator`] W3C Baggage with its limits. The SDK's
+//! `TraceState` checks keys against an older grammar than the spec's, so a `tracestate` it
+//! refuses in part travels in the context beside it and goes on unchanged.
 
 use std::sync::LazyLock;
 
@@ -43,8 +45,16 @@ impl W3cTraceContextPropagator {
     }
 
     /// Reads the remote span context, or `None` when the headers do not hold a valid one (the
-    /// caller then starts a new trace).
+    /// caller then starts a new trace). Its `TraceState` holds the members the SDK's type can
+    /// represent; [`TextMapPropagator::extract_with_context`] also carries the header whole.
     pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
+        self.extract_parts(extractor)
+            .map(|(span_context, _)| span_context)
+    }
+
+    /// The span context and, when the SDK's `TraceState` could not hold all of it, the
+    /// `tracestate` as it is to go on.
+    fn extract_parts(&self, extractor: &dyn Extractor) -> Option<(SpanContext, Option<String>)> {
         // Several traceparent headers cannot be told apart: the spec treats that as invalid.
         let traceparent = match extractor.get_all(TRACEPARENT)?.as_slice() {
             [single] => *single,
@@ -52,18 +62,54 @@ impl W3cTraceContextPropagator {
         };
         let (trace_id, span_id, flags) = parse_traceparent(traceparent)?;
         // A tracestate that breaks the rules is dropped whole; the traceparent still stands.
-        let trace_state = extractor
+        let members = extractor
             .get_all(TRACESTATE)
             .and_then(|values| parse_tracestate(&values))
             .unwrap_or_default();
-        Some(SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::new(flags),
-            true,
-            trace_state,
+        let (trace_state, carried) = sdk_trace_state(&members);
+        Some((
+            SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, trace_state),
+            carried,
         ))
     }
+}
+
+/// A `tracestate` that is valid for W3C Trace Context but that the SDK's `TraceState` refuses in
+/// part (it still checks keys against the older `tenant@system` grammar, a system-id of at most
+/// 13 characters): carried in the context next to the span context, and sent instead of the
+/// span context's `TraceState` as long as that is the one extracted with it.
+#[derive(Clone, Debug)]
+struct CarriedTraceState {
+    trace_id: TraceId,
+    trace_state: TraceState,
+    header: String,
+}
+
+/// The SDK's `TraceState` of `members`, and the whole header when that could not hold them all.
+fn sdk_trace_state(members: &[(&str, &str)]) -> (TraceState, Option<String>) {
+    if let Ok(trace_state) = TraceState::from_key_value(members.iter().copied()) {
+        return (trace_state, None);
+    }
+    let accepted = members
+        .iter()
+        .copied()
+        .filter(|member| TraceState::from_key_value([*member]).is_ok());
+    let trace_state = TraceState::from_key_value(accepted).unwrap_or_default();
+    (trace_state, Some(join_members(members)))
+}
+
+/// `key=value,...`, the members as they go out.
+fn join_members(members: &[(&str, &str)]) -> String {
+    let mut header = String::new();
+    for (key, value) in members {
+        if !header.is_empty() {
+            header.push(',');
+        }
+        header.push_str(key);
+        header.push('=');
+        header.push_str(value);
+    }
+    header
 }
 
 impl TextMapPropagator for W3cTraceContextPropagator {
@@ -74,16 +120,35 @@ impl TextMapPropagator for W3cTraceContextPropagator {
             return;
         }
         injector.set(TRACEPARENT, format_traceparent(span_context));
+        // The header as it arrived when the SDK's type could not hold it, unless the span's
+        // `TraceState` is no longer the one extracted with it.
+        let trace_state = match cx.get::<CarriedTraceState>() {
+            Some(carried)
+                if carried.trace_id == span_context.trace_id()
+                    && carried.trace_state == *span_context.trace_state() =>
+            {
+                carried.header.clone()
+            }
+            _ => span_context.trace_state().header(),
+        };
         // No empty `tracestate:` header when there is nothing to carry.
-        let trace_state = span_context.trace_state().header();
         if !trace_state.is_empty() {
             injector.set(TRACESTATE, trace_state);
         }
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        match self.extract_span_context(extractor) {
-            Some(span_context) => cx.with_remote_span_context(span_context),
+        match self.extract_parts(extractor) {
+            Some((span_context, None)) => cx.with_remote_span_context(span_context),
+            Some((span_context, Some(header))) => {
+                let carried = CarriedTraceState {
+                    trace_id: span_context.trace_id(),
+                    trace_state: span_context.trace_state().clone(),
+                    header,
+                };
+                cx.with_remote_span_context(span_context)
+                    .with_value(carried)
+            }
             None => cx.clone(),
         }
     }
@@ -227,7 +292,9 @@ fn valid_properties(text: &str) -> String {
             ),
             None => (property, None),
         };
-        if !is_token(key) || !value.is_none_or(|value| value.bytes().all(is_baggage_octet)) {
+        // Properties go on as they came, not decoded and escaped again like values: a `%` in
+        // one must already start an escape.
+        if !is_token(key) || !value.is_none_or(is_escaped_baggage_text) {
             continue;
         }
         if !kept.is_empty() {
@@ -248,6 +315,18 @@ fn is_token(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Baggage octets in which every `%` starts an escape (`%` and two hex digits).
+fn is_escaped_baggage_text(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        is_baggage_octet(b)
+            && (b != b'%'
+                || bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
+    })
 }
 
 /// `baggage-octet`, and `%` for the escapes.
@@ -406,9 +485,12 @@ static HEX_VALUES: [u8; 256] = {
     values
 };
 
-/// Joins repeated `tracestate` headers, trims optional whitespace, and checks every member.
-fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
+/// Joins repeated `tracestate` headers, trims optional whitespace, and checks every member; a
+/// repeated key keeps its first member, as W3C Trace Context allows and its test suite expects.
+/// `None` when a member breaks the grammar or there are more than 32.
+fn parse_tracestate<'a>(values: &[&'a str]) -> Option<Vec<(&'a str, &'a str)>> {
     let mut members: Vec<(&str, &str)> = Vec::new();
+    let mut count = 0;
     for member in values
         .iter()
         .flat_map(|value| value.split(','))
@@ -417,40 +499,33 @@ fn parse_tracestate(values: &[&str]) -> Option<TraceState> {
     {
         // Over the limit before anything else: the duplicate check below is quadratic, and a
         // header of tens of thousands of members must not cost seconds of CPU.
-        if members.len() == MAX_TRACESTATE_MEMBERS {
+        count += 1;
+        if count > MAX_TRACESTATE_MEMBERS {
             return None;
         }
         let (key, value) = member.split_once('=')?;
-        if !valid_key(key) || !valid_value(value) || members.iter().any(|(k, _)| *k == key) {
+        if !valid_key(key) || !valid_value(value) {
             return None;
         }
-        members.push((key, value));
+        if !members.iter().any(|(k, _)| *k == key) {
+            members.push((key, value));
+        }
     }
-    TraceState::from_key_value(members).ok()
+    Some(members)
 }
 
-/// `simple-key` or `tenant-id@system-id`, per W3C Trace Context section 3.3.1.3.1.
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, `keychar` being a lowercase letter, a digit,
+/// `_`, `-`, `*`, `/` or `@` (W3C Trace Context Level 2, section 3.3.2.2.1: `@` is one more key
+/// character, the older `tenant@system` split and its 241/14 limits are gone).
 fn valid_key(key: &str) -> bool {
-    fn key_chars(part: &str) -> bool {
-        part.bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/'))
-    }
-    match key.split_once('@') {
-        None => {
-            key.len() <= 256
-                && key.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-                && key_chars(key)
-        }
-        Some((tenant, system)) => {
-            (1..=241).contains(&tenant.len())
-                && (1..=14).contains(&system.len())
-                && key_chars(tenant)
-                && key_chars(system)
-                && system.as_bytes()[0].is_ascii_lowercase()
-                && (tenant.as_bytes()[0].is_ascii_lowercase()
-                    || tenant.as_bytes()[0].is_ascii_digit())
-        }
-    }
+    key.len() <= 256
+        && key
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && key
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'))
 }
 
 /// Up to 256 printable ASCII characters other than `,` and `=`, not ending in a space.
@@ -618,49 +693,122 @@ mod tests {
         );
     }
 
-    #[test]
-    fn drops_an_invalid_tracestate_but_keeps_the_parent() {
-        let too_many = members(33, "v");
-        for state in ["UPPER=1", "a=b,a=c", "k=va=lue", "=v", "k=", too_many] {
-            let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect(state);
-            assert_eq!(cx.trace_state().header(), "", "{state}");
-        }
+    /// The `tracestate` a hop passes on of what it received: extracted into a context, then
+    /// injected from it; `""` when none goes out.
+    fn passed_on(headers: Vec<(&'static str, &'static str)>) -> String {
+        let cx = W3cTraceContextPropagator.extract_with_context(&Context::new(), &Headers(headers));
+        let mut out = HashMap::new();
+        W3cTraceContextPropagator.inject_context(&cx, &mut out);
+        assert!(out.contains_key(TRACEPARENT), "the traceparent stands");
+        out.remove(TRACESTATE).unwrap_or_default()
     }
 
     #[test]
-    fn tracestate_limits_hold_at_their_edges() {
-        let members = |n: usize| members(n, "v");
-        let long_key: &'static str = Box::leak(format!("{}=v", "k".repeat(256)).into_boxed_str());
-        let longer_key: &'static str = Box::leak(format!("{}=v", "k".repeat(257)).into_boxed_str());
-        let long_value: &'static str = Box::leak(format!("k={}", "v".repeat(256)).into_boxed_str());
-        let longer_value: &'static str =
-            Box::leak(format!("k={}", "v".repeat(257)).into_boxed_str());
-        for (state, kept) in [
-            (members(32), true),
-            (members(33), false),
-            (members(50_000), false),
-            (long_key, true),
-            (longer_key, false),
-            (long_value, true),
-            (longer_value, false),
-            // The spec allows a 14-character system-id, but opentelemetry's `TraceState` takes
-            // at most 13 (its check is off by one), so 13 is the longest kept.
-            ("t@abcdefghijklm=v", true),
-            ("t@abcdefghijklmno=v", false),
-            ("k=v ", true),
-            ("k=v w", true),
-        ] {
-            let cx = extract(vec![(TRACEPARENT, VALID), (TRACESTATE, state)]).expect("valid");
-            assert_eq!(!cx.trace_state().header().is_empty(), kept, "{state:.40}");
+    fn tracestate_members_and_limits_pass_on_as_the_spec_says() {
+        let long = |key: String, value: &str| -> &'static str {
+            Box::leak(format!("{key}={value}").into_boxed_str())
+        };
+        let key_256 = long("k".repeat(256), "v");
+        let key_257 = long("k".repeat(257), "v");
+        let value_256 = long("k".to_owned(), &"v".repeat(256));
+        let value_257 = long("k".to_owned(), &"v".repeat(257));
+        let system_14 = long(format!("t@{}", "v".repeat(14)), "1");
+        let system_15 = long(format!("t@{}", "v".repeat(15)), "1");
+        let tenant_242 = long(format!("{}@v", "t".repeat(242)), "1");
+        let thirty_two = members(32, "v");
+        let thirty_three = members(33, "v");
+        let fifty_thousand = members(50_000, "v");
+        // (tracestate received, tracestate passed on)
+        let cases: [(&str, &str); 22] = [
+            ("rojo=1", "rojo=1"),
+            ("a=b,a=c", "a=b"),
+            ("foo=1,bar=2,foo=3", "foo=1,bar=2"),
+            ("UPPER=1", ""),
+            ("k=va=lue", ""),
+            ("=v", ""),
+            ("k=", ""),
+            ("@foo=1,bar=2", ""),
+            ("foo.bar=1", ""),
+            ("9lives=1", "9lives=1"),
+            ("foo@=1,bar=2", "foo@=1,bar=2"),
+            ("foo@@bar=1,bar=2", "foo@@bar=1,bar=2"),
+            ("foo@bar@baz=1,bar=2", "foo@bar@baz=1,bar=2"),
+            (system_14, system_14),
+            (system_15, system_15),
+            (tenant_242, tenant_242),
+            (key_256, key_256),
+            (key_257, ""),
+            (value_256, value_256),
+            (value_257, ""),
+            (thirty_two, thirty_two),
+            (thirty_three, ""),
+        ];
+        for (received, expected) in cases {
+            assert_eq!(
+                passed_on(vec![(TRACEPARENT, VALID), (TRACESTATE, received)]),
+                expected,
+                "{received:.60}"
+            );
         }
-        // A key repeated across two headers is a duplicate all the same.
-        let cx = extract(vec![
+        assert_eq!(
+            passed_on(vec![(TRACEPARENT, VALID), (TRACESTATE, fifty_thousand)]),
+            ""
+        );
+        // Trailing spaces are optional whitespace, inner ones part of the value.
+        assert_eq!(
+            passed_on(vec![(TRACEPARENT, VALID), (TRACESTATE, "k=v ,j= w x")]),
+            "k=v,j= w x"
+        );
+        // A key repeated across two headers keeps its first member all the same.
+        assert_eq!(
+            passed_on(vec![
+                (TRACEPARENT, VALID),
+                (TRACESTATE, "a=1"),
+                (TRACESTATE, "a=2,b=3"),
+            ]),
+            "a=1,b=3"
+        );
+    }
+
+    #[test]
+    fn a_tracestate_the_sdk_refuses_in_part_keeps_what_it_can_on_the_span() {
+        // Arrange: `t@` with a 14-character system-id is valid, and more than the SDK takes.
+        let headers = vec![
             (TRACEPARENT, VALID),
-            (TRACESTATE, "a=1"),
-            (TRACESTATE, "a=2"),
-        ])
-        .expect("valid");
-        assert_eq!(cx.trace_state().header(), "");
+            (TRACESTATE, "rojo=1,t@abcdefghijklmn=2"),
+        ];
+
+        // Act
+        let cx = extract(headers.clone()).expect("valid");
+
+        // Assert: the span context holds what the SDK can, the header goes on whole.
+        assert_eq!(cx.trace_state().header(), "rojo=1");
+        assert_eq!(passed_on(headers), "rojo=1,t@abcdefghijklmn=2");
+    }
+
+    #[test]
+    fn a_changed_trace_state_goes_out_instead_of_the_carried_header() {
+        // Arrange: a context carrying a header the SDK refused in part, whose span context
+        // then gets another `TraceState`.
+        let cx = W3cTraceContextPropagator.extract_with_context(
+            &Context::new(),
+            &Headers(vec![(TRACEPARENT, VALID), (TRACESTATE, "foo@@bar=1")]),
+        );
+        let remote = cx.span().span_context().clone();
+        let changed = SpanContext::new(
+            remote.trace_id(),
+            remote.span_id(),
+            remote.trace_flags(),
+            true,
+            TraceState::from_key_value([("mine", "1")]).expect("valid"),
+        );
+
+        // Act
+        let mut out = HashMap::new();
+        W3cTraceContextPropagator.inject_context(&cx.with_remote_span_context(changed), &mut out);
+
+        // Assert
+        assert_eq!(out.get(TRACESTATE).map(String::as_str), Some("mine=1"));
     }
 
     #[test]
@@ -760,10 +908,10 @@ mod tests {
     fn baggage_properties_that_break_their_grammar_are_left_out() {
         let cx = baggage_of(vec![(
             BAGGAGE,
-            "k=v; ok = 1;bad prop=x;\"q\";flag;e=caf\u{e9}",
+            "k=v; ok = 1;bad prop=x;\"q\";flag;e=caf\u{e9};pct=%;esc=a%20b",
         )]);
         assert_eq!(value(&cx, "k").as_deref(), Some("v"));
-        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1;flag"));
+        assert_eq!(injected(&cx).as_deref(), Some("k=v;ok=1;flag;esc=a%20b"));
 
         let cx = Context::new().with_baggage(vec![KeyValueMetadata::new(
             "k",

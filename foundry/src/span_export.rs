@@ -16,7 +16,10 @@
 //! beyond it are dropped and counted), batches of `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, a batch at
 //! least every `OTEL_BSP_SCHEDULE_DELAY`, `force_flush`, and a shutdown that exports what is left
 //! within its timeout; and the exporter's: a batch refused for a transient reason is sent again
-//! with backoff (not at shutdown), while new spans queue behind it. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
+//! with backoff (not at shutdown), while new spans queue behind it. When those retries are spent
+//! and the collector is still away, the batch goes back to the head of the queue and is tried
+//! again after a pause: a collector gone for less time than the queue takes to fill loses no
+//! span, and what the full queue drops is counted. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
 
 use std::{
     cell::RefCell,
@@ -76,6 +79,11 @@ const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(400),
 ];
 
+/// How long batches wait, when their retries are spent and the collector is still away, before
+/// they are tried again. They wait in the queue, so a collector that is gone for less time than
+/// the queue takes to fill loses nothing; at shutdown each gets one more attempt.
+const HOLD_PAUSE: Duration = Duration::from_secs(1);
+
 /// The span processor for OTLP/gRPC export: see the module documentation.
 pub(crate) struct OtlpSpanProcessor {
     shared: Arc<Shared>,
@@ -105,8 +113,11 @@ struct State {
     full: VecDeque<Batch>,
     /// Spans in `current` and `full`.
     queued: usize,
-    /// Spans dropped because the queue was full, since the export thread last looked.
+    /// Spans dropped because the queue was full, since the export thread last looked, and
+    /// when the first and last of them were.
     dropped: u64,
+    dropped_first: Option<SystemTime>,
+    dropped_last: Option<SystemTime>,
     flush_requested: u64,
     flush_done: u64,
     shutdown: bool,
@@ -282,6 +293,10 @@ impl SpanProcessor for OtlpSpanProcessor {
             let state = &mut *guard;
             if state.shutdown || state.queued >= self.shared.settings.max_queue {
                 state.dropped += 1;
+                // When, for the report: it may be said long after the queue has room again.
+                let now = SystemTime::now();
+                state.dropped_first.get_or_insert(now);
+                state.dropped_last = Some(now);
                 return;
             }
             state
@@ -359,21 +374,31 @@ fn export_loop(shared: &Shared, sender: &Sender) {
     let delay = shared.settings.schedule_delay;
     let mut last_export = Instant::now();
     let mut warnings = Warnings::default();
+    let mut hold_until: Option<Instant> = None;
     loop {
         let (batches, flush, shutdown, dropped, resource) = {
             let mut state = shared.lock();
             loop {
                 let waited = last_export.elapsed();
+                // Batches held back for a collector that is away wait out their pause.
+                let hold = hold_until.map_or(Duration::ZERO, |until| {
+                    until.saturating_duration_since(Instant::now())
+                });
                 if state.shutdown
-                    || !state.full.is_empty()
+                    || (!state.full.is_empty() && hold.is_zero())
                     || state.flush_requested > state.flush_done
                     || waited >= delay
                 {
                     break;
                 }
+                let wait = if state.full.is_empty() {
+                    delay - waited
+                } else {
+                    hold.min(delay - waited)
+                };
                 state = shared
                     .work
-                    .wait_timeout(state, delay - waited)
+                    .wait_timeout(state, wait)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
@@ -389,11 +414,26 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 batches,
                 flush,
                 state.shutdown,
-                std::mem::take(&mut state.dropped),
+                (state.dropped > 0).then(|| {
+                    let now = SystemTime::now();
+                    (
+                        std::mem::take(&mut state.dropped),
+                        state.dropped_first.take().unwrap_or(now),
+                        state.dropped_last.take().unwrap_or(now),
+                    )
+                }),
                 state.resource.clone(),
             )
         };
-        for batch in &batches {
+        // The batches kept for another attempt: the collector is away for a moment, and the
+        // queue holds them rather than losing them (see `HOLD_PAUSE`).
+        let mut held = vec![false; batches.len()];
+        for (index, batch) in batches.iter().enumerate() {
+            // At shutdown every batch gets its last attempt, whatever the pause.
+            if !shutdown && hold_until.is_some_and(|until| until > Instant::now()) {
+                held[index] = true;
+                continue;
+            }
             let mut request = Vec::new();
             encode_request(&resource.message, &resource.schema_url, batch, &mut request);
             // Shared, not copied, by each attempt.
@@ -402,7 +442,10 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             let mut delays = RETRY_DELAYS.iter().filter(|_| shared.settings.retries);
             loop {
                 match sender.send(request.clone(), batch.spans) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        warnings.exported();
+                        break;
+                    }
                     Err(failure) => {
                         let retry = failure.transient
                             && !shutdown
@@ -410,19 +453,44 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                                 Instant::now() + *delay < deadline && shared.pause(*delay)
                             });
                         if !retry {
-                            warnings.export_failed(failure.lost, &failure.error);
+                            if failure.transient && !shutdown && shared.settings.retries {
+                                // The rest of this round waits with it.
+                                held[index] = true;
+                                hold_until = Some(Instant::now() + HOLD_PAUSE);
+                                warnings.export_waiting(&failure.error, SystemTime::now());
+                            } else {
+                                warnings.export_failed(
+                                    failure.lost,
+                                    &failure.error,
+                                    SystemTime::now(),
+                                );
+                            }
                             break;
                         }
                     }
                 }
             }
         }
-        warnings.dropped(dropped);
-        if shutdown {
-            warnings.report_all();
+        if let Some((spans, first, last)) = dropped {
+            warnings.dropped(spans, first, last);
+        }
+        for report in warnings.reports(Instant::now(), shutdown) {
+            report.log();
         }
         last_export = Instant::now();
-        let spare = batches
+        if !held.contains(&true) {
+            hold_until = None;
+        }
+        let mut kept = Vec::new();
+        let mut sent = Vec::new();
+        for (batch, held) in batches.into_iter().zip(held) {
+            if held {
+                kept.push(batch)
+            } else {
+                sent.push(batch)
+            }
+        }
+        let spare = sent
             .into_iter()
             .flat_map(|batch| batch.scopes)
             .map(|(_, mut buffer)| {
@@ -430,6 +498,12 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 buffer
             });
         let mut state = shared.lock();
+        // Back at the head of the queue, in order, and counted in it: while they wait, new
+        // spans are dropped (and counted) once the queue is full, as ever.
+        for batch in kept.into_iter().rev() {
+            state.queued += batch.spans;
+            state.full.push_front(batch);
+        }
         // As many as the queue can fill; the rest go back to the allocator.
         let keep = shared.settings.max_queue / shared.settings.max_batch + 2;
         state.spare.extend(spare);
@@ -506,78 +580,177 @@ fn is_transient(code: tonic::Code) -> bool {
 }
 
 /// Export failures and drops repeat for every batch while the collector is away: each kind is
-/// logged once per [`WARNING_INTERVAL`], with what it cost since the last line.
+/// logged once per [`WARNING_INTERVAL`], with what it cost since the last line and when. A line
+/// said after the fact says so: drops are reported with the times they happened, and failures
+/// that have ended (the last export went through) are reported as over, never as current.
 #[derive(Default)]
 struct Warnings {
     failed: Tally,
     last_error: String,
+    /// The last export attempt failed.
+    failing: bool,
+    /// Since when batches wait in the queue for the collector, while they do.
+    waiting_since: Option<SystemTime>,
+    /// When that was last said.
+    waiting_said: Option<Instant>,
     dropped: Tally,
 }
 
-/// Spans lost one way, since the last line that said so.
+/// Spans lost one way, since the last line that said so, and when.
 #[derive(Default)]
 struct Tally {
     spans: u64,
+    first: Option<SystemTime>,
+    last: Option<SystemTime>,
     last_said: Option<Instant>,
 }
 
+/// What was lost, between two times.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Lost {
+    spans: u64,
+    first: SystemTime,
+    last: SystemTime,
+}
+
 impl Tally {
-    /// Adds `spans`; returns the count to log now, if the interval allows and there is one.
-    fn add(&mut self, spans: u64) -> Option<u64> {
+    /// Adds `spans` lost between `first` and `last`.
+    fn add(&mut self, spans: u64, first: SystemTime, last: SystemTime) {
+        if spans == 0 {
+            return;
+        }
         self.spans += spans;
+        self.first.get_or_insert(first);
+        self.last = Some(last);
+    }
+
+    /// The count to log at `now`, if the interval allows and there is one.
+    fn due(&mut self, now: Instant) -> Option<Lost> {
         let due = self
             .last_said
-            .is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
-        if due { self.take() } else { None }
+            .is_none_or(|at| now.duration_since(at) >= WARNING_INTERVAL);
+        if due { self.take(now) } else { None }
     }
 
     /// The count to log, whatever the interval (none when nothing was lost).
-    fn take(&mut self) -> Option<u64> {
-        (self.spans > 0).then(|| {
-            self.last_said = Some(Instant::now());
-            std::mem::take(&mut self.spans)
+    fn take(&mut self, now: Instant) -> Option<Lost> {
+        if self.spans == 0 {
+            return None;
+        }
+        self.last_said = Some(now);
+        let now = SystemTime::now();
+        Some(Lost {
+            spans: std::mem::take(&mut self.spans),
+            first: self.first.take().unwrap_or(now),
+            last: self.last.take().unwrap_or(now),
         })
     }
 }
 
-impl Warnings {
-    fn export_failed(&mut self, spans: usize, error: &str) {
-        self.last_error = error.to_owned();
-        let lost = self.failed.add(spans as u64);
-        self.say_failed(lost);
-    }
+/// One line about lost spans.
+#[derive(Debug, PartialEq)]
+enum Report {
+    /// Exports fail, and the last attempt failed too.
+    Failing { lost: Lost, error: String },
+    /// Exports failed, and have gone through since.
+    Failed { lost: Lost, error: String },
+    /// The queue was full.
+    Dropped(Lost),
+    /// Exports fail, and the batches wait in the queue: nothing lost so far.
+    Waiting { since: SystemTime, error: String },
+}
 
-    fn dropped(&mut self, spans: u64) {
-        let dropped = self.dropped.add(spans);
-        Self::say_dropped(dropped);
-    }
-
-    /// What the interval held back, said before the end.
-    fn report_all(&mut self) {
-        let lost = self.failed.take();
-        self.say_failed(lost);
-        Self::say_dropped(self.dropped.take());
-    }
-
-    fn say_failed(&self, lost: Option<u64>) {
-        if let Some(lost) = lost {
-            tracing::warn!(
+impl Report {
+    fn log(&self) {
+        let time = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
+        let count = |spans: u64| i64::try_from(spans).unwrap_or(i64::MAX);
+        match self {
+            Report::Failing { lost, error } => tracing::warn!(
                 name = "SpanExport.ExportError",
-                spans_lost = lost as i64,
-                "OTLP span export failed: {}",
-                self.last_error
-            );
+                spans_lost = count(lost.spans),
+                "OTLP span export failing since {} (last attempt {}): {error}",
+                time(lost.first),
+                time(lost.last),
+            ),
+            Report::Failed { lost, error } => tracing::warn!(
+                name = "SpanExport.ExportError",
+                spans_lost = count(lost.spans),
+                "OTLP span export failed between {} and {} and has worked since; the last error: {error}",
+                time(lost.first),
+                time(lost.last),
+            ),
+            Report::Waiting { since, error } => tracing::warn!(
+                name = "SpanExport.Waiting",
+                "OTLP span export failing since {}; spans wait in the queue (OTEL_BSP_MAX_QUEUE_SIZE) for the collector: {error}",
+                time(*since),
+            ),
+            Report::Dropped(lost) => tracing::warn!(
+                name = "SpanExport.QueueFull",
+                spans_dropped = count(lost.spans),
+                "spans were dropped between {} and {}: the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)",
+                time(lost.first),
+                time(lost.last),
+            ),
         }
     }
+}
 
-    fn say_dropped(dropped: Option<u64>) {
-        if let Some(dropped) = dropped {
-            tracing::warn!(
-                name = "SpanExport.QueueFull",
-                spans_dropped = dropped as i64,
-                "the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE); spans were dropped"
-            );
+impl Warnings {
+    /// A batch went through.
+    fn exported(&mut self) {
+        self.failing = false;
+        self.waiting_since = None;
+    }
+
+    /// A batch of `spans` could not be exported, for `error`.
+    fn export_failed(&mut self, spans: usize, error: &str, at: SystemTime) {
+        self.failing = true;
+        error.clone_into(&mut self.last_error);
+        self.failed.add(spans as u64, at, at);
+    }
+
+    /// Batches wait in the queue for the collector, since `at` at the latest.
+    fn export_waiting(&mut self, error: &str, at: SystemTime) {
+        self.failing = true;
+        error.clone_into(&mut self.last_error);
+        self.waiting_since.get_or_insert(at);
+    }
+
+    /// `spans` were dropped between `first` and `last`.
+    fn dropped(&mut self, spans: u64, first: SystemTime, last: SystemTime) {
+        self.dropped.add(spans, first, last);
+    }
+
+    /// What is due at `now`, or everything (before the end).
+    fn reports(&mut self, now: Instant, all: bool) -> Vec<Report> {
+        let (failed, dropped) = if all {
+            (self.failed.take(now), self.dropped.take(now))
+        } else {
+            (self.failed.due(now), self.dropped.due(now))
+        };
+        let mut reports = Vec::new();
+        if let Some(since) = self.waiting_since
+            && self.failing
+            && self
+                .waiting_said
+                .is_none_or(|at| now.duration_since(at) >= WARNING_INTERVAL)
+        {
+            self.waiting_said = Some(now);
+            reports.push(Report::Waiting {
+                since,
+                error: self.last_error.clone(),
+            });
         }
+        if let Some(lost) = failed {
+            let error = self.last_error.clone();
+            reports.push(if self.failing {
+                Report::Failing { lost, error }
+            } else {
+                Report::Failed { lost, error }
+            });
+        }
+        reports.extend(dropped.map(Report::Dropped));
+        reports
     }
 }
 
@@ -919,6 +1092,124 @@ mod tests {
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
     use super::*;
+
+    /// What happens to the export thread, at a time in seconds from the start.
+    #[derive(Clone, Copy)]
+    enum Event {
+        /// A batch of 10 failed.
+        Fail(u64),
+        /// A batch went through.
+        Exported,
+        /// 5 spans dropped between two times.
+        Drop(u64, u64),
+        /// Batches wait in the queue for the collector.
+        Hold(u64),
+        /// The loop ends an iteration.
+        Tick(u64),
+        /// The last iteration, at shutdown.
+        Shutdown(u64),
+    }
+
+    /// A report as the test reads it: its kind, spans, and first and last second.
+    type Seen = (&'static str, u64, u64, u64);
+
+    #[test]
+    fn lost_spans_are_reported_with_when_and_a_failure_that_ended_as_over() {
+        use Event::{Drop, Exported, Fail, Hold, Shutdown, Tick};
+        let start = Instant::now();
+        let wall = UNIX_EPOCH;
+        let secs = |s: u64| wall + Duration::from_secs(s);
+        // (events, reports: kind, spans, first and last second)
+        let cases: Vec<(Vec<Event>, Vec<Seen>)> = vec![
+            // A failure is reported at once, as current.
+            (vec![Fail(1), Tick(1)], vec![("failing", 10, 1, 1)]),
+            // Failures held back, then exports work again: the count comes later, as over.
+            (
+                vec![
+                    Fail(1),
+                    Tick(1),
+                    Fail(2),
+                    Tick(2),
+                    Fail(3),
+                    Tick(3),
+                    Exported,
+                    Tick(4),
+                    Tick(31),
+                ],
+                vec![("failing", 10, 1, 1), ("failed", 20, 2, 3)],
+            ),
+            // A service whose last export went through says nothing is failing at shutdown.
+            (
+                vec![Fail(1), Tick(1), Fail(2), Tick(2), Exported, Shutdown(3)],
+                vec![("failing", 10, 1, 1), ("failed", 10, 2, 2)],
+            ),
+            (
+                vec![Fail(1), Tick(1), Fail(2), Tick(2), Shutdown(3)],
+                vec![("failing", 10, 1, 1), ("failing", 10, 2, 2)],
+            ),
+            // Drops are reported with the times they happened, however late.
+            (
+                vec![Drop(1, 2), Tick(2), Drop(3, 4), Tick(4), Tick(40)],
+                vec![("dropped", 5, 1, 2), ("dropped", 5, 3, 4)],
+            ),
+            (vec![Exported, Tick(1), Shutdown(2)], vec![]),
+            // Batches waiting for the collector: said once an interval while it lasts, not once
+            // it is over.
+            (
+                vec![
+                    Hold(1),
+                    Tick(1),
+                    Hold(2),
+                    Tick(2),
+                    Hold(40),
+                    Tick(40),
+                    Exported,
+                    Tick(80),
+                ],
+                vec![("waiting", 0, 1, 1), ("waiting", 0, 1, 1)],
+            ),
+            (vec![Hold(1), Exported, Tick(1)], vec![]),
+        ];
+
+        for (events, expected) in cases {
+            // Arrange
+            let mut warnings = Warnings::default();
+            let mut reports = Vec::new();
+
+            // Act
+            for event in &events {
+                match *event {
+                    Fail(at) => warnings.export_failed(10, "unavailable", secs(at)),
+                    Exported => warnings.exported(),
+                    Drop(first, last) => warnings.dropped(5, secs(first), secs(last)),
+                    Hold(at) => warnings.export_waiting("unavailable", secs(at)),
+                    Tick(at) => {
+                        reports.extend(warnings.reports(start + Duration::from_secs(at), false));
+                    }
+                    Shutdown(at) => {
+                        reports.extend(warnings.reports(start + Duration::from_secs(at), true));
+                    }
+                }
+            }
+
+            // Assert
+            let at = |time: SystemTime| time.duration_since(wall).map_or(0, |d| d.as_secs());
+            let seen: Vec<Seen> = reports
+                .iter()
+                .map(|report| match report {
+                    Report::Failing { lost, .. } => {
+                        ("failing", lost.spans, at(lost.first), at(lost.last))
+                    }
+                    Report::Failed { lost, .. } => {
+                        ("failed", lost.spans, at(lost.first), at(lost.last))
+                    }
+                    Report::Dropped(lost) => ("dropped", lost.spans, at(lost.first), at(lost.last)),
+                    Report::Waiting { since, .. } => ("waiting", 0, at(*since), at(*since)),
+                })
+                .collect();
+            assert_eq!(seen, expected);
+        }
+    }
 
     #[derive(Clone, Debug, Default)]
     struct Keep(Arc<Mutex<Vec<SpanData>>>);

@@ -35,6 +35,7 @@ use tracing_subscriber::{
 
 use crate::{
     config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
+    log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
@@ -88,6 +89,8 @@ pub struct Telemetry {
 struct Providers {
     tracer: SdkTracerProvider,
     logger: Option<SdkLoggerProvider>,
+    /// Tells the log exporter that shutdown has begun, so that it stops retrying.
+    log_shutdown: NoRetryAtShutdown,
     meter: SdkMeterProvider,
     /// Over OTLP, and to the local sink: each exports the one aggregation on its own schedule.
     metric_exports: Vec<OtlpMetricExport>,
@@ -149,10 +152,14 @@ impl Telemetry {
         let Providers {
             tracer,
             logger,
+            log_shutdown,
             meter,
             metric_exports,
             export_runtime,
         } = providers;
+        log_shutdown.begin();
+        // What the error log held back is said before the logs are flushed.
+        crate::http::log_error_summaries(true);
         let (done_tx, done_rx) = mpsc::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         // What is left of the one budget: a collector that never answers the traces must not
@@ -349,11 +356,27 @@ fn install(
         )?);
     }
 
+    let log_shutdown = NoRetryAtShutdown::default();
     let logger_provider = if config.otlp.is_some() || sink.is_some() {
         let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
         if let Some(otlp) = &config.otlp {
-            builder =
-                builder.with_batch_exporter(otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?);
+            // Two exporters, one that retries and one that does not: the flush at shutdown
+            // is not retried (see `log_export`).
+            let retrying = if otlp.retries {
+                Some(otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?)
+            } else {
+                None
+            };
+            let once = OtlpConfig {
+                retries: false,
+                ..otlp.clone()
+            };
+            let once = otlp_exporter!(LogExporter, &once, "v1/logs", "logs")?;
+            builder = builder.with_batch_exporter(ShutdownAwareLogExporter::new(
+                retrying,
+                once,
+                log_shutdown.clone(),
+            ));
         }
         if let Some(sink) = &sink {
             let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
@@ -403,6 +426,7 @@ fn install(
         providers: Some(Providers {
             tracer: tracer_provider,
             logger: logger_provider,
+            log_shutdown,
             meter: meter_provider,
             metric_exports,
             export_runtime,

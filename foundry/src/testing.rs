@@ -101,6 +101,8 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, AttributeValue>,
     /// The status code.
     pub status: Status,
+    /// The status description (an error's), empty when there is none.
+    pub status_message: String,
     /// The W3C tracestate the span carried.
     pub trace_state: String,
     /// The names of its events (for an event from `tracing`, its message).
@@ -426,6 +428,10 @@ fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
             opentelemetry::trace::Status::Ok => Status::Ok,
             opentelemetry::trace::Status::Error { .. } => Status::Error,
         },
+        status_message: match &span.status {
+            opentelemetry::trace::Status::Error { description } => description.to_string(),
+            _ => String::new(),
+        },
         trace_state: span.span_context.trace_state().header(),
         events: span
             .events
@@ -577,6 +583,11 @@ fn from_proto(
             .map(|KeyValue { key, value, .. }| (key.clone(), convert(value.as_ref())))
             .collect(),
         status,
+        status_message: span
+            .status
+            .as_ref()
+            .map(|status| status.message.clone())
+            .unwrap_or_default(),
         trace_state: span.trace_state,
         events: span.events.into_iter().map(|event| event.name).collect(),
     }
@@ -816,6 +827,12 @@ impl OtlpReceiver {
     /// A receiver that only counts spans, for benchmarks: [`Self::spans`] stays empty.
     pub async fn start_counting() -> std::io::Result<Self> {
         Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false).await
+    }
+
+    /// [`Self::start_counting`] with the gRPC server on `grpc_address`: a receiver that stops
+    /// and comes back on the same port, for the soak.
+    pub async fn start_counting_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(grpc_address, false).await
     }
 
     async fn start_with(grpc_address: SocketAddr, keep_spans: bool) -> std::io::Result<Self> {

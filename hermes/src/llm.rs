@@ -1318,6 +1318,59 @@ mod tests {
         assert!(err.is_timeout(), "{err:?}");
     }
 
+    /// A server that answers every request with a 307 to `location`, and one that counts the
+    /// bodies it receives.
+    async fn redirecting_to(location: String) -> SocketAddr {
+        let app = axum::Router::new().fallback(move || {
+            let location = location.clone();
+            async move {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, location)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_origin_is_not_followed_and_the_prompt_stays() {
+        // Arrange: the provider answers 307 to another origin, which would receive the prompt.
+        let (elsewhere, seen) = fake_openai().await;
+        let provider_addr =
+            redirecting_to(format!("http://{elsewhere}/ok/v1/chat/completions")).await;
+        let client = foundry::http::external_client(Duration::from_secs(2)).expect("client");
+        let config = OpenAiConfig::new(
+            format!("http://{provider_addr}/v1"),
+            ApiKey::new(KEY),
+            "gpt-test",
+        )
+        .expect("config");
+        let provider = OpenAiProvider::new(client, config).expect("provider");
+        let service = LlmService::new(Provider::OpenAi, Some(provider)).expect("service");
+
+        // Act
+        let err = service
+            .complete(&prompt("a secret plan"))
+            .await
+            .expect_err("the redirect is the answer");
+
+        // Assert
+        assert!(
+            matches!(err, LlmError::UpstreamStatus { status: 307, .. }),
+            "{err:?}"
+        );
+        assert!(
+            seen.lock().expect("lock").is_none(),
+            "nothing reached the other origin"
+        );
+    }
+
     #[tokio::test]
     async fn an_unreachable_upstream_is_a_transport_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

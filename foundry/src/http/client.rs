@@ -31,7 +31,8 @@ use crate::{metrics::HttpInstruments, propagation::HeaderInjector};
 pub type HttpClient = ClientWithMiddleware;
 
 /// A client whose calls each get a client span and carry the trace context, with a connect
-/// timeout of 2 s and the given overall `timeout` per request.
+/// timeout of 2 s and the given overall `timeout` per request. Like [`external_client`], it
+/// follows redirects within the origin of the call only.
 pub fn client(timeout: Duration) -> Result<HttpClient, reqwest::Error> {
     build_client(timeout, true)
 }
@@ -48,10 +49,32 @@ fn build_client(timeout: Duration, propagate: bool) -> Result<HttpClient, reqwes
     let inner = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .timeout(timeout)
+        .redirect(same_origin_redirects())
         .build()?;
     Ok(ClientBuilder::new(inner)
         .with(ClientTelemetry { propagate })
         .build())
+}
+
+/// The most redirects a call follows, reqwest's own default.
+const MAX_REDIRECTS: usize = 10;
+
+/// Redirects are followed within the origin of the call only: reqwest's default follows them
+/// anywhere, and a 307 or 308 resends the body (a prompt, a plan) to whatever host the answer
+/// names. A redirect elsewhere is not followed; the caller gets the 3xx answer itself.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if attempt.url().origin() == first.origin() {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// The name of a call's client span, `{METHOD} {url.template}` by the conventions: put it in the

@@ -13,6 +13,8 @@ use axum::{
 use http::{StatusCode, request::Parts};
 use serde::de::DeserializeOwned;
 
+use super::error_log::ErrorDetails;
+
 /// A JSON error answer with a status and a stable machine-readable `code`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorResponse {
@@ -55,11 +57,17 @@ impl ErrorResponse {
 }
 
 impl IntoResponse for ErrorResponse {
+    /// The JSON answer. A server error also leaves its code and message for the server layer,
+    /// which puts them on the request's span and logs them, bounded (see `error_log`).
     fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
         if self.status.is_server_error() {
-            tracing::error!(code = %self.code, "{}", self.message);
+            response.extensions_mut().insert(ErrorDetails {
+                code: self.code,
+                message: self.message,
+            });
         }
-        (self.status, Json(self.body())).into_response()
+        response
     }
 }
 

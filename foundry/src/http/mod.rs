@@ -6,6 +6,8 @@
 
 mod client;
 mod error;
+mod error_log;
+mod protocol_errors;
 mod serve;
 mod server;
 
@@ -16,6 +18,7 @@ pub use client::{
     external_client,
 };
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
+pub(crate) use error_log::log_summaries as log_error_summaries;
 pub use serve::{DRAIN_TIMEOUT, bind, serve};
 pub use server::{REQUEST_TIMEOUT, ServerLayer, UNTRACED_PATHS};
 

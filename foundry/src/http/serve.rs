@@ -1,9 +1,11 @@
 //! Binding and serving with the graceful, bounded shutdown every service shares.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, time::Duration};
 
 use axum::Router;
 use tokio::net::TcpListener;
+
+use super::protocol_errors::JsonErrorsListener;
 
 /// How long in-flight requests may run on after Ctrl-C or SIGTERM. With the telemetry flush
 /// ([`crate::telemetry::SHUTDOWN_TIMEOUT`]) a service exits within 5 s of the signal.
@@ -21,17 +23,18 @@ pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
 }
 
 /// Serves `app` until Ctrl-C or SIGTERM: then stops accepting, lets in-flight requests finish
-/// for at most [`DRAIN_TIMEOUT`], and returns.
+/// for at most [`DRAIN_TIMEOUT`], and returns. What the HTTP server answers by itself (400 for a
+/// request that is not valid HTTP/1.1, 431 for more than 100 header lines, 414 for a URI too
+/// long) is in the JSON error shape like every other error.
 pub async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        crate::shutdown_signal().await;
-        let _ = signalled_tx.send(true);
-    });
+    // The answers hyper gives by itself (a malformed request, too many headers) get the JSON
+    // error shape too.
+    let server = axum::serve(JsonErrorsListener(listener), app.into_make_service())
+        .with_graceful_shutdown(async move {
+            crate::shutdown_signal().await;
+            let _ = signalled_tx.send(true);
+        });
     let drain_deadline = async move {
         if signalled_rx.wait_for(|signalled| *signalled).await.is_err() {
             std::future::pending::<()>().await;

@@ -26,7 +26,10 @@ use opentelemetry::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::ErrorResponse;
+use super::{
+    ErrorResponse,
+    error_log::{self, ErrorDetails},
+};
 use crate::{
     metrics::HttpInstruments,
     propagation::{HeaderExtractor, HeaderInjector, W3cTraceContextPropagator},
@@ -182,6 +185,7 @@ impl Exchange {
     fn answer(&mut self, response: &mut Response<Body>) {
         self.answered = true;
         let status = response.status();
+        let details = response.extensions_mut().remove::<ErrorDetails>();
         let span = self.context.span();
         if self.sampled {
             span.set_attribute(KeyValue::new(
@@ -190,8 +194,22 @@ impl Exchange {
             ));
             if status.is_server_error() {
                 span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
-                span.set_status(Status::error(""));
+                // The error's code and message stay on the span, whatever the log holds back.
+                span.set_status(Status::error(
+                    details
+                        .as_ref()
+                        .map_or_else(String::new, |d| format!("{}: {}", d.code, d.message)),
+                ));
             }
+        }
+        if let Some(details) = &details {
+            // In the request's context, so that the line carries its trace id.
+            let _active = self.context.clone().attach();
+            error_log::record(
+                self.route.as_ref().map(StringValue::as_str),
+                status.as_u16(),
+                details,
+            );
         }
         span.end();
         // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing

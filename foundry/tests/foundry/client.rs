@@ -152,6 +152,66 @@ async fn an_external_client_records_its_span_but_sends_no_context() {
 }
 
 #[tokio::test]
+async fn redirects_are_followed_within_the_origin_only() {
+    // Arrange: a server whose `/moved` redirects (307) to its own `/echo`, and whose `/away`
+    // redirects to another server's.
+    let (other, other_seen) = echo_server().await;
+    let arrived = Arc::new(Mutex::new(0));
+    let count = arrived.clone();
+    let app = Router::new()
+        .route(
+            "/echo",
+            get(move || async move {
+                *count.lock().unwrap() += 1;
+                "here"
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async {
+                (
+                    http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "/echo")],
+                )
+            }),
+        )
+        .route(
+            "/away",
+            get(move || async move {
+                (
+                    http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", format!("{other}/echo"))],
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // (path, status the caller gets, calls that reach the same origin's `/echo`)
+    let cases = [("/moved", 200, 1), ("/away", 307, 0)];
+
+    for (path, status, same_origin_calls) in cases {
+        for client in [
+            foundry::http::client(Duration::from_secs(2)).unwrap(),
+            foundry::http::external_client(Duration::from_secs(2)).unwrap(),
+        ] {
+            *arrived.lock().unwrap() = 0;
+
+            // Act
+            let response = client.get(format!("{base}{path}")).send().await.unwrap();
+
+            // Assert
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            assert_eq!(*arrived.lock().unwrap(), same_origin_calls, "{path}");
+            assert!(
+                other_seen.lock().unwrap().is_empty(),
+                "{path}: nothing reaches the other origin"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn downstream_errors_name_the_service_and_mark_the_span() {
     let capture = capture("foundry-test");
     let (base, _) = echo_server().await;

@@ -456,6 +456,50 @@ async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off
     }
 }
 
+#[tokio::test]
+async fn a_batch_whose_retries_are_spent_waits_in_the_queue_for_the_collector() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: a collector that refuses nine exports in a row, more than two rounds of retries
+    // (four attempts each).
+    let name = "export::a_batch_whose_retries_are_spent_waits_in_the_queue_for_the_collector";
+    let receiver = OtlpReceiver::start().await.unwrap();
+    receiver.refuse_span_exports(9);
+    let (trace_id, traceparent) = new_traceparent(true);
+    let endpoint = receiver.grpc_endpoint();
+    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+    let stop_file = stop.to_string_lossy().into_owned();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("CHILD_TRACEPARENT", traceparent.as_str()),
+        ("CHILD_STOP_FILE", stop_file.as_str()),
+    ];
+
+    // Act: the child runs until the batch has arrived (or a bound passes).
+    let (output, ()) = tokio::join!(run_child(name, &env), async {
+        let _ = receiver
+            .wait_for_trace(&trace_id, Duration::from_secs(15), |s| !s.is_empty())
+            .await;
+        std::fs::write(&stop, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(&stop);
+
+    // Assert: the batch arrived once the refusals were over, and nothing was reported lost.
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(receiver.refused_span_exports(), 9);
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("spans_lost"), "{stderr}");
+    assert!(
+        stderr.contains("SpanExport.Waiting"),
+        "the wait is said: {stderr}"
+    );
+}
+
 /// An OTLP/HTTP collector that answers every export 503 Service Unavailable, which the OTLP spec
 /// says to retry, and counts the attempts at each path.
 async fn refusing_collector() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
@@ -515,6 +559,35 @@ async fn a_refused_export_is_retried_unless_retries_are_off() {
         "a service retries a refused batch: {with_retries:?} attempts"
     );
     assert_eq!(without, Some(1), "a one-shot command tries once");
+}
+
+#[tokio::test]
+async fn logs_flushed_at_shutdown_are_sent_once_even_with_retries_on() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: a service with retries on, and a collector that refuses every export with a
+    // status the OTLP spec says to retry; logs wait for the flush at shutdown.
+    let name = "export::logs_flushed_at_shutdown_are_sent_once_even_with_retries_on";
+    let (_, traceparent) = new_traceparent(true);
+    let (endpoint, attempts) = refusing_collector().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "60000"),
+        ("CHILD_TRACEPARENT", &traceparent),
+    ];
+
+    // Act: one request, which logs one line, then shutdown.
+    let output = run_child(name, &env).await;
+
+    // Assert
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(
+        attempts.lock().unwrap().get("/v1/logs").copied(),
+        Some(1),
+        "the log batch is sent once at shutdown, not retried"
+    );
 }
 
 #[tokio::test]

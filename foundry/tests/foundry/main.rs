@@ -5,4 +5,6 @@
 
 mod client;
 mod export;
+mod fuzz;
 mod server;
+mod w3c;

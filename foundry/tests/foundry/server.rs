@@ -541,3 +541,79 @@ async fn a_request_dropped_before_its_answer_ends_its_span_and_is_measured_as_ca
     assert!(line.contains("error_type=\"cancelled\""), "{line}");
     assert!(!line.contains("http_response_status_code"), "{line}");
 }
+
+/// Writes `request` as it is to a connection and reads the answer until the server closes it.
+async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn what_the_http_server_answers_by_itself_is_in_the_json_error_shape() {
+    // Arrange: a service served as the LOGOS services are.
+    let _capture = capture("foundry-test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(foundry::http::serve(listener, app()));
+    let many_headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let long_uri = format!("/items/{}", "a".repeat(70_000));
+    // (request, status, error code; `None`: not an error)
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        (
+            format!("GET /items/1 HTTP/1.1\r\nhost: x\r\n{many_headers}connection: close\r\n\r\n"),
+            431,
+            Some("header_fields_too_large"),
+        ),
+        (
+            "GET /items/1 HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\nconnection: close\r\n\r\n"
+                .to_owned(),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            "GET /items/1 HTTP/1.1 junk\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            Some("bad_request"),
+        ),
+        (
+            format!("GET {long_uri} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            414,
+            Some("uri_too_long"),
+        ),
+        (
+            "GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_owned(),
+            404,
+            Some("not_found"),
+        ),
+        (
+            "GET /items/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_owned(),
+            200,
+            None,
+        ),
+    ];
+
+    for (request, status, code) in cases {
+        // Act
+        let answer = raw_exchange(address, request.as_bytes()).await;
+
+        // Assert
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{request:.80}: {head}"
+        );
+        match code {
+            Some(code) => {
+                let body: serde_json::Value = serde_json::from_str(body)
+                    .unwrap_or_else(|error| panic!("{request:.80}: {error}: {body:?}"));
+                assert_eq!(body["error"]["code"], code, "{request:.80}");
+                assert!(body["error"]["message"].is_string(), "{body}");
+            }
+            None => assert_eq!(body, "an item"),
+        }
+    }
+}

@@ -170,6 +170,7 @@ fn received(trace_id: &str, span: &Value) -> ReceivedSpan {
             Some("ok") => Status::Ok,
             _ => Status::Unset,
         },
+        status_message: text(&span["status"]["message"]),
         trace_state: String::new(),
         events: span["events"]
             .as_array()
