@@ -112,6 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(Some("sophia"), Some("sophia.port"), "SOPHIA_PORT", Some("47000")),
     setting(Some("sophia"), Some("hermes.url"), "HERMES_URL", Some("http://127.0.0.1:17000")),
     setting(Some("sophia"), None, "SOPHIA_HERMES_TIMEOUT_MS", Some("10000")),
+    setting(Some("sophia"), None, "SOPHIA_HCG_CAPACITY", Some("100000")),
     secret(Some("sophia"), "SOPHIA_API_TOKEN"),
     // Hermes.
     setting(Some("hermes"), Some("hermes.host"), "HERMES_HOST", Some("127.0.0.1")),
@@ -121,6 +122,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(Some("hermes"), None, "HERMES_LLM_BASE_URL", Some("https://api.openai.com/v1")),
     setting(Some("hermes"), None, "HERMES_LLM_MODEL", Some("gpt-4o-mini")),
     setting(Some("hermes"), None, "HERMES_LLM_TIMEOUT_MS", Some("60000")),
+    setting(Some("hermes"), None, "HERMES_VECTOR_CAPACITY", Some("10000")),
     // Apollo (the CLI, and `apollo serve`).
     setting(Some("apollo"), Some("apollo.host"), "APOLLO_HOST", Some("127.0.0.1")),
     setting(Some("apollo"), Some("apollo.port"), "APOLLO_PORT", Some("27000")),

@@ -54,7 +54,10 @@ impl AppState {
             _ => None,
         };
         Ok(Self {
-            store: Arc::new(InstrumentedStore::in_memory(EMBEDDING_DIMENSION)),
+            store: Arc::new(InstrumentedStore::in_memory_with_capacity(
+                EMBEDDING_DIMENSION,
+                usize::try_from(config.vector_capacity)?,
+            )),
             llm: Arc::new(LlmService::new(default_provider, openai)?),
         })
     }

@@ -35,6 +35,9 @@ pub struct Config {
     /// How long one call to the provider may take, in milliseconds.
     #[arg(long, env = "HERMES_LLM_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub llm_timeout_ms: u64,
+    /// The most embeddings the in-memory vector store keeps; the oldest go first.
+    #[arg(long, env = "HERMES_VECTOR_CAPACITY", default_value_t = crate::vector_store::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub vector_capacity: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
             .field("llm_base_url", &self.llm_base_url)
             .field("llm_model", &self.llm_model)
+            .field("vector_capacity", &self.vector_capacity)
             .finish()
     }
 }

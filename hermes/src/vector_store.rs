@@ -146,10 +146,12 @@ impl InstrumentedStore {
 
     /// An in-memory store of `dimension`-sized vectors with the default limits.
     pub fn in_memory(dimension: usize) -> Self {
-        Self::new(Arc::new(MemoryVectorStore::new(
-            dimension,
-            DEFAULT_CAPACITY,
-        )))
+        Self::in_memory_with_capacity(dimension, DEFAULT_CAPACITY)
+    }
+
+    /// An in-memory store of at most `capacity` vectors of `dimension`.
+    pub fn in_memory_with_capacity(dimension: usize, capacity: usize) -> Self {
+        Self::new(Arc::new(MemoryVectorStore::new(dimension, capacity)))
     }
 
     /// The backend's `db.system.name`.

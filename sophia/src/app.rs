@@ -39,6 +39,13 @@ impl AppState {
         })
     }
 
+    /// An in-memory graph of at most `capacity` entities instead of the default.
+    #[must_use]
+    pub fn with_hcg_capacity(mut self, capacity: usize) -> Self {
+        self.hcg = Hcg::in_memory_with_capacity(capacity);
+        self
+    }
+
     /// Requires `Authorization: Bearer <token>` on every route but `/health` and `/metrics`;
     /// `None` or an empty token requires nothing.
     #[must_use]
@@ -116,7 +123,8 @@ impl Application {
             &config.hermes_url,
             Duration::from_millis(config.hermes_timeout_ms),
         )?
-        .with_api_token(config.api_token.clone());
+        .with_api_token(config.api_token.clone())
+        .with_hcg_capacity(usize::try_from(config.hcg_capacity)?);
         let listener = foundry::http::bind(&config.host, config.port).await?;
         Ok(Self {
             listener,

@@ -22,6 +22,9 @@ pub struct Config {
     /// How long one call to Hermes may take, in milliseconds.
     #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
     pub hermes_timeout_ms: u64,
+    /// The most entities the in-memory graph keeps; the oldest go first.
+    #[arg(long, env = "SOPHIA_HCG_CAPACITY", default_value_t = crate::hcg::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub hcg_capacity: u64,
     /// When set, every route but /health and /metrics requires `Authorization: Bearer <token>`.
     #[arg(long, env = "SOPHIA_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("hermes_url", &self.hermes_url)
             .field("hermes_timeout_ms", &self.hermes_timeout_ms)
+            .field("hcg_capacity", &self.hcg_capacity)
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .finish()
     }

@@ -301,6 +301,11 @@ impl Hcg {
         Self::new(InMemoryHcg::default())
     }
 
+    /// An in-memory graph of at most `capacity` entities.
+    pub fn in_memory_with_capacity(capacity: usize) -> Self {
+        Self::new(InMemoryHcg::with_capacity(capacity))
+    }
+
     /// Writes a batch atomically, in span `sophia.hcg.write`.
     pub fn write(&self, batch: HcgBatch) -> Result<(), HcgError> {
         let span = tracing::info_span!(

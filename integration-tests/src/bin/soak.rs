@@ -8,7 +8,10 @@
 //! `X` is the requests times the spans one request makes (counted on a first request),
 //! `R` what the receiver acknowledged over all its lives, `D` what the services' logs say they
 //! lost or dropped (`spans_lost`, `spans_dropped`), and `M` the largest growth of a service's
-//! resident memory from the end of the first up period to the end. The receiver runs in a child
+//! resident memory from the end of the first up period to the end. The in-memory stores run with
+//! small caps (`SOPHIA_HCG_CAPACITY`, `HERMES_VECTOR_CAPACITY`, set here unless given) that the
+//! first up period fills, so that `M` measures what grows past them, a leak, and not the stores
+//! filling up to their production caps (minutes at this rate). The receiver runs in a child
 //! process (this binary again, with `SOAK_RECEIVER_ADDRESS` set), so that stopping it closes
 //! every connection, as a collector that goes away does.
 
@@ -32,6 +35,13 @@ use tokio::{
 
 /// The child's variable: the address its receiver listens on.
 const RECEIVER_ADDRESS: &str = "SOAK_RECEIVER_ADDRESS";
+
+/// The stores' caps for the soak: at the default 40 requests a second (5 entities and 3
+/// embeddings each), full within the first up period of 20 s.
+const STORE_CAPS: [(&str, &str); 2] = [
+    ("SOPHIA_HCG_CAPACITY", "2000"),
+    ("HERMES_VECTOR_CAPACITY", "1000"),
+];
 /// Requests in flight at most.
 const CONCURRENCY: usize = 16;
 
@@ -169,6 +179,12 @@ impl Service {
             .env("RUST_LOG", "warn")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .envs(std::env::vars().filter(|(key, _)| key.starts_with("OTEL_BSP_")))
+            .envs(STORE_CAPS.iter().map(|(key, default)| {
+                (
+                    *key,
+                    std::env::var(key).unwrap_or_else(|_| (*default).to_owned()),
+                )
+            }))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
