@@ -31,6 +31,7 @@ pub mod profile;
 pub mod propagation;
 mod sampling;
 mod shutdown;
+pub mod signals;
 mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]

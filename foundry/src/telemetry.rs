@@ -34,12 +34,13 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
+    config::{Compression, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
+    signals::Signal,
     span_export::{BatchSettings, OtlpSpanProcessor},
 };
 
@@ -197,21 +198,42 @@ impl Drop for Telemetry {
 macro_rules! otlp_exporter {
     ($kind:ident, $otlp:expr, $path:literal, $signal:literal) => {
         match $otlp.protocol {
-            Protocol::Grpc => opentelemetry_otlp::$kind::builder()
-                .with_tonic()
-                .with_endpoint(&$otlp.endpoint)
-                .with_timeout($otlp.timeout)
-                .with_metadata(grpc_metadata(&$otlp.headers))
-                .with_retry_policy(retry_policy($otlp))
-                .build(),
-            // The HTTP exporter takes the signal's full URL; gRPC takes the base endpoint.
-            Protocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
-                .with_http()
-                .with_endpoint(format!("{}/{}", $otlp.endpoint, $path))
-                .with_timeout($otlp.timeout)
-                .with_headers($otlp.headers.clone())
-                .with_retry_policy(retry_policy($otlp))
-                .build(),
+            Protocol::Grpc => {
+                let builder = opentelemetry_otlp::$kind::builder()
+                    .with_tonic()
+                    .with_endpoint(&$otlp.endpoint)
+                    .with_timeout($otlp.timeout)
+                    .with_metadata(grpc_metadata(&$otlp.headers))
+                    .with_retry_policy(retry_policy($otlp));
+                match $otlp.compression {
+                    Some(Compression::Gzip) => {
+                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    }
+                    None => builder,
+                }
+                .build()
+            }
+            // The HTTP exporter takes the signal's full URL: a signal's own endpoint as is, the
+            // base endpoint with the signal's path; gRPC takes the endpoint as it is.
+            Protocol::HttpProtobuf => {
+                let builder = opentelemetry_otlp::$kind::builder()
+                    .with_http()
+                    .with_endpoint(if $otlp.signal_endpoint {
+                        $otlp.endpoint.clone()
+                    } else {
+                        format!("{}/{}", $otlp.endpoint, $path)
+                    })
+                    .with_timeout($otlp.timeout)
+                    .with_headers($otlp.headers.clone())
+                    .with_retry_policy(retry_policy($otlp));
+                match $otlp.compression {
+                    Some(Compression::Gzip) => {
+                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    }
+                    None => builder,
+                }
+                .build()
+            }
         }
         .map_err(|error| exporter_error($signal, error))
     };
@@ -260,9 +282,16 @@ fn install(
     }
 
     let resource = resource(&config);
-    let export_runtime = match &config.otlp {
-        Some(otlp) if otlp.protocol == Protocol::Grpc => Some(ExportRuntime::start()?),
-        _ => None,
+    let [traces, metrics, logs] = Signal::ALL.map(|signal| config.export(signal));
+    let export_runtime = if [&traces, &metrics, &logs].iter().any(|export| {
+        export
+            .otlp
+            .as_ref()
+            .is_some_and(|otlp| otlp.protocol == Protocol::Grpc)
+    }) {
+        Some(ExportRuntime::start()?)
+    } else {
+        None
     };
     // tonic spawns its connection tasks on the runtime current at build time: make it ours.
     let entered = export_runtime.as_ref().and_then(ExportRuntime::enter);
@@ -270,18 +299,19 @@ fn install(
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler));
-    if let Some(otlp) = &config.otlp {
+    if let Some(otlp) = &traces.otlp {
         // The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing.
         let runtime = export_runtime.as_ref().and_then(ExportRuntime::handle);
         tracer_builder = match (otlp.protocol, runtime) {
-            // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS
-            // stays with the upstream exporter and its features.
+            // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS and
+            // compression stay with the upstream exporter and its features.
             (Protocol::Grpc, Some(runtime))
-                if !otlp
-                    .endpoint
-                    .get(..6)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
+                if otlp.compression.is_none()
+                    && !otlp
+                        .endpoint
+                        .get(..6)
+                        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
             {
                 let processor = OtlpSpanProcessor::new(
                     &otlp.endpoint,
@@ -324,7 +354,7 @@ fn install(
                 .build(),
         );
     }
-    if config.console {
+    if traces.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
             crate::console::ConsoleExporter::default(),
         ));
@@ -333,7 +363,7 @@ fn install(
 
     let (meter_provider, reader, registry) = meter_provider(resource.clone())?;
     let mut metric_exports = Vec::new();
-    if let Some(otlp) = &config.otlp {
+    if let Some(otlp) = &metrics.otlp {
         let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
         metric_exports.push(OtlpMetricExport::start(
             reader.clone(),
@@ -349,9 +379,9 @@ fn install(
         )?);
     }
 
-    let logger_provider = if config.otlp.is_some() || sink.is_some() {
+    let logger_provider = if logs.otlp.is_some() || sink.is_some() {
         let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        if let Some(otlp) = &config.otlp {
+        if let Some(otlp) = &logs.otlp {
             builder =
                 builder.with_batch_exporter(otlp_exporter!(LogExporter, otlp, "v1/logs", "logs")?);
         }
