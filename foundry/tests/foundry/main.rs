@@ -6,3 +6,4 @@
 mod client;
 mod export;
 mod server;
+mod signals;
