@@ -331,6 +331,10 @@ mod tests {
             .collect()
     }
 
+    /// Variables, and per signal: the OTLP endpoint (`+path` when the signal's path is
+    /// appended) and whether the console gets it.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, [(Option<String>, bool); 3]);
+
     #[test]
     fn each_signal_follows_the_spec_s_precedence() {
         let g = "http://generic:4318";
@@ -338,7 +342,7 @@ mod tests {
         let some = |text: &str| Some(text.to_owned());
         // (variables, then per signal: endpoint, `+path` when the signal's path is appended,
         // and whether the console gets it)
-        let cases: Vec<(Vec<(&str, &str)>, [(Option<String>, bool); 3])> = vec![
+        let cases: Vec<Case> = vec![
             // Nothing set: nothing exported, as before these variables.
             (vec![], [(None, false), (None, false), (None, false)]),
             (
