@@ -37,6 +37,8 @@ pub struct TelemetryConfig {
     pub signals: crate::signals::Signals,
     /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
     pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_PROPAGATORS`: the context formats read and written, in order.
+    pub propagators: Vec<crate::propagators::Propagator>,
     /// The head sampler, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: SamplerConfig,
     /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
@@ -238,6 +240,7 @@ impl TelemetryConfig {
             console: parse_bool("OTEL_EXPORT_CONSOLE", var("OTEL_EXPORT_CONSOLE"))?,
             signals,
             resource_attributes,
+            propagators: crate::propagators::parse(var("OTEL_PROPAGATORS").as_deref())?,
             sampler: parse_sampler(
                 var("OTEL_TRACES_SAMPLER").as_deref(),
                 var("OTEL_TRACES_SAMPLER_ARG").as_deref(),

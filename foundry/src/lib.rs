@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod otlp;
 pub mod profile;
 pub mod propagation;
+pub mod propagators;
 mod sampling;
 mod shutdown;
 pub mod signals;

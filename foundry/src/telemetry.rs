@@ -428,6 +428,7 @@ fn install(
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
 
     install_globals(&tracer_provider, &meter_provider, registry);
+    crate::propagators::install(&config.propagators);
     drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {

@@ -64,7 +64,7 @@ pub(crate) fn child_value(output: &Output, key: &str) -> String {
 
 /// Telemetry for a child, configured from its environment as a service's is; with
 /// `CHILD_NO_RETRIES` set, exports are not retried, as in apollo's one-shot commands.
-fn init_child_telemetry() -> foundry::telemetry::Telemetry {
+pub(crate) fn init_child_telemetry() -> foundry::telemetry::Telemetry {
     let mut config =
         foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid env");
     if std::env::var_os("CHILD_NO_RETRIES").is_some() {

@@ -5,5 +5,6 @@
 
 mod client;
 mod export;
+mod propagators;
 mod server;
 mod signals;
