@@ -50,6 +50,14 @@ pub struct TelemetryConfig {
     /// `OTEL_BSP_SCHEDULE_DELAY`: how often a batch leaves when fewer spans than a full batch
     /// end in between.
     pub span_schedule_delay: Duration,
+    /// `OTEL_BSP_EXPORT_TIMEOUT`: the bound on one span export, beside the OTLP timeout (the
+    /// smaller applies).
+    pub span_export_timeout: Duration,
+    /// `OTEL_METRIC_EXPORT_TIMEOUT`: the bound on one metric export, beside the OTLP timeout
+    /// (the smaller applies).
+    pub metric_export_timeout: Duration,
+    /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`: attributes a span keeps; past it new ones are dropped.
+    pub span_attribute_count_limit: u32,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
@@ -250,6 +258,17 @@ impl TelemetryConfig {
             span_batch_size: parse_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", var, 512)?
                 .min(span_queue_size),
             span_schedule_delay: parse_millis("OTEL_BSP_SCHEDULE_DELAY", var, 5_000)?,
+            span_export_timeout: parse_millis("OTEL_BSP_EXPORT_TIMEOUT", var, 30_000)?,
+            metric_export_timeout: parse_millis("OTEL_METRIC_EXPORT_TIMEOUT", var, 30_000)?,
+            span_attribute_count_limit: parse_whole(
+                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+                var,
+                128,
+                0..=u64::from(u32::MAX),
+                "expected a whole number of attributes",
+            )?
+            .try_into()
+            .unwrap_or(u32::MAX),
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => LogFormat::Text,
@@ -590,6 +609,10 @@ mod tests {
             ("OTEL_RESOURCE_ATTRIBUTES", "k=%+1"),
             ("OTEL_RESOURCE_ATTRIBUTES", "k=%zz"),
             ("LOG_FORMAT", "xml"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "0"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "later"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "-1"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "many"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
             ("OTEL_TRACES_EXPORTER", "zipkin"),

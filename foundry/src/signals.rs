@@ -162,9 +162,19 @@ impl TelemetryConfig {
                 self.otlp.is_some() || own.otlp.as_ref().is_some_and(|otlp| otlp.signal_endpoint)
             }
         };
-        let otlp = wants_otlp
+        let mut otlp = wants_otlp
             .then(|| own.otlp.clone().or_else(|| self.otlp.clone()))
             .flatten();
+        // OTEL_BSP_EXPORT_TIMEOUT and OTEL_METRIC_EXPORT_TIMEOUT bound the same call as the OTLP
+        // timeout: the smaller of the two applies.
+        let export_timeout = match signal {
+            Signal::Traces => Some(self.span_export_timeout),
+            Signal::Metrics => Some(self.metric_export_timeout),
+            Signal::Logs => None,
+        };
+        if let (Some(otlp), Some(bound)) = (&mut otlp, export_timeout) {
+            otlp.timeout = otlp.timeout.min(bound);
+        }
         let console = own.exporters.is_some_and(|exporters| exporters.console)
             || (self.console && signal == Signal::Traces);
         SignalExport { otlp, console }

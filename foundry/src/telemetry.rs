@@ -298,7 +298,8 @@ fn install(
 
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
-        .with_sampler(sampler(config.sampler));
+        .with_sampler(sampler(config.sampler))
+        .with_max_attributes_per_span(config.span_attribute_count_limit);
     if let Some(otlp) = &traces.otlp {
         // The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing.

@@ -168,28 +168,75 @@ async fn gzip_over_grpc_and_a_signal_s_own_headers_and_compression() {
 }
 
 #[tokio::test]
-async fn a_signal_s_own_timeout_bounds_its_exports() {
+async fn export_timeouts_bound_exports_to_a_collector_that_never_answers() {
     if is_child() {
         return child_service().await;
     }
-    // Arrange: the traces go to a collector that never answers; with the default timeout
-    // (10 s) shutdown would spend its whole 3 s bound waiting on them.
+    // Each case sends one signal to a collector that never answers: with the default
+    // timeouts (10 s, 30 s) shutdown would spend its whole 3 s bound waiting on it.
     let silent = format!("http://{}", silent_address());
-
-    // Act
-    let (_, output) = run(
-        "signals::a_signal_s_own_timeout_bounds_its_exports",
+    let cases: &[&[(&str, &str)]] = &[
         &[
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &silent),
             ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "200"),
         ],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &silent),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "200"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &silent),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "200"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &silent),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "200"),
+        ],
+    ];
+    for env in cases {
+        // Act
+        let (_, output) = run(
+            "signals::export_timeouts_bound_exports_to_a_collector_that_never_answers",
+            env,
+        )
+        .await;
+
+        // Assert
+        assert_eq!(child_value(&output, "finished"), "true", "{env:?}");
+        let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+        assert!(
+            shutdown_ms < 2_000,
+            "{env:?}: shutdown took {shutdown_ms} ms"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_span_attribute_count_limit_drops_attributes_past_it() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+
+    // Act
+    let (trace_id, _) = run(
+        "signals::the_span_attribute_count_limit_drops_attributes_past_it",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3"),
+        ],
     )
     .await;
 
-    // Assert
-    assert_eq!(child_value(&output, "finished"), "true");
-    let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
-    assert!(shutdown_ms < 2_000, "shutdown took {shutdown_ms} ms");
+    // Assert: the server span has more than three attributes, and keeps its first three.
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let attributes: Vec<&str> = spans[0].attributes.keys().map(String::as_str).collect();
+    assert_eq!(attributes.len(), 3, "{attributes:?}");
+    assert_eq!(spans[0].str("http.request.method"), Some("GET"));
 }
 
 #[tokio::test]
