@@ -172,8 +172,9 @@ async fn export_timeouts_bound_exports_to_a_collector_that_never_answers() {
     if is_child() {
         return child_service().await;
     }
-    // Each case sends one signal to a collector that never answers: with the default
-    // timeouts (10 s, 30 s) shutdown would spend its whole 3 s bound waiting on it.
+    // Each case sends one signal to a collector that never answers. With the default
+    // timeouts (10 s, 30 s) shutdown waits out its share of the 3 s bound on it: 1.5 s for
+    // spans or logs, all 3 s for metrics (measured); with 200 ms, about 200 ms.
     let silent = format!("http://{}", silent_address());
     let cases: &[&[(&str, &str)]] = &[
         &[
@@ -205,7 +206,7 @@ async fn export_timeouts_bound_exports_to_a_collector_that_never_answers() {
         assert_eq!(child_value(&output, "finished"), "true", "{env:?}");
         let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
         assert!(
-            shutdown_ms < 2_000,
+            shutdown_ms < 1_000,
             "{env:?}: shutdown took {shutdown_ms} ms"
         );
     }
