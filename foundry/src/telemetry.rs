@@ -1,7 +1,8 @@
 //! One call sets up traces, metrics and logs for a service; the guard it returns tears them down.
 //!
-//! Instrumentation is always on; export is opt-in. Without `OTEL_EXPORTER_OTLP_ENDPOINT` no
-//! exporter exists and nothing tries to connect anywhere. With it, spans, metrics and logs go over
+//! Instrumentation is always on; export is opt-in. Without an OTLP endpoint (generic or a
+//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see [`crate::signals`]) no exporter exists
+//! and nothing tries to connect anywhere. With it, spans, metrics and logs go over
 //! OTLP from a small runtime of their own, so an exporter never waits on the service's runtime and
 //! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
 
