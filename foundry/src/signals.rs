@@ -27,7 +27,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// The three, in the order the guard shuts them down.
+    /// The three signals.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
     /// `traces`, `metrics` or `logs`: the signal's name in OTLP paths and messages.
