@@ -191,9 +191,7 @@ fn one_shot(
     if !rust_log_set {
         config.log_filter = "warn".into();
     }
-    if let Some(otlp) = &mut config.otlp {
-        otlp.retries = false;
-    }
+    config.disable_retries();
     config
 }
 

@@ -29,10 +29,16 @@ pub struct TelemetryConfig {
     pub sdk_disabled: bool,
     /// Where to export over OTLP; `None` (no `OTEL_EXPORTER_OTLP_ENDPOINT`) exports nothing.
     pub otlp: Option<OtlpConfig>,
-    /// `OTEL_EXPORT_CONSOLE=true`: also print finished spans to stdout.
+    /// `OTEL_EXPORT_CONSOLE=true`: also print finished spans to stderr (as `console` in
+    /// `OTEL_TRACES_EXPORTER`).
     pub console: bool,
+    /// The per-signal variables (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_TRACES_*`, ...);
+    /// [`TelemetryConfig::export`] says what a signal exports to.
+    pub signals: crate::signals::Signals,
     /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
     pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_PROPAGATORS`: the context formats read and written, in order.
+    pub propagators: Vec<crate::propagators::Propagator>,
     /// The head sampler, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: SamplerConfig,
     /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
@@ -44,6 +50,14 @@ pub struct TelemetryConfig {
     /// `OTEL_BSP_SCHEDULE_DELAY`: how often a batch leaves when fewer spans than a full batch
     /// end in between.
     pub span_schedule_delay: Duration,
+    /// `OTEL_BSP_EXPORT_TIMEOUT`: the bound on one span export, beside the OTLP timeout (the
+    /// smaller applies).
+    pub span_export_timeout: Duration,
+    /// `OTEL_METRIC_EXPORT_TIMEOUT`: the bound on one metric export, beside the OTLP timeout
+    /// (the smaller applies).
+    pub metric_export_timeout: Duration,
+    /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`: attributes a span keeps; past it new ones are dropped.
+    pub span_attribute_count_limit: u32,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
@@ -53,14 +67,20 @@ pub struct TelemetryConfig {
 /// The OTLP exporter's settings.
 #[derive(Clone, PartialEq)]
 pub struct OtlpConfig {
-    /// The collector's base endpoint, e.g. `http://localhost:4317`.
+    /// The collector's base endpoint, e.g. `http://localhost:4317`; or a signal's own
+    /// endpoint, when `signal_endpoint`.
     pub endpoint: String,
+    /// `endpoint` came from `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`: over HTTP it is used as is,
+    /// where a base endpoint gets `/v1/<signal>` appended, as the spec says.
+    pub signal_endpoint: bool,
     /// The wire protocol.
     pub protocol: Protocol,
     /// `OTEL_EXPORTER_OTLP_HEADERS`, decoded. Often carries credentials, so never printed.
     pub headers: HashMap<String, String>,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on one export call.
     pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`: `None` sends requests uncompressed.
+    pub compression: Option<Compression>,
     /// Whether an export refused for a transient reason is retried with backoff, as the OTLP spec
     /// asks, by the opentelemetry-otlp exporters and foundry's own gRPC span export alike: on for
     /// a service, which rides out a collector's backpressure or restart; off for a one-shot
@@ -77,9 +97,11 @@ impl fmt::Debug for OtlpConfig {
         header_names.sort();
         f.debug_struct("OtlpConfig")
             .field("endpoint", &self.endpoint)
+            .field("signal_endpoint", &self.signal_endpoint)
             .field("protocol", &self.protocol)
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
+            .field("compression", &self.compression)
             .field("retries", &self.retries)
             .finish()
     }
@@ -92,6 +114,13 @@ pub enum Protocol {
     Grpc,
     /// `http/protobuf` (port 4318).
     HttpProtobuf,
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` is no compression: `None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// `gzip`, over gRPC and HTTP alike.
+    Gzip,
 }
 
 /// `LOG_FORMAT`.
@@ -133,7 +162,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
         Self {
             variable,
             value: value.to_owned(),
@@ -159,30 +188,39 @@ impl TelemetryConfig {
         // The spec treats an empty value as unset.
         let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
 
-        let protocol = match var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref().map(str::trim) {
-            None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    other,
-                    "expected `grpc` or `http/protobuf`",
-                ));
-            }
+        let protocol = match var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            None => Protocol::Grpc,
+            Some(value) => parse_protocol("OTEL_EXPORTER_OTLP_PROTOCOL", &value)?,
         };
-        let otlp = match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            None => None,
-            Some(endpoint) => Some(OtlpConfig {
-                endpoint: parse_endpoint(endpoint.trim())?,
-                protocol,
-                headers: match var("OTEL_EXPORTER_OTLP_HEADERS") {
-                    Some(headers) => parse_headers(&headers, protocol)?,
-                    None => HashMap::new(),
-                },
-                timeout: parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", var, 10_000)?,
-                retries: true,
-            }),
+        let generic = crate::signals::Generic {
+            endpoint: match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(endpoint) => Some(parse_endpoint(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    endpoint.trim(),
+                )?),
+                None => None,
+            },
+            protocol,
+            headers: match var("OTEL_EXPORTER_OTLP_HEADERS") {
+                Some(headers) => parse_headers("OTEL_EXPORTER_OTLP_HEADERS", &headers, protocol)?,
+                None => HashMap::new(),
+            },
+            timeout: parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", var, 10_000)?,
+            compression: match var("OTEL_EXPORTER_OTLP_COMPRESSION") {
+                Some(value) => parse_compression("OTEL_EXPORTER_OTLP_COMPRESSION", &value)?,
+                None => None,
+            },
         };
+        let signals = crate::signals::parse(var, &generic)?;
+        let otlp = generic.endpoint.map(|endpoint| OtlpConfig {
+            endpoint,
+            signal_endpoint: false,
+            protocol,
+            headers: generic.headers,
+            timeout: generic.timeout,
+            compression: generic.compression,
+            retries: true,
+        });
 
         let mut resource_attributes = match var("OTEL_RESOURCE_ATTRIBUTES") {
             Some(value) => parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &value)?,
@@ -208,7 +246,9 @@ impl TelemetryConfig {
             sdk_disabled: parse_bool("OTEL_SDK_DISABLED", var("OTEL_SDK_DISABLED"))?,
             otlp,
             console: parse_bool("OTEL_EXPORT_CONSOLE", var("OTEL_EXPORT_CONSOLE"))?,
+            signals,
             resource_attributes,
+            propagators: crate::propagators::parse(var("OTEL_PROPAGATORS").as_deref())?,
             sampler: parse_sampler(
                 var("OTEL_TRACES_SAMPLER").as_deref(),
                 var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
@@ -218,6 +258,17 @@ impl TelemetryConfig {
             span_batch_size: parse_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", var, 512)?
                 .min(span_queue_size),
             span_schedule_delay: parse_millis("OTEL_BSP_SCHEDULE_DELAY", var, 5_000)?,
+            span_export_timeout: parse_millis("OTEL_BSP_EXPORT_TIMEOUT", var, 30_000)?,
+            metric_export_timeout: parse_millis("OTEL_METRIC_EXPORT_TIMEOUT", var, 30_000)?,
+            span_attribute_count_limit: parse_whole(
+                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+                var,
+                128,
+                0..=u64::from(u32::MAX),
+                "expected a whole number of attributes",
+            )?
+            .try_into()
+            .unwrap_or(u32::MAX),
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => LogFormat::Text,
@@ -249,10 +300,10 @@ pub fn parse_service_url(value: &str) -> Result<String, String> {
     }
 }
 
-fn parse_endpoint(value: &str) -> Result<String, ConfigError> {
+pub(crate) fn parse_endpoint(variable: &'static str, value: &str) -> Result<String, ConfigError> {
     parse_service_url(value).map_err(|reason| {
         ConfigError::new(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            variable,
             &without_userinfo(value),
             format!("{reason}, such as {DEFAULT_OTLP_GRPC_ENDPOINT}"),
         )
@@ -266,6 +317,33 @@ pub fn without_userinfo(value: &str) -> String {
             format!("{}***@{}", &value[..scheme_end + 3], &value[at + 1..])
         }
         _ => value.to_owned(),
+    }
+}
+
+pub(crate) fn parse_protocol(variable: &'static str, value: &str) -> Result<Protocol, ConfigError> {
+    match value.trim() {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        other => Err(ConfigError::new(
+            variable,
+            other,
+            "expected `grpc` or `http/protobuf`",
+        )),
+    }
+}
+
+pub(crate) fn parse_compression(
+    variable: &'static str,
+    value: &str,
+) -> Result<Option<Compression>, ConfigError> {
+    match value.trim() {
+        "gzip" => Ok(Some(Compression::Gzip)),
+        "none" => Ok(None),
+        other => Err(ConfigError::new(
+            variable,
+            other,
+            "expected `gzip` or `none`",
+        )),
     }
 }
 
@@ -298,7 +376,7 @@ fn parse_count(
     .map(|count| usize::try_from(count).unwrap_or(usize::MAX))
 }
 
-fn parse_millis(
+pub(crate) fn parse_millis(
     variable: &'static str,
     var: impl Fn(&str) -> Option<String>,
     default_ms: u64,
@@ -390,22 +468,26 @@ fn parse_key_values(
     Ok(pairs)
 }
 
-fn parse_headers(value: &str, protocol: Protocol) -> Result<HashMap<String, String>, ConfigError> {
-    const VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+pub(crate) fn parse_headers(
+    variable: &'static str,
+    value: &str,
+    protocol: Protocol,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let var = variable;
     // The value may hold credentials: errors name the variable but do not echo it.
-    let pairs = parse_key_values(VAR, value)
-        .map_err(|error| ConfigError::new(VAR, "<redacted>", error.reason))?;
+    let pairs = parse_key_values(var, value)
+        .map_err(|error| ConfigError::new(var, "<redacted>", error.reason))?;
     for (name, value) in &pairs {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ConfigError::new(
-                VAR,
+                var,
                 "<redacted>",
                 format!("{name:?} is not a valid header name"),
             ));
         }
         if http::HeaderValue::from_str(value).is_err() {
             return Err(ConfigError::new(
-                VAR,
+                var,
                 "<redacted>",
                 format!("the value of {name:?} is not a valid header value"),
             ));
@@ -413,7 +495,7 @@ fn parse_headers(value: &str, protocol: Protocol) -> Result<HashMap<String, Stri
         // gRPC reserves `-bin` names for binary metadata, which would be dropped on the way.
         if protocol == Protocol::Grpc && name.to_ascii_lowercase().ends_with("-bin") {
             return Err(ConfigError::new(
-                VAR,
+                var,
                 "<redacted>",
                 format!("{name:?} names binary gRPC metadata, which OTLP headers cannot carry"),
             ));
@@ -527,6 +609,23 @@ mod tests {
             ("OTEL_RESOURCE_ATTRIBUTES", "k=%+1"),
             ("OTEL_RESOURCE_ATTRIBUTES", "k=%zz"),
             ("LOG_FORMAT", "xml"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "0"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "later"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "-1"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "many"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_TRACES_EXPORTER", "otlp,none"),
+            ("OTEL_METRICS_EXPORTER", "console"),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_LOGS_EXPORTER", "logging"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://collector"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad name=x"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0"),
+            ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "br"),
         ];
         for (variable, value) in cases {
             let error = config(&[(variable, value)]).expect_err(value);

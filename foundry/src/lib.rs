@@ -30,8 +30,10 @@ pub mod openapi;
 pub mod otlp;
 pub mod profile;
 pub mod propagation;
+pub mod propagators;
 mod sampling;
 mod shutdown;
+pub mod signals;
 mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]

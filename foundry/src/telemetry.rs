@@ -1,7 +1,8 @@
 //! One call sets up traces, metrics and logs for a service; the guard it returns tears them down.
 //!
-//! Instrumentation is always on; export is opt-in. Without `OTEL_EXPORTER_OTLP_ENDPOINT` no
-//! exporter exists and nothing tries to connect anywhere. With it, spans, metrics and logs go over
+//! Instrumentation is always on; export is opt-in. Without an OTLP endpoint (generic or a
+//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see [`crate::signals`]) no exporter exists
+//! and nothing tries to connect anywhere. With it, spans, metrics and logs go over
 //! OTLP from a small runtime of their own, so an exporter never waits on the service's runtime and
 //! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
 
@@ -34,13 +35,14 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
+    config::{Compression, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
     log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
+    signals::Signal,
     span_export::{BatchSettings, OtlpSpanProcessor},
 };
 
@@ -204,21 +206,42 @@ impl Drop for Telemetry {
 macro_rules! otlp_exporter {
     ($kind:ident, $otlp:expr, $path:literal, $signal:literal) => {
         match $otlp.protocol {
-            Protocol::Grpc => opentelemetry_otlp::$kind::builder()
-                .with_tonic()
-                .with_endpoint(&$otlp.endpoint)
-                .with_timeout($otlp.timeout)
-                .with_metadata(grpc_metadata(&$otlp.headers))
-                .with_retry_policy(retry_policy($otlp))
-                .build(),
-            // The HTTP exporter takes the signal's full URL; gRPC takes the base endpoint.
-            Protocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
-                .with_http()
-                .with_endpoint(format!("{}/{}", $otlp.endpoint, $path))
-                .with_timeout($otlp.timeout)
-                .with_headers($otlp.headers.clone())
-                .with_retry_policy(retry_policy($otlp))
-                .build(),
+            Protocol::Grpc => {
+                let builder = opentelemetry_otlp::$kind::builder()
+                    .with_tonic()
+                    .with_endpoint(&$otlp.endpoint)
+                    .with_timeout($otlp.timeout)
+                    .with_metadata(grpc_metadata(&$otlp.headers))
+                    .with_retry_policy(retry_policy($otlp));
+                match $otlp.compression {
+                    Some(Compression::Gzip) => {
+                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    }
+                    None => builder,
+                }
+                .build()
+            }
+            // The HTTP exporter takes the signal's full URL: a signal's own endpoint as is, the
+            // base endpoint with the signal's path; gRPC takes the endpoint as it is.
+            Protocol::HttpProtobuf => {
+                let builder = opentelemetry_otlp::$kind::builder()
+                    .with_http()
+                    .with_endpoint(if $otlp.signal_endpoint {
+                        $otlp.endpoint.clone()
+                    } else {
+                        format!("{}/{}", $otlp.endpoint, $path)
+                    })
+                    .with_timeout($otlp.timeout)
+                    .with_headers($otlp.headers.clone())
+                    .with_retry_policy(retry_policy($otlp));
+                match $otlp.compression {
+                    Some(Compression::Gzip) => {
+                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    }
+                    None => builder,
+                }
+                .build()
+            }
         }
         .map_err(|error| exporter_error($signal, error))
     };
@@ -267,28 +290,37 @@ fn install(
     }
 
     let resource = resource(&config);
-    let export_runtime = match &config.otlp {
-        Some(otlp) if otlp.protocol == Protocol::Grpc => Some(ExportRuntime::start()?),
-        _ => None,
+    let [traces, metrics, logs] = Signal::ALL.map(|signal| config.export(signal));
+    let export_runtime = if [&traces, &metrics, &logs].iter().any(|export| {
+        export
+            .otlp
+            .as_ref()
+            .is_some_and(|otlp| otlp.protocol == Protocol::Grpc)
+    }) {
+        Some(ExportRuntime::start()?)
+    } else {
+        None
     };
     // tonic spawns its connection tasks on the runtime current at build time: make it ours.
     let entered = export_runtime.as_ref().and_then(ExportRuntime::enter);
 
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
-        .with_sampler(sampler(config.sampler));
-    if let Some(otlp) = &config.otlp {
+        .with_sampler(sampler(config.sampler))
+        .with_max_attributes_per_span(config.span_attribute_count_limit);
+    if let Some(otlp) = &traces.otlp {
         // The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing.
         let runtime = export_runtime.as_ref().and_then(ExportRuntime::handle);
         tracer_builder = match (otlp.protocol, runtime) {
-            // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS
-            // stays with the upstream exporter and its features.
+            // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS and
+            // compression stay with the upstream exporter and its features.
             (Protocol::Grpc, Some(runtime))
-                if !otlp
-                    .endpoint
-                    .get(..6)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
+                if otlp.compression.is_none()
+                    && !otlp
+                        .endpoint
+                        .get(..6)
+                        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
             {
                 let processor = OtlpSpanProcessor::new(
                     &otlp.endpoint,
@@ -331,7 +363,7 @@ fn install(
                 .build(),
         );
     }
-    if config.console {
+    if traces.console {
         tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
             crate::console::ConsoleExporter::default(),
         ));
@@ -340,7 +372,7 @@ fn install(
 
     let (meter_provider, reader, registry) = meter_provider(resource.clone())?;
     let mut metric_exports = Vec::new();
-    if let Some(otlp) = &config.otlp {
+    if let Some(otlp) = &metrics.otlp {
         let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
         metric_exports.push(OtlpMetricExport::start(
             reader.clone(),
@@ -357,9 +389,9 @@ fn install(
     }
 
     let log_shutdown = NoRetryAtShutdown::default();
-    let logger_provider = if config.otlp.is_some() || sink.is_some() {
+    let logger_provider = if logs.otlp.is_some() || sink.is_some() {
         let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        if let Some(otlp) = &config.otlp {
+        if let Some(otlp) = &logs.otlp {
             // Two exporters, one that retries and one that does not: the flush at shutdown
             // is not retried (see `log_export`).
             let retrying = if otlp.retries {
@@ -421,6 +453,7 @@ fn install(
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
 
     install_globals(&tracer_provider, &meter_provider, registry);
+    crate::propagators::install(&config.propagators);
     drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Bytes, extract::State, routing::post};
+use axum::{Router, body::Bytes, extract::State};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_proto::tonic::{
     collector::{
@@ -456,9 +456,25 @@ struct Received {
     log_ids: Vec<(String, String)>,
     /// The resource attributes of the last span export of each service.
     resources: BTreeMap<String, BTreeMap<String, AttributeValue>>,
+    /// How every export arrived, in order.
+    exports: Vec<ReceivedExport>,
     /// Span exports still to refuse with `UNAVAILABLE`, and those refused so far.
     trace_refusals_left: usize,
     trace_refusals: usize,
+}
+
+/// How one export request arrived at an [`OtlpReceiver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedExport {
+    /// `traces`, `metrics` or `logs`.
+    pub signal: &'static str,
+    /// `grpc` or `http`.
+    pub transport: &'static str,
+    /// The request's path over HTTP (`/v1/traces`, or a signal's own endpoint's path); the gRPC
+    /// method's over gRPC.
+    pub path: String,
+    /// `Content-Encoding` over HTTP, `grpc-encoding` over gRPC; `None` when uncompressed.
+    pub encoding: Option<String>,
 }
 
 /// What the receiver keeps; shared by its gRPC and HTTP servers.
@@ -466,6 +482,19 @@ struct Received {
 struct Sink(Arc<Mutex<Received>>);
 
 impl Sink {
+    fn record_grpc<T>(&self, signal: &'static str, request: &tonic::Request<T>) {
+        self.lock().exports.push(ReceivedExport {
+            signal,
+            transport: "grpc",
+            path: String::new(),
+            encoding: request
+                .metadata()
+                .get("grpc-encoding")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -610,6 +639,7 @@ impl TraceService for Sink {
             }
             received.trace_metadata = request.metadata().clone();
         }
+        self.record_grpc("traces", &request);
         self.traces(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -621,6 +651,7 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.record_grpc("metrics", &request);
         self.metrics(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
@@ -632,6 +663,7 @@ impl LogsService for Sink {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.record_grpc("logs", &request);
         self.logs(request.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
@@ -843,14 +875,16 @@ impl OtlpReceiver {
         let http_address = http_listener.local_addr()?;
 
         let mut routes = tonic::service::Routes::builder();
+        // Compressed requests are accepted, as a collector accepts them (OTEL_EXPORTER_OTLP_COMPRESSION).
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
         if keep_spans {
-            routes.add_service(TraceServiceServer::new(sink.clone()));
+            routes.add_service(TraceServiceServer::new(sink.clone()).accept_compressed(gzip));
         } else {
             routes.add_service(CountingTraceServer { sink: sink.clone() });
         }
         routes
-            .add_service(MetricsServiceServer::new(sink.clone()))
-            .add_service(LogsServiceServer::new(sink.clone()));
+            .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
+            .add_service(LogsServiceServer::new(sink.clone()).accept_compressed(gzip));
         let grpc = tonic::transport::Server::builder()
             .add_routes(routes.routes())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
@@ -858,10 +892,10 @@ impl OtlpReceiver {
             ));
         let http = axum::serve(
             http_listener,
+            // Any path: a signal's own endpoint (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is used as
+            // is, and the path it reached is what a test asserts.
             Router::new()
-                .route("/v1/traces", post(http_traces))
-                .route("/v1/metrics", post(http_metrics))
-                .route("/v1/logs", post(http_logs))
+                .fallback(axum::routing::post(http_export))
                 .with_state(sink.clone()),
         );
         let tasks = vec![
@@ -903,6 +937,11 @@ impl OtlpReceiver {
             .get(name)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned)
+    }
+
+    /// How every export request arrived so far (signal, transport, path, compression).
+    pub fn exports(&self) -> Vec<ReceivedExport> {
+        self.sink.lock().exports.clone()
     }
 
     /// Answers the next `exports` span exports over gRPC with `UNAVAILABLE`, as a collector does
@@ -1011,32 +1050,54 @@ impl Drop for OtlpReceiver {
     }
 }
 
-async fn http_traces(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
-    match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => {
-            sink.traces(request);
-            http::StatusCode::OK
+/// An OTLP/HTTP export: its signal is the last segment of the path (`/v1/traces`, or a
+/// signal's own endpoint ending `traces`), its body protobuf, gzip-compressed when
+/// `Content-Encoding` says so.
+async fn http_export(
+    State(sink): State<Sink>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> http::StatusCode {
+    let path = uri.path().to_owned();
+    let signal = ["traces", "metrics", "logs"]
+        .into_iter()
+        .find(|signal| path.ends_with(signal));
+    let Some(signal) = signal else {
+        return http::StatusCode::NOT_FOUND;
+    };
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = match encoding.as_deref() {
+        None => body,
+        Some("gzip") => {
+            use std::io::Read as _;
+            let mut decoded = Vec::new();
+            if flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut decoded)
+                .is_err()
+            {
+                return http::StatusCode::BAD_REQUEST;
+            }
+            Bytes::from(decoded)
         }
-        Err(_) => http::StatusCode::BAD_REQUEST,
+        Some(_) => return http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    };
+    let decoded = match signal {
+        "traces" => ExportTraceServiceRequest::decode(body).map(|r| sink.traces(r)),
+        "metrics" => ExportMetricsServiceRequest::decode(body).map(|r| sink.metrics(r)),
+        _ => ExportLogsServiceRequest::decode(body).map(|r| sink.logs(r)),
+    };
+    if decoded.is_err() {
+        return http::StatusCode::BAD_REQUEST;
     }
-}
-
-async fn http_metrics(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
-    match ExportMetricsServiceRequest::decode(body) {
-        Ok(request) => {
-            sink.metrics(request);
-            http::StatusCode::OK
-        }
-        Err(_) => http::StatusCode::BAD_REQUEST,
-    }
-}
-
-async fn http_logs(State(sink): State<Sink>, body: Bytes) -> http::StatusCode {
-    match ExportLogsServiceRequest::decode(body) {
-        Ok(request) => {
-            sink.logs(request);
-            http::StatusCode::OK
-        }
-        Err(_) => http::StatusCode::BAD_REQUEST,
-    }
+    sink.lock().exports.push(ReceivedExport {
+        signal,
+        transport: "http",
+        path,
+        encoding,
+    });
+    http::StatusCode::OK
 }

@@ -23,13 +23,13 @@ use foundry::testing::{
 
 const CHILD: &str = "FOUNDRY_TEST_CHILD";
 
-fn is_child() -> bool {
+pub(crate) fn is_child() -> bool {
     std::env::var_os(CHILD).is_some()
 }
 
 /// Runs test `name` of this binary again as a child service with `env`, and returns its output.
 /// The receiver runs on the test's runtime, so the wait is asynchronous.
-async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
+pub(crate) async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args([name, "--exact", "--nocapture", "--test-threads=1"]);
     for (key, _) in std::env::vars() {
@@ -52,7 +52,7 @@ async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
 }
 
 /// A `key=value` the child printed on a `CHILD` line.
-fn child_value(output: &Output, key: &str) -> String {
+pub(crate) fn child_value(output: &Output, key: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout
         .lines()
@@ -64,22 +64,18 @@ fn child_value(output: &Output, key: &str) -> String {
 
 /// Telemetry for a child, configured from its environment as a service's is; with
 /// `CHILD_NO_RETRIES` set, exports are not retried, as in apollo's one-shot commands.
-fn init_child_telemetry() -> foundry::telemetry::Telemetry {
+pub(crate) fn init_child_telemetry() -> foundry::telemetry::Telemetry {
     let mut config =
         foundry::config::TelemetryConfig::from_env("foundry-child", "9.9.9").expect("valid env");
-    if let Some(otlp) = config
-        .otlp
-        .as_mut()
-        .filter(|_| std::env::var_os("CHILD_NO_RETRIES").is_some())
-    {
-        otlp.retries = false;
+    if std::env::var_os("CHILD_NO_RETRIES").is_some() {
+        config.disable_retries();
     }
     foundry::telemetry::init(config).expect("telemetry starts")
 }
 
 /// The child: a service wired exactly as the LOGOS services are, one request, then shutdown
 /// (once the file `CHILD_STOP_FILE` exists, when set).
-async fn child_service() {
+pub(crate) async fn child_service() {
     let telemetry = init_child_telemetry();
     let routes = Router::new().route(
         "/items/{id}",

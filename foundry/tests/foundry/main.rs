@@ -6,5 +6,7 @@
 mod client;
 mod export;
 mod fuzz;
+mod propagators;
 mod server;
+mod signals;
 mod w3c;

@@ -1,0 +1,178 @@
+//! `OTEL_PROPAGATORS` end to end: a child service, configured only through its environment,
+//! gets a request carrying one context format, calls itself with foundry's client, and the test
+//! asserts the parent its server span was exported with (at a real OTLP receiver) and the
+//! headers its outbound call carried.
+
+use std::time::Duration;
+
+use axum::{Router, http::HeaderMap, routing::get};
+use foundry::testing::{Kind, OtlpReceiver};
+
+use crate::export::{child_value, init_child_telemetry, is_child, run_child};
+
+/// The context headers any of the formats write.
+const CONTEXT_HEADERS: [&str; 7] = [
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+];
+
+/// The child: `/items/1` calls `/echo`, which answers the context headers it got; the request
+/// to `/items/1` carries `CHILD_HEADERS` (`name=value|name=value`).
+async fn child() {
+    let telemetry = init_child_telemetry();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let routes = Router::new()
+        .route(
+            "/items/{id}",
+            get(move || async move {
+                let client = foundry::http::client(Duration::from_secs(5)).unwrap();
+                client
+                    .get(format!("http://{address}/echo"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/echo",
+            get(|headers: HeaderMap| async move {
+                CONTEXT_HEADERS
+                    .iter()
+                    .filter_map(|name| {
+                        let value = headers.get(*name)?.to_str().ok()?;
+                        Some(format!("{name}={value}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            }),
+        );
+    let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut request = reqwest::Client::new().get(format!("http://{address}/items/1"));
+    for pair in std::env::var("CHILD_HEADERS").unwrap().split('|') {
+        if let Some((name, value)) = pair.split_once('=') {
+            request = request.header(name, value);
+        }
+    }
+    let outbound = request.send().await.unwrap().text().await.unwrap();
+    println!("CHILD outbound={}", outbound.replace(' ', ""));
+    let _ = telemetry.shutdown();
+}
+
+/// The outbound call's context headers, by name.
+fn outbound(output: &std::process::Output) -> Vec<(String, String)> {
+    child_value(output, "outbound")
+        .split('|')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_format_is_read_from_requests_and_written_on_calls() {
+    if is_child() {
+        return child().await;
+    }
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    // (OTEL_PROPAGATORS, the incoming request's headers, whether the server span continues
+    // the incoming trace, the headers the outbound call carries)
+    let b3multi_in = format!("x-b3-traceid={trace_id}|x-b3-spanid={parent_id}|x-b3-sampled=1");
+    let b3_in = format!("b3={trace_id}-{parent_id}-1");
+    let w3c_in = format!("traceparent=00-{trace_id}-{parent_id}-01|baggage=tenant=acme");
+    let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
+        (
+            "b3multi",
+            b3multi_in.clone(),
+            true,
+            vec!["x-b3-traceid", "x-b3-spanid", "x-b3-sampled"],
+        ),
+        ("b3", b3_in.clone(), true, vec!["b3"]),
+        // A format not listed is not read: the trace starts here.
+        ("b3", w3c_in.clone(), false, vec!["b3"]),
+        ("tracecontext", w3c_in.clone(), true, vec!["traceparent"]),
+        (
+            "tracecontext,baggage,b3multi",
+            w3c_in.clone(),
+            true,
+            vec![
+                "traceparent",
+                "baggage",
+                "x-b3-traceid",
+                "x-b3-spanid",
+                "x-b3-sampled",
+            ],
+        ),
+        ("none", w3c_in.clone(), false, vec![]),
+    ];
+    for (propagators, incoming, continues, written) in cases {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+
+        // Act
+        let output = run_child(
+            "propagators::each_format_is_read_from_requests_and_written_on_calls",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+                ("OTEL_PROPAGATORS", propagators),
+                ("CHILD_HEADERS", &incoming),
+            ],
+        )
+        .await;
+
+        // Assert: the server span's parent, and what went out.
+        assert!(
+            receiver
+                .wait_until(Duration::from_secs(5), |r| r.spans().len() >= 3)
+                .await,
+            "{propagators}: {:#?}",
+            receiver.spans()
+        );
+        let spans = receiver.spans();
+        let server = spans
+            .iter()
+            .find(|s| s.name == "GET /items/{id}" && s.kind == Kind::Server)
+            .unwrap_or_else(|| panic!("{propagators}: {spans:#?}"));
+        assert_eq!(
+            (
+                server.trace_id == trace_id,
+                server.parent_span_id == parent_id
+            ),
+            (continues, continues),
+            "{propagators}: {server:#?}"
+        );
+        let outbound = outbound(&output);
+        let names: Vec<&str> = outbound.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, written, "{propagators}: {outbound:?}");
+        let client = spans
+            .iter()
+            .find(|s| s.kind == Kind::Client)
+            .unwrap_or_else(|| panic!("{propagators}: {spans:#?}"));
+        for (name, value) in &outbound {
+            match name.as_str() {
+                "x-b3-traceid" => assert_eq!(value, &server.trace_id),
+                "x-b3-spanid" => assert_eq!(value, &client.span_id),
+                "b3" => assert!(
+                    value.starts_with(&format!("{}-{}", server.trace_id, client.span_id)),
+                    "{value}"
+                ),
+                "traceparent" => assert_eq!(
+                    value,
+                    &format!("00-{}-{}-01", server.trace_id, client.span_id)
+                ),
+                "baggage" => assert_eq!(value, "tenant=acme"),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The per-signal variables end to end: each test runs the child service of [`crate::export`]
+//! with `OTEL_<SIGNAL>_EXPORTER`, `OTEL_EXPORTER_OTLP_<SIGNAL>_*` or
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` set, and asserts where each signal arrived, by which path and
+//! compressed how, at real OTLP receivers over gRPC and HTTP.
+
+use std::time::Duration;
+
+use foundry::testing::{OtlpReceiver, ReceivedExport, new_traceparent, silent_address};
+
+use crate::export::{child_service, child_value, is_child, run_child};
+
+/// Runs the child service as test `name` with `env` and a sampled request; returns its trace id
+/// and the child's output.
+async fn run(name: &str, env: &[(&str, &str)]) -> (String, std::process::Output) {
+    let (trace_id, traceparent) = new_traceparent(true);
+    let mut env = env.to_vec();
+    env.push(("CHILD_TRACEPARENT", &traceparent));
+    let output = run_child(name, &env).await;
+    assert_eq!(child_value(&output, "status"), "200");
+    (trace_id, output)
+}
+
+/// The signals `receiver` got, each with how it came: (signal, transport, path, encoding).
+fn arrivals(receiver: &OtlpReceiver) -> Vec<(&'static str, &'static str, String, Option<String>)> {
+    let mut arrivals: Vec<_> = receiver
+        .exports()
+        .into_iter()
+        .map(
+            |ReceivedExport {
+                 signal,
+                 transport,
+                 path,
+                 encoding,
+             }| { (signal, transport, path, encoding) },
+        )
+        .collect();
+    arrivals.sort();
+    arrivals.dedup();
+    arrivals
+}
+
+#[tokio::test]
+async fn each_signal_goes_where_its_own_variables_say() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: the generic endpoint is one receiver's gRPC port; the traces have their own
+    // HTTP endpoint at another receiver, with a path of their own; the logs are off.
+    let generic = OtlpReceiver::start().await.unwrap();
+    let own = OtlpReceiver::start().await.unwrap();
+    let traces_endpoint = format!("{}/ingest/tenant-a/traces", own.http_endpoint());
+
+    // Act
+    let (trace_id, _) = run(
+        "signals::each_signal_goes_where_its_own_variables_say",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &generic.grpc_endpoint()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ],
+    )
+    .await;
+
+    // Assert: the spans reached the traces' own endpoint at its path as given (nothing
+    // appended), the metrics the generic endpoint, and no log record went anywhere.
+    let spans = own
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(
+        arrivals(&own),
+        vec![("traces", "http", "/ingest/tenant-a/traces".to_owned(), None)]
+    );
+    assert_eq!(
+        arrivals(&generic),
+        vec![("metrics", "grpc", String::new(), None)]
+    );
+    assert!(generic.spans().is_empty());
+    assert_eq!(generic.log_record_count() + own.log_record_count(), 0);
+}
+
+#[tokio::test]
+async fn gzip_over_http_with_the_generic_endpoint_s_paths() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: a generic HTTP endpoint with a path of its own, under which each signal's
+    // `v1/<signal>` goes.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let endpoint = format!("{}/otlp", receiver.http_endpoint());
+
+    // Act
+    let (trace_id, _) = run(
+        "signals::gzip_over_http_with_the_generic_endpoint_s_paths",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    )
+    .await;
+
+    // Assert: every request gzip-compressed, and decoded whole by the receiver.
+    let gzip = Some("gzip".to_owned());
+    assert_eq!(
+        arrivals(&receiver),
+        vec![
+            ("logs", "http", "/otlp/v1/logs".to_owned(), gzip.clone()),
+            (
+                "metrics",
+                "http",
+                "/otlp/v1/metrics".to_owned(),
+                gzip.clone()
+            ),
+            ("traces", "http", "/otlp/v1/traces".to_owned(), gzip),
+        ]
+    );
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "GET /items/{id}");
+    assert!(receiver.log_record_count() > 0);
+}
+
+#[tokio::test]
+async fn gzip_over_grpc_and_a_signal_s_own_headers_and_compression() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+
+    // Act: gzip for all but the metrics, which say `none`; the traces have headers of their
+    // own, which replace the generic ones.
+    let (trace_id, _) = run(
+        "signals::gzip_over_grpc_and_a_signal_s_own_headers_and_compression",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-logos-tenant=acme"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-logos-signal=traces"),
+        ],
+    )
+    .await;
+
+    // Assert
+    let gzip = Some("gzip".to_owned());
+    assert_eq!(
+        arrivals(&receiver),
+        vec![
+            ("logs", "grpc", String::new(), gzip.clone()),
+            ("metrics", "grpc", String::new(), None),
+            ("traces", "grpc", String::new(), gzip),
+        ]
+    );
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(
+        receiver.trace_export_header("x-logos-signal").as_deref(),
+        Some("traces")
+    );
+    assert_eq!(receiver.trace_export_header("x-logos-tenant"), None);
+}
+
+#[tokio::test]
+async fn export_timeouts_bound_exports_to_a_collector_that_never_answers() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Each case sends one signal to a collector that never answers. With the default
+    // timeouts (10 s, 30 s) shutdown waits out its share of the 3 s bound on it: 1.5 s for
+    // spans or logs, all 3 s for metrics (measured); with 200 ms, about 200 ms.
+    let silent = format!("http://{}", silent_address());
+    let cases: &[&[(&str, &str)]] = &[
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &silent),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "200"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &silent),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "200"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &silent),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "200"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &silent),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "200"),
+        ],
+    ];
+    for env in cases {
+        // Act
+        let (_, output) = run(
+            "signals::export_timeouts_bound_exports_to_a_collector_that_never_answers",
+            env,
+        )
+        .await;
+
+        // Assert
+        assert_eq!(child_value(&output, "finished"), "true", "{env:?}");
+        let shutdown_ms: u64 = child_value(&output, "shutdown_ms").parse().unwrap();
+        assert!(
+            shutdown_ms < 1_000,
+            "{env:?}: shutdown took {shutdown_ms} ms"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_span_attribute_count_limit_drops_attributes_past_it() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+
+    // Act
+    let (trace_id, _) = run(
+        "signals::the_span_attribute_count_limit_drops_attributes_past_it",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3"),
+        ],
+    )
+    .await;
+
+    // Assert: the server span has more than three attributes, and keeps its first three.
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let attributes: Vec<&str> = spans[0].attributes.keys().map(String::as_str).collect();
+    assert_eq!(attributes.len(), 3, "{attributes:?}");
+    assert_eq!(spans[0].str("http.request.method"), Some("GET"));
+}
+
+#[tokio::test]
+async fn otel_traces_exporter_console_prints_spans_and_exports_nothing() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange
+    let receiver = OtlpReceiver::start().await.unwrap();
+
+    // Act: the generic endpoint is set, but the traces name the console alone.
+    let (trace_id, output) = run(
+        "signals::otel_traces_exporter_console_prints_spans_and_exports_nothing",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+            ("OTEL_TRACES_EXPORTER", "console"),
+        ],
+    )
+    .await;
+
+    // Assert
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with("span foundry-child ") && line.contains(&trace_id)),
+        "{stderr}"
+    );
+    assert!(receiver.spans().is_empty());
+    assert!(arrivals(&receiver).iter().any(|a| a.0 == "metrics"));
+}
