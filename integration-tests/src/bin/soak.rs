@@ -9,7 +9,8 @@
 //! `R` what the receiver acknowledged over all its lives, `D` what the services' logs say they
 //! lost or dropped (`spans_lost`, `spans_dropped`), and `M` the largest growth of a service's
 //! resident memory from the end of the first up period to the end. The in-memory stores run with
-//! small caps (`SOPHIA_HCG_CAPACITY`, `HERMES_VECTOR_CAPACITY`, set here unless given) that the
+//! small caps (`SOPHIA_HCG_CAPACITY`, `HERMES_VECTOR_CAPACITY` and Apollo's diagnostics window,
+//! `APOLLO_DIAGNOSTICS_MAX_SPANS`, set here unless given) that the
 //! first up period fills, so that `M` measures what grows past them, a leak, and not the stores
 //! filling up to their production caps (minutes at this rate). The receiver runs in a child
 //! process (this binary again, with `SOAK_RECEIVER_ADDRESS` set), so that stopping it closes
@@ -36,11 +37,12 @@ use tokio::{
 /// The child's variable: the address its receiver listens on.
 const RECEIVER_ADDRESS: &str = "SOAK_RECEIVER_ADDRESS";
 
-/// The stores' caps for the soak: at the default 40 requests a second (5 entities and 3
-/// embeddings each), full within the first up period of 20 s.
-const STORE_CAPS: [(&str, &str); 2] = [
+/// The stores' caps for the soak: at the default 40 requests a second (5 entities, 3
+/// embeddings and 4 of Apollo's own spans each), full within the first up period of 20 s.
+const STORE_CAPS: [(&str, &str); 3] = [
     ("SOPHIA_HCG_CAPACITY", "2000"),
     ("HERMES_VECTOR_CAPACITY", "1000"),
+    ("APOLLO_DIAGNOSTICS_MAX_SPANS", "2000"),
 ];
 /// Requests in flight at most.
 const CONCURRENCY: usize = 16;
