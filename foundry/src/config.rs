@@ -58,10 +58,25 @@ pub struct TelemetryConfig {
     pub metric_export_timeout: Duration,
     /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`: attributes a span keeps; past it new ones are dropped.
     pub span_attribute_count_limit: u32,
+    /// `LOGOS_TELEMETRY_PIPELINE`: foundry's export path, or the SDK's.
+    pub pipeline: Pipeline,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
     pub log_format: LogFormat,
+}
+
+/// What carries spans and metrics to an OTLP/gRPC collector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pipeline {
+    /// foundry's span processor and encoder, and its metric export from the one Prometheus
+    /// aggregation (`upstream` for OTLP/HTTP, TLS and compression all the same).
+    #[default]
+    Foundry,
+    /// The SDK's batch span processor with opentelemetry-otlp's exporter, and the SDK's periodic
+    /// metric reader: what a service would otherwise wire, which `make bench` measures beside
+    /// foundry's, and a way back to it should foundry's path misbehave.
+    Upstream,
 }
 
 /// The OTLP exporter's settings.
@@ -269,6 +284,17 @@ impl TelemetryConfig {
             )?
             .try_into()
             .unwrap_or(u32::MAX),
+            pipeline: match var("LOGOS_TELEMETRY_PIPELINE").as_deref().map(str::trim) {
+                None | Some("foundry") => Pipeline::Foundry,
+                Some("upstream") => Pipeline::Upstream,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "LOGOS_TELEMETRY_PIPELINE",
+                        other,
+                        "expected `foundry` or `upstream`",
+                    ));
+                }
+            },
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => LogFormat::Text,
@@ -626,6 +652,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad name=x"),
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0"),
             ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "br"),
+            ("LOGOS_TELEMETRY_PIPELINE", "sdk"),
         ];
         for (variable, value) in cases {
             let error = config(&[(variable, value)]).expect_err(value);

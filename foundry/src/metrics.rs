@@ -321,7 +321,7 @@ mod tests {
         opentelemetry_sdk::metrics::SdkMeterProvider,
     ) {
         let (provider, _reader, registry) =
-            crate::telemetry::meter_provider(opentelemetry_sdk::Resource::builder_empty().build())
+            crate::telemetry::meter_provider(opentelemetry_sdk::Resource::builder_empty().build(), None)
                 .expect("valid in this test");
         let histogram = provider
             .meter("test")

@@ -550,7 +550,7 @@ impl Sender {
                 .map_err(|status| Failure {
                     lost: spans,
                     error: format!("{}: {}", status.code(), status.message()),
-                    transient: is_transient(status.code()),
+                    transient: is_transient(status.code()) || is_cut_off(&status),
                 })?;
             match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_spans > 0 => Err(Failure {
@@ -577,6 +577,14 @@ fn is_transient(code: tonic::Code) -> bool {
             | Code::Unavailable
             | Code::DataLoss
     )
+}
+
+/// A call that the connection cut off (the collector stopped mid-call, a reset) ends with no
+/// status from the collector: tonic reports it as `UNKNOWN` or `INTERNAL`, with the transport's
+/// error as its source. Like a refused connection, it may be over in a moment, so it is retried;
+/// a status the collector sent has no source.
+fn is_cut_off(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 /// Export failures and drops repeat for every batch while the collector is away: each kind is

@@ -20,7 +20,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     logs::SdkLoggerProvider,
-    metrics::SdkMeterProvider,
+    metrics::{PeriodicReader, SdkMeterProvider},
     trace::{
         BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
         SimpleSpanProcessor,
@@ -35,7 +35,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{Compression, OtlpConfig, Protocol, SamplerConfig, TelemetryConfig},
+    config::{Compression, OtlpConfig, Pipeline, Protocol, SamplerConfig, TelemetryConfig},
     log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
     metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
@@ -316,7 +316,8 @@ fn install(
             // Plain-text gRPC, the collector next door: the lean path of `span_export`. TLS and
             // compression stay with the upstream exporter and its features.
             (Protocol::Grpc, Some(runtime))
-                if otlp.compression.is_none()
+                if config.pipeline == Pipeline::Foundry
+                    && otlp.compression.is_none()
                     && !otlp
                         .endpoint
                         .get(..6)
@@ -370,9 +371,24 @@ fn install(
     }
     let tracer_provider = tracer_builder.build();
 
-    let (meter_provider, reader, registry) = meter_provider(resource.clone())?;
+    // The upstream pipeline adds the SDK's periodic reader, a second aggregation beside the
+    // Prometheus one; foundry's sends the one aggregation over OTLP too.
+    let periodic = match (&metrics.otlp, config.pipeline) {
+        (Some(otlp), Pipeline::Upstream) => Some(
+            PeriodicReader::builder(otlp_exporter!(
+                MetricExporter,
+                otlp,
+                "v1/metrics",
+                "metrics"
+            )?)
+            .with_interval(config.metric_export_interval)
+            .build(),
+        ),
+        _ => None,
+    };
+    let (meter_provider, reader, registry) = meter_provider(resource.clone(), periodic)?;
     let mut metric_exports = Vec::new();
-    if let Some(otlp) = &metrics.otlp {
+    if let (Some(otlp), Pipeline::Foundry) = (&metrics.otlp, config.pipeline) {
         let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
         metric_exports.push(OtlpMetricExport::start(
             reader.clone(),
@@ -471,6 +487,7 @@ fn install(
 /// [`crate::metrics`]), and that reader's registry.
 pub(crate) fn meter_provider(
     resource: Resource,
+    periodic: Option<PeriodicReader<opentelemetry_otlp::MetricExporter>>,
 ) -> Result<(SdkMeterProvider, SharedReader, prometheus::Registry), TelemetryError> {
     let registry = prometheus::Registry::new();
     let reader = SharedReader::new(
@@ -479,10 +496,13 @@ pub(crate) fn meter_provider(
             .build()
             .map_err(|error| exporter_error("metrics", error))?,
     );
-    let provider = SdkMeterProvider::builder()
+    let mut provider = SdkMeterProvider::builder()
         .with_resource(resource)
-        .with_reader(reader.clone())
-        .build();
+        .with_reader(reader.clone());
+    if let Some(periodic) = periodic {
+        provider = provider.with_reader(periodic);
+    }
+    let provider = provider.build();
     Ok((provider, reader, registry))
 }
 

@@ -376,7 +376,7 @@ pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvi
             .with_span_processor(processor)
             .build();
         let (meter_provider, _reader, registry) =
-            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
+            crate::telemetry::meter_provider(crate::telemetry::resource(&config), None)
                 .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))

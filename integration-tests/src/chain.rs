@@ -25,6 +25,9 @@ pub enum Mode {
     On,
     /// `OTEL_TRACES_SAMPLER=always_off`, exporter configured.
     Unsampled,
+    /// As `on`, exporting through the SDK's batch span processor, opentelemetry-otlp's exporter
+    /// and the SDK's periodic metric reader (`LOGOS_TELEMETRY_PIPELINE=upstream`).
+    Upstream,
     /// 100 % sampling and no exporter: every span is built, none is encoded or sent (what
     /// export adds is `on` minus this). Only on request (`BENCH_MODES=...,local`).
     Local,
@@ -37,6 +40,7 @@ impl Mode {
             Self::Off => "off",
             Self::On => "on",
             Self::Unsampled => "unsampled",
+            Self::Upstream => "upstream",
             Self::Local => "local",
         }
     }
@@ -49,6 +53,10 @@ impl Mode {
             Self::Unsampled => vec![
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
                 ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ],
+            Self::Upstream => vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into()),
+                ("LOGOS_TELEMETRY_PIPELINE", "upstream".into()),
             ],
             Self::Local => Vec::new(),
         }

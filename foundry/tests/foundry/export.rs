@@ -452,6 +452,88 @@ async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off
     }
 }
 
+/// A proxy in front of `target` that reads the first `cuts` connections for a moment and then
+/// closes them, as a collector that stops in the middle of a call does; later connections are
+/// passed through. Returns its address and the count of connections cut.
+async fn cutting_proxy(
+    target: std::net::SocketAddr,
+    cuts: usize,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&cut);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if counted.load(Ordering::SeqCst) < cuts {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // The request arrives (preface, headers, the batch), then the connection ends
+                // with no answer.
+                let mut buffer = vec![0; 64 * 1024];
+                let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                    while matches!(inbound.read(&mut buffer).await, Ok(read) if read > 0) {}
+                })
+                .await;
+                drop(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, cut)
+}
+
+#[tokio::test]
+async fn a_span_export_cut_off_mid_call_is_sent_again() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: foundry's own gRPC span export, through a proxy that cuts the first two
+    // connections after the request has gone out, with no gRPC status.
+    let name = "export::a_span_export_cut_off_mid_call_is_sent_again";
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let target = receiver
+        .grpc_endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (proxy, cut) = cutting_proxy(target, 2).await;
+    let (trace_id, traceparent) = new_traceparent(true);
+    let endpoint = format!("http://{proxy}");
+    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+    let stop_file = stop.to_string_lossy().into_owned();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("CHILD_TRACEPARENT", traceparent.as_str()),
+        ("CHILD_STOP_FILE", stop_file.as_str()),
+    ];
+
+    // Act: the child runs until the batch has arrived (or a bound passes).
+    let (output, ()) = tokio::join!(run_child(name, &env), async {
+        let _ = receiver
+            .wait_for_trace(&trace_id, Duration::from_secs(10), |s| !s.is_empty())
+            .await;
+        std::fs::write(&stop, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(&stop);
+
+    // Assert: both cut calls were tried again, the batch arrived, and nothing was lost.
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!(cut.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let spans = receiver
+        .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("spans_lost"), "{stderr}");
+}
+
 #[tokio::test]
 async fn a_batch_whose_retries_are_spent_waits_in_the_queue_for_the_collector() {
     if is_child() {

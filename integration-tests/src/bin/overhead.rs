@@ -1,9 +1,11 @@
 //! `make bench`: what telemetry costs end to end, as ratios measured in one run.
 //!
-//! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in three modes:
+//! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in four modes:
 //! `off` (`OTEL_SDK_DISABLED=true`), `on` (100 % sampling, OTLP/gRPC to a counting receiver in
-//! this process) and `unsampled` (`OTEL_TRACES_SAMPLER=always_off`). A closed-loop load
-//! generator with fixed concurrency drives `POST /api/plan`.
+//! this process), `unsampled` (`OTEL_TRACES_SAMPLER=always_off`) and `upstream` (as `on`, through
+//! the SDK's batch span processor, opentelemetry-otlp's exporter and the SDK's periodic reader,
+//! to a receiver of its own: what a service would otherwise wire). A closed-loop load generator
+//! with fixed concurrency drives `POST /api/plan`.
 //!
 //! The machines are noisy: the same mode measures 10 to 30 % apart from one minute to the next.
 //! So the three chains run side by side for the whole benchmark, and the load moves from one to
@@ -337,13 +339,23 @@ async fn main() {
     let receiver = OtlpReceiver::start_counting()
         .await
         .expect("receiver starts");
+    // The upstream chain's spans are counted apart from the `on` chain's.
+    let upstream_receiver = OtlpReceiver::start_counting()
+        .await
+        .expect("receiver starts");
     let spans_per_request = calibrate(&bin, &receiver).await;
 
     // BENCH_MODES=on or BENCH_MODES=off,unsampled (for profiling); the ratios need the first
-    // three. `local` runs only on request.
-    let default = [Mode::Off, Mode::On, Mode::Unsampled];
+    // four. `local` runs only on request.
+    let default = [Mode::Off, Mode::On, Mode::Unsampled, Mode::Upstream];
     let modes: Vec<Mode> = match std::env::var("BENCH_MODES") {
-        Ok(list) => [Mode::Off, Mode::On, Mode::Unsampled, Mode::Local]
+        Ok(list) => [
+            Mode::Off,
+            Mode::On,
+            Mode::Unsampled,
+            Mode::Upstream,
+            Mode::Local,
+        ]
             .into_iter()
             .filter(|mode| list.split(',').any(|name| name.trim() == mode.name()))
             .collect(),
@@ -360,12 +372,16 @@ async fn main() {
         spans_per_request
     );
 
-    // Only the `on` chain exports spans: everything the receiver gets from here on is its.
+    // Only the `on` chain exports spans to `receiver`: everything it gets from here on is its.
     let spans_before = receiver.span_count();
     let client = reqwest::Client::new();
     let mut running: BTreeMap<Mode, Running> = BTreeMap::new();
     for &mode in &modes {
-        let chain = Chain::start(&bin, &mode.env(&receiver.grpc_endpoint())).await;
+        let endpoint = match mode {
+            Mode::Upstream => upstream_receiver.grpc_endpoint(),
+            _ => receiver.grpc_endpoint(),
+        };
+        let chain = Chain::start(&bin, &mode.env(&endpoint)).await;
         let url = format!("{}/api/plan", chain.apollo_url);
         let mut chain = Running {
             chain,
@@ -419,9 +435,12 @@ async fn main() {
         totals.insert(mode, chain_totals);
     }
     let spans_received = receiver.span_count() - spans_before;
-    let spans_expected = totals.get(&Mode::On).map_or(0, |on| {
-        usize::try_from(on.sent).unwrap_or(usize::MAX) * spans_per_request
-    });
+    let expected = |mode: Mode| {
+        totals.get(&mode).map_or(0, |chain| {
+            usize::try_from(chain.sent).unwrap_or(usize::MAX) * spans_per_request
+        })
+    };
+    let spans_expected = expected(Mode::On);
 
     println!();
     println!("(the table pools every cycle of a mode; the ratios below pair each cycle's slices)");
@@ -449,6 +468,7 @@ async fn main() {
             .collect();
         let (received, expected) = match mode {
             Mode::On => (spans_received, spans_expected),
+            Mode::Upstream => (upstream_receiver.span_count(), expected(Mode::Upstream)),
             Mode::Off | Mode::Unsampled | Mode::Local => (0, 0),
         };
         println!(
@@ -473,6 +493,7 @@ async fn main() {
     };
     for (mode, what) in [
         (Mode::Unsampled, "unsampled"),
+        (Mode::Upstream, "upstream"),
         (Mode::Local, "local (spans built, not exported)"),
     ] {
         if let Some(summary) = summaries.get(&mode) {
@@ -499,6 +520,17 @@ async fn main() {
         on_added,
         on_added / spans_per_request as f64,
     );
+    // The target: foundry's pipeline adds at most half the CPU the SDK's adds, in the same run.
+    let upstream_paired = summaries
+        .get(&Mode::Upstream)
+        .map(|upstream| {
+            let upstream_added = upstream.cpu_us_per_request - off.cpu_us_per_request;
+            println!(
+                "cpu added per request against upstream: on {on_added:.0} us, upstream {upstream_added:.0} us, a share of {:.2} (target at most 0.50)",
+                on_added / upstream_added
+            );
+            paired(&samples[&Mode::Off], &samples[&Mode::Upstream])
+        });
     let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
     println!(
         "latency (one request at a time): p99 added {} us over {} hops, {} us per hop; under load p99 added {} us",
@@ -508,11 +540,15 @@ async fn main() {
         i128::from(on.p99_us) - i128::from(off.p99_us)
     );
     println!(
-        "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}",
+        "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}{}",
         on_paired.throughput,
         on_paired.cpu_per_request,
         single_p99_added,
         spans_received,
-        spans_expected
+        spans_expected,
+        upstream_paired.map_or(String::new(), |upstream| format!(
+            " upstream_cpu_per_request_ratio={:.3}",
+            upstream.cpu_per_request
+        ))
     );
 }

@@ -166,13 +166,14 @@ fn signal(pid: Option<u32>, signal: &str) {
 
 /// A service of the chain, its stderr kept for the account of lost spans.
 struct Service {
+    name: &'static str,
     child: Child,
     url: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Service {
-    async fn start(bin: &Path, name: &str, args: &[&str], endpoint: &str) -> Self {
+    async fn start(bin: &Path, name: &'static str, args: &[&str], endpoint: &str) -> Self {
         let mut child = Command::new(bin.join(name))
             .args(args)
             .args(["--port", "0"])
@@ -213,7 +214,12 @@ impl Service {
                 log.push('\n');
             }
         });
-        Self { child, url, log }
+        Self {
+            name,
+            child,
+            url,
+            log,
+        }
     }
 
     /// Resident memory now, in KiB (VmRSS).
@@ -241,6 +247,10 @@ impl Service {
         // The stderr reader ends with the pipe; a moment for its last lines.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        // What a loss was (the export's error, or a full queue) is in the line that counts it.
+        for line in log.lines().filter(|line| reported_lost(line) > 0) {
+            println!("soak: {} reported: {line}", self.name);
+        }
         reported_lost(&log)
     }
 }
