@@ -320,9 +320,11 @@ mod tests {
         prometheus::Registry,
         opentelemetry_sdk::metrics::SdkMeterProvider,
     ) {
-        let (provider, _reader, registry) =
-            crate::telemetry::meter_provider(opentelemetry_sdk::Resource::builder_empty().build(), None)
-                .expect("valid in this test");
+        let (provider, _reader, registry) = crate::telemetry::meter_provider(
+            opentelemetry_sdk::Resource::builder_empty().build(),
+            None,
+        )
+        .expect("valid in this test");
         let histogram = provider
             .meter("test")
             .f64_histogram("test.duration")

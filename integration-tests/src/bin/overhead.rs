@@ -356,9 +356,9 @@ async fn main() {
             Mode::Upstream,
             Mode::Local,
         ]
-            .into_iter()
-            .filter(|mode| list.split(',').any(|name| name.trim() == mode.name()))
-            .collect(),
+        .into_iter()
+        .filter(|mode| list.split(',').any(|name| name.trim() == mode.name()))
+        .collect(),
         Err(_) => default.to_vec(),
     };
     println!(
