@@ -621,3 +621,82 @@ async fn the_w3c_trace_context_suite_passes_at_its_strictest_level() {
         assert_eq!(parent_ids.len(), case.calls, "{}: parent ids", case.name);
     }
 }
+
+/// A request's headers as the SDK's propagator reads them: names in lower case, repeated
+/// headers joined with commas as HTTP allows (its best chance at the suite's split cases).
+struct Joined(Vec<(String, String)>);
+
+impl opentelemetry::propagation::Extractor for Joined {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// Why foundry's propagator is kept instead of the SDK's: the same cases of the suite, read by
+/// the SDK's `TraceContextPropagator`, and the ones it gets wrong. When an upgrade fixes them,
+/// this test fails, and foundry's propagator can go (BENCHMARKS.md measures no speed in it).
+#[test]
+fn the_sdk_propagator_fails_cases_of_the_suite_that_foundry_passes() {
+    use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+    let sdk = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+    let mut failed = Vec::new();
+    for case in cases().into_iter().filter(|case| case.calls == 1) {
+        let mut joined: Vec<(String, String)> = Vec::new();
+        for (name, value) in &case.headers {
+            let name = name.to_ascii_lowercase();
+            match joined.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, known)) => {
+                    known.push(',');
+                    known.push_str(value);
+                }
+                None => joined.push((name, value.clone())),
+            }
+        }
+        let context = sdk.extract(&Joined(joined));
+        let span = context.span().span_context().clone();
+        let continued = span.is_valid() && span.trace_id().to_string() == TRACE;
+        let tracestate = Some(span.trace_state().header()).filter(|state| !state.is_empty());
+        let right = match case.parent {
+            Parent::Continued => continued && tracestate == case.tracestate,
+            Parent::NewTrace => !continued,
+        };
+        if !right {
+            failed.push(case.name);
+        }
+    }
+    assert_eq!(
+        failed,
+        [
+            // A `traceparent` of the wrong width continues the trace: a version of one, three or
+            // four digits, a parent id of 15, flags of one or three.
+            "000",
+            "0000",
+            "0",
+            "parent id 15",
+            "flags 001",
+            "flags 1",
+            // A repeated key drops the whole `tracestate` (the suite keeps one member).
+            "foo=1,foo=1",
+            "foo=1,foo=2",
+            "foo=1 twice",
+            "foo=1 then foo=2",
+            // Keys valid for the current spec (`@` after the first character; up to 256
+            // characters however they split at `@`) drop the whole header, and past the
+            // 32-member limit, or with an empty value, the header is kept, not dropped.
+            "foo@@bar",
+            "foo@bar@baz",
+            "33 members",
+            "tenant 241, vendor 14",
+            "vendor 15",
+            "empty value",
+        ],
+        "the cases the SDK's propagator gets wrong changed"
+    );
+}
