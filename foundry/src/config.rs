@@ -66,16 +66,16 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 }
 
-/// What carries spans and metrics to an OTLP/gRPC collector.
+/// What carries spans to an OTLP/gRPC collector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Pipeline {
-    /// foundry's span processor and encoder, and its metric export from the one Prometheus
-    /// aggregation (`upstream` for OTLP/HTTP, TLS and compression all the same).
+    /// foundry's span processor and encoder (OTLP/HTTP, TLS and compression take the SDK's path
+    /// all the same).
     #[default]
     Foundry,
-    /// The SDK's batch span processor with opentelemetry-otlp's exporter, and the SDK's periodic
-    /// metric reader: what a service would otherwise wire, which `make bench` measures beside
-    /// foundry's, and a way back to it should foundry's path misbehave.
+    /// The SDK's batch span processor with opentelemetry-otlp's exporter: what a service would
+    /// otherwise wire, which `make bench` measures beside foundry's, and a way back to it should
+    /// foundry's path misbehave.
     Upstream,
 }
 

@@ -20,7 +20,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     logs::SdkLoggerProvider,
-    metrics::{PeriodicReader, SdkMeterProvider},
+    metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider},
     trace::{
         BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
         SimpleSpanProcessor,
@@ -38,7 +38,7 @@ use crate::{
     config::{Compression, OtlpConfig, Pipeline, Protocol, SamplerConfig, TelemetryConfig},
     log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
-    metrics::{HttpInstruments, OtlpMetricExport, SharedReader},
+    metrics::HttpInstruments,
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
@@ -94,8 +94,6 @@ struct Providers {
     /// Tells the log exporter that shutdown has begun, so that it stops retrying.
     log_shutdown: NoRetryAtShutdown,
     meter: SdkMeterProvider,
-    /// Over OTLP, and to the local sink: each exports the one aggregation on its own schedule.
-    metric_exports: Vec<OtlpMetricExport>,
     /// Drives the gRPC exporters; kept apart from the service's runtime on purpose.
     export_runtime: Option<ExportRuntime>,
 }
@@ -156,7 +154,6 @@ impl Telemetry {
             logger,
             log_shutdown,
             meter,
-            metric_exports,
             export_runtime,
         } = providers;
         log_shutdown.begin();
@@ -176,10 +173,7 @@ impl Telemetry {
                 if let Some(logger) = logger {
                     let _ = logger.shutdown_with_timeout(remaining() / 2);
                 }
-                // The last OTLP export reads the meter provider, so it goes first.
-                for metric_export in metric_exports {
-                    metric_export.shutdown();
-                }
+                // The periodic readers export once more as they shut down.
                 let _ = meter.shutdown_with_timeout(remaining());
                 let _ = done_tx.send(());
             });
@@ -371,38 +365,25 @@ fn install(
     }
     let tracer_provider = tracer_builder.build();
 
-    // The upstream pipeline adds the SDK's periodic reader, a second aggregation beside the
-    // Prometheus one; foundry's sends the one aggregation over OTLP too.
-    let periodic = match (&metrics.otlp, config.pipeline) {
-        (Some(otlp), Pipeline::Upstream) => Some(
-            PeriodicReader::builder(otlp_exporter!(
-                MetricExporter,
-                otlp,
-                "v1/metrics",
-                "metrics"
-            )?)
-            .with_interval(config.metric_export_interval)
-            .build(),
-        ),
-        _ => None,
-    };
-    let (meter_provider, reader, registry) = meter_provider(resource.clone(), periodic)?;
-    let mut metric_exports = Vec::new();
-    if let (Some(otlp), Pipeline::Foundry) = (&metrics.otlp, config.pipeline) {
+    // Each reader aggregates on its own: Prometheus behind `/metrics`, and the SDK's periodic
+    // reader for OTLP and for the local sink.
+    let (mut meter_builder, registry) = meter_provider(resource.clone())?;
+    if let Some(otlp) = &metrics.otlp {
         let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
-        metric_exports.push(OtlpMetricExport::start(
-            reader.clone(),
-            exporter,
-            config.metric_export_interval,
-        )?);
+        meter_builder = meter_builder.with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(config.metric_export_interval)
+                .build(),
+        );
     }
     if let Some(sink) = &sink {
-        metric_exports.push(OtlpMetricExport::start(
-            reader,
-            LocalExporter::new(sink.clone(), &resource),
-            LOCAL_METRIC_INTERVAL,
-        )?);
+        meter_builder = meter_builder.with_reader(
+            PeriodicReader::builder(LocalExporter::new(sink.clone(), &resource))
+                .with_interval(LOCAL_METRIC_INTERVAL)
+                .build(),
+        );
     }
+    let meter_provider = meter_builder.build();
 
     let log_shutdown = NoRetryAtShutdown::default();
     let logger_provider = if logs.otlp.is_some() || sink.is_some() {
@@ -477,33 +458,25 @@ fn install(
             logger: logger_provider,
             log_shutdown,
             meter: meter_provider,
-            metric_exports,
             export_runtime,
         }),
     })
 }
 
-/// The meter provider, with the Prometheus reader behind `/metrics` as its one reader (see
-/// [`crate::metrics`]), and that reader's registry.
+/// The meter provider's builder, with the Prometheus reader behind `/metrics` (see
+/// [`crate::metrics`]), and that reader's registry; the OTLP readers are added to it.
 pub(crate) fn meter_provider(
     resource: Resource,
-    periodic: Option<PeriodicReader<opentelemetry_otlp::MetricExporter>>,
-) -> Result<(SdkMeterProvider, SharedReader, prometheus::Registry), TelemetryError> {
+) -> Result<(MeterProviderBuilder, prometheus::Registry), TelemetryError> {
     let registry = prometheus::Registry::new();
-    let reader = SharedReader::new(
-        opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .build()
-            .map_err(|error| exporter_error("metrics", error))?,
-    );
-    let mut provider = SdkMeterProvider::builder()
+    let reader = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()
+        .map_err(|error| exporter_error("metrics", error))?;
+    let provider = SdkMeterProvider::builder()
         .with_resource(resource)
-        .with_reader(reader.clone());
-    if let Some(periodic) = periodic {
-        provider = provider.with_reader(periodic);
-    }
-    let provider = provider.build();
-    Ok((provider, reader, registry))
+        .with_reader(reader);
+    Ok((provider, registry))
 }
 
 /// Sets the global providers, the W3C propagators, and the registry behind `/metrics`.

@@ -320,15 +320,10 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
             .with_resource(crate::telemetry::resource(&config))
             .with_simple_exporter(exporter.clone())
             .build();
-        let registry = prometheus::Registry::new();
-        let mut meter_builder = opentelemetry_sdk::metrics::SdkMeterProvider::builder();
-        if let Ok(reader) = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .build()
-        {
-            meter_builder = meter_builder.with_reader(reader);
-        }
-        let meter_provider = meter_builder.build();
+        let (meter_provider, registry) =
+            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
+                .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
+        let meter_provider = meter_provider.build();
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))
             .with(crate::telemetry::span_layer(&provider));
@@ -375,9 +370,10 @@ pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvi
             .with_resource(crate::telemetry::resource(&config))
             .with_span_processor(processor)
             .build();
-        let (meter_provider, _reader, registry) =
-            crate::telemetry::meter_provider(crate::telemetry::resource(&config), None)
+        let (meter_provider, registry) =
+            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
                 .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
+        let meter_provider = meter_provider.build();
         let subscriber = tracing_subscriber::registry()
             .with(crate::telemetry::span_filter(false))
             .with(crate::telemetry::span_layer(&provider));

@@ -25,8 +25,8 @@ pub enum Mode {
     On,
     /// `OTEL_TRACES_SAMPLER=always_off`, exporter configured.
     Unsampled,
-    /// As `on`, exporting through the SDK's batch span processor, opentelemetry-otlp's exporter
-    /// and the SDK's periodic metric reader (`LOGOS_TELEMETRY_PIPELINE=upstream`).
+    /// As `on`, exporting spans through the SDK's batch span processor and opentelemetry-otlp's
+    /// exporter (`LOGOS_TELEMETRY_PIPELINE=upstream`).
     Upstream,
     /// 100 % sampling and no exporter: every span is built, none is encoded or sent (what
     /// export adds is `on` minus this). Only on request (`BENCH_MODES=...,local`).

@@ -143,35 +143,24 @@ impl Middleware for ClientTelemetry {
             }
             span.end();
         }
-        let key = (
-            method,
-            address,
-            port,
-            status.map(|status| status.as_u16()),
-            error_type,
-        );
-        instruments.client_duration.record(
-            key,
-            start.elapsed().as_secs_f64(),
-            |(method, address, port, status, error_type)| {
-                let mut attributes = Vec::with_capacity(5);
-                attributes.push(KeyValue::new("http.request.method", *method));
-                attributes.push(KeyValue::new("server.address", address.clone()));
-                if let Some(port) = port {
-                    attributes.push(KeyValue::new("server.port", *port));
-                }
-                if let Some(status) = status {
-                    attributes.push(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(*status),
-                    ));
-                }
-                if let Some(error_type) = error_type {
-                    attributes.push(KeyValue::new("error.type", error_type.clone()));
-                }
-                attributes
-            },
-        );
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("http.request.method", method));
+        attributes.push(KeyValue::new("server.address", address));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", port));
+        }
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+        }
+        if let Some(error_type) = error_type {
+            attributes.push(KeyValue::new("error.type", error_type));
+        }
+        instruments
+            .client_duration
+            .record(start.elapsed().as_secs_f64(), &attributes);
         outcome
     }
 }

@@ -224,33 +224,28 @@ impl Exchange {
         let Some(instruments) = HttpInstruments::get() else {
             return;
         };
-        let key = (self.method, status, self.route.take());
-        instruments.server_duration.record(
-            key,
-            self.start.elapsed().as_secs_f64(),
-            |(method, status, route)| {
-                let mut attributes = Vec::with_capacity(5);
-                attributes.push(KeyValue::new("http.request.method", *method));
-                if let Some(status) = status {
-                    attributes.push(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(*status),
-                    ));
-                }
-                attributes.push(KeyValue::new("url.scheme", "http"));
-                if let Some(route) = route {
-                    attributes.push(KeyValue::new("http.route", route.clone()));
-                }
-                match status {
-                    Some(status @ 500..600) => {
-                        attributes.push(KeyValue::new("error.type", status.to_string()));
-                    }
-                    None => attributes.push(KeyValue::new("error.type", CANCELLED)),
-                    Some(_) => {}
-                }
-                attributes
-            },
-        );
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("http.request.method", self.method));
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        attributes.push(KeyValue::new("url.scheme", "http"));
+        if let Some(route) = self.route.take() {
+            attributes.push(KeyValue::new("http.route", route));
+        }
+        match status {
+            Some(status @ 500..600) => {
+                attributes.push(KeyValue::new("error.type", status.to_string()));
+            }
+            None => attributes.push(KeyValue::new("error.type", CANCELLED)),
+            Some(_) => {}
+        }
+        instruments
+            .server_duration
+            .record(self.start.elapsed().as_secs_f64(), &attributes);
     }
 }
 

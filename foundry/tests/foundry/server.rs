@@ -473,7 +473,7 @@ async fn server_durations_carry_method_route_status_and_the_error_type_of_a_5xx(
     // Arrange
     let _ = capture("foundry-test");
 
-    // Act: each set is recorded more than once, so that bound handles are used again.
+    // Act: each set is recorded more than once.
     for _ in 0..2 {
         let _ = get_with("/fail", None).await;
         let _ = get_with("/items/7", None).await;

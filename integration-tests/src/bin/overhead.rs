@@ -2,9 +2,10 @@
 //!
 //! The same release binaries run the chain Apollo API → Sophia `/plan` → Hermes in four modes:
 //! `off` (`OTEL_SDK_DISABLED=true`), `on` (100 % sampling, OTLP/gRPC to a counting receiver in
-//! this process), `unsampled` (`OTEL_TRACES_SAMPLER=always_off`) and `upstream` (as `on`, through
-//! the SDK's batch span processor, opentelemetry-otlp's exporter and the SDK's periodic reader,
-//! to a receiver of its own: what a service would otherwise wire). A closed-loop load generator
+//! this process), `unsampled` (`OTEL_TRACES_SAMPLER=always_off`) and `upstream` (as `on`, its spans
+//! through the SDK's batch span processor and opentelemetry-otlp's exporter, to a receiver of its
+//! own: what a service would otherwise wire; metrics go through the SDK's periodic reader in
+//! every mode). A closed-loop load generator
 //! with fixed concurrency drives `POST /api/plan`.
 //!
 //! The machines are noisy: the same mode measures 10 to 30 % apart from one minute to the next.
