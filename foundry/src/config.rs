@@ -7,6 +7,7 @@
 use std::{collections::HashMap, fmt, time::Duration};
 
 use http::Uri;
+use opentelemetry_sdk::trace::SpanLimits;
 
 /// The collector endpoint documented for OTLP over gRPC (the stack's collector, docs/architecture.md section 6).
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -56,14 +57,55 @@ pub struct TelemetryConfig {
     /// `OTEL_METRIC_EXPORT_TIMEOUT`: the bound on one metric export, beside the OTLP timeout
     /// (the smaller applies).
     pub metric_export_timeout: Duration,
-    /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`: attributes a span keeps; past it new ones are dropped.
-    pub span_attribute_count_limit: u32,
+    /// What a span keeps (past each limit, new ones are dropped): attributes
+    /// (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, else `OTEL_ATTRIBUTE_COUNT_LIMIT`), events
+    /// (`OTEL_SPAN_EVENT_COUNT_LIMIT`), links (`OTEL_SPAN_LINK_COUNT_LIMIT`), and attributes of an
+    /// event or a link (`OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`).
+    pub span_limits: SpanCountLimits,
+    /// The longest string attribute value a span keeps, in characters, longer ones truncated
+    /// (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`);
+    /// `None`: no limit.
+    pub span_attribute_value_length_limit: Option<usize>,
+    /// The log record processor's queue, batch and schedule (`OTEL_BLRP_*`).
+    pub log_batch: LogBatch,
     /// `LOGOS_TELEMETRY_PIPELINE`: foundry's export path, or the SDK's.
     pub pipeline: Pipeline,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
     pub log_format: LogFormat,
+}
+
+/// The SDK's span limits, which can be compared (the SDK's type cannot).
+#[derive(Clone, Copy, Debug)]
+pub struct SpanCountLimits(pub SpanLimits);
+
+impl PartialEq for SpanCountLimits {
+    fn eq(&self, other: &Self) -> bool {
+        let fields = |limits: &SpanLimits| {
+            [
+                limits.max_attributes_per_span,
+                limits.max_events_per_span,
+                limits.max_links_per_span,
+                limits.max_attributes_per_event,
+                limits.max_attributes_per_link,
+            ]
+        };
+        fields(&self.0) == fields(&other.0)
+    }
+}
+
+/// The `OTEL_BLRP_*` settings of the log record processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBatch {
+    /// `OTEL_BLRP_MAX_QUEUE_SIZE`: records waiting before new ones are dropped.
+    pub max_queue: usize,
+    /// `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`: records per export (at most the queue size).
+    pub max_batch: usize,
+    /// `OTEL_BLRP_SCHEDULE_DELAY`: time between exports.
+    pub schedule_delay: Duration,
+    /// `OTEL_BLRP_EXPORT_TIMEOUT`: the bound on one export, beside the OTLP timeout.
+    pub export_timeout: Duration,
 }
 
 /// What carries spans to an OTLP/gRPC collector.
@@ -275,15 +317,38 @@ impl TelemetryConfig {
             span_schedule_delay: parse_millis("OTEL_BSP_SCHEDULE_DELAY", var, 5_000)?,
             span_export_timeout: parse_millis("OTEL_BSP_EXPORT_TIMEOUT", var, 30_000)?,
             metric_export_timeout: parse_millis("OTEL_METRIC_EXPORT_TIMEOUT", var, 30_000)?,
-            span_attribute_count_limit: parse_whole(
-                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
-                var,
-                128,
-                0..=u64::from(u32::MAX),
-                "expected a whole number of attributes",
-            )?
-            .try_into()
-            .unwrap_or(u32::MAX),
+            span_limits: SpanCountLimits(SpanLimits {
+                max_attributes_per_span: parse_limit(
+                    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+                    var,
+                    parse_limit("OTEL_ATTRIBUTE_COUNT_LIMIT", var, 128)?,
+                )?,
+                max_events_per_span: parse_limit("OTEL_SPAN_EVENT_COUNT_LIMIT", var, 128)?,
+                max_links_per_span: parse_limit("OTEL_SPAN_LINK_COUNT_LIMIT", var, 128)?,
+                max_attributes_per_event: parse_limit(
+                    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+                    var,
+                    128,
+                )?,
+                max_attributes_per_link: parse_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", var, 128)?,
+            }),
+            span_attribute_value_length_limit: match var("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
+                Some(_) => Some(parse_length("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", var)?),
+                None => match var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
+                    Some(_) => Some(parse_length("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", var)?),
+                    None => None,
+                },
+            },
+            log_batch: {
+                let max_queue = parse_count("OTEL_BLRP_MAX_QUEUE_SIZE", var, 2048)?;
+                LogBatch {
+                    max_queue,
+                    max_batch: parse_count("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", var, 512)?
+                        .min(max_queue),
+                    schedule_delay: parse_millis("OTEL_BLRP_SCHEDULE_DELAY", var, 1_000)?,
+                    export_timeout: parse_millis("OTEL_BLRP_EXPORT_TIMEOUT", var, 30_000)?,
+                }
+            },
             pipeline: match var("LOGOS_TELEMETRY_PIPELINE").as_deref().map(str::trim) {
                 None | Some("foundry") => Pipeline::Foundry,
                 Some("upstream") => Pipeline::Upstream,
@@ -397,7 +462,7 @@ fn parse_count(
         var,
         u64::try_from(default).unwrap_or(u64::MAX),
         1..=1_000_000,
-        "expected a number of spans from 1 to 1000000",
+        "expected a whole number from 1 to 1000000",
     )
     .map(|count| usize::try_from(count).unwrap_or(usize::MAX))
 }
@@ -434,6 +499,37 @@ fn parse_whole(
             .filter(|number| range.contains(number))
             .ok_or_else(|| ConfigError::new(variable, &value, expected)),
     }
+}
+
+/// A count limit of the span limits: a whole number (0 keeps none).
+fn parse_limit(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let limit = parse_whole(
+        variable,
+        var,
+        u64::from(default),
+        0..=u64::from(u32::MAX),
+        "expected a whole number",
+    )?;
+    Ok(u32::try_from(limit).unwrap_or(u32::MAX))
+}
+
+/// A value length limit: a whole number of characters.
+fn parse_length(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<usize, ConfigError> {
+    let length = parse_whole(
+        variable,
+        var,
+        0,
+        0..=u64::from(u32::MAX),
+        "expected a whole number of characters",
+    )?;
+    Ok(usize::try_from(length).unwrap_or(usize::MAX))
 }
 
 fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig, ConfigError> {
@@ -618,6 +714,45 @@ mod tests {
     }
 
     #[test]
+    fn limits_read_the_span_variables_over_the_general_ones() {
+        let limits = |vars: &[(&str, &str)]| {
+            let config = config(vars).expect("valid");
+            let limits = config.span_limits.0;
+            (
+                [
+                    limits.max_attributes_per_span,
+                    limits.max_events_per_span,
+                    limits.max_links_per_span,
+                    limits.max_attributes_per_event,
+                    limits.max_attributes_per_link,
+                ],
+                config.span_attribute_value_length_limit,
+            )
+        };
+        assert_eq!(limits(&[]), ([128; 5], None));
+        assert_eq!(
+            limits(&[
+                ("OTEL_ATTRIBUTE_COUNT_LIMIT", "10"),
+                ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+                ("OTEL_SPAN_LINK_COUNT_LIMIT", "0"),
+                ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "3"),
+                ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "4"),
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+            ]),
+            ([10, 2, 0, 3, 4], Some(100))
+        );
+        assert_eq!(
+            limits(&[
+                ("OTEL_ATTRIBUTE_COUNT_LIMIT", "10"),
+                ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "20"),
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+                ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "50"),
+            ]),
+            ([20, 128, 128, 128, 128], Some(50))
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let cases: &[(&str, &str)] = &[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
@@ -653,6 +788,17 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0"),
             ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "br"),
             ("LOGOS_TELEMETRY_PIPELINE", "sdk"),
+            ("OTEL_ATTRIBUTE_COUNT_LIMIT", "-5"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "lots"),
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", "1.5"),
+            ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "x"),
+            ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "99999999999"),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "short"),
+            ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "many"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "soon"),
+            ("OTEL_BLRP_EXPORT_TIMEOUT", "0"),
         ];
         for (variable, value) in cases {
             let error = config(&[(variable, value)]).expect_err(value);

@@ -38,5 +38,6 @@ mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod value_limit;
 
 pub use shutdown::shutdown_signal;

@@ -165,12 +165,12 @@ impl TelemetryConfig {
         let mut otlp = wants_otlp
             .then(|| own.otlp.clone().or_else(|| self.otlp.clone()))
             .flatten();
-        // OTEL_BSP_EXPORT_TIMEOUT and OTEL_METRIC_EXPORT_TIMEOUT bound the same call as the OTLP
-        // timeout: the smaller of the two applies.
+        // OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT and OTEL_BLRP_EXPORT_TIMEOUT bound
+        // the same call as the OTLP timeout: the smaller of the two applies.
         let export_timeout = match signal {
             Signal::Traces => Some(self.span_export_timeout),
             Signal::Metrics => Some(self.metric_export_timeout),
-            Signal::Logs => None,
+            Signal::Logs => Some(self.log_batch.export_timeout),
         };
         if let (Some(otlp), Some(bound)) = (&mut otlp, export_timeout) {
             otlp.timeout = otlp.timeout.min(bound);

@@ -44,6 +44,7 @@ use crate::{
     sampling,
     signals::Signal,
     span_export::{BatchSettings, OtlpSpanProcessor},
+    value_limit::ValueLengthLimit,
 };
 
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
@@ -301,7 +302,8 @@ fn install(
     let mut tracer_builder = SdkTracerProvider::builder()
         .with_resource(resource.clone())
         .with_sampler(sampler(config.sampler))
-        .with_max_attributes_per_span(config.span_attribute_count_limit);
+        .with_span_limits(config.span_limits.0);
+    let limit = config.span_attribute_value_length_limit;
     if let Some(otlp) = &traces.otlp {
         // The span queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE): when the collector is slow or
         // gone, spans are dropped rather than memory growing.
@@ -330,7 +332,7 @@ fn install(
                     runtime,
                 )
                 .map_err(|error| exporter_error("traces", error))?;
-                tracer_builder.with_span_processor(processor)
+                tracer_builder.with_span_processor(ValueLengthLimit::new(processor, limit))
             }
             _ => {
                 let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
@@ -339,11 +341,12 @@ fn install(
                     .with_max_export_batch_size(config.span_batch_size)
                     .with_scheduled_delay(config.span_schedule_delay)
                     .build();
-                tracer_builder.with_span_processor(
+                tracer_builder.with_span_processor(ValueLengthLimit::new(
                     BatchSpanProcessor::builder(exporter)
                         .with_batch_config(batch)
                         .build(),
-                )
+                    limit,
+                ))
             }
         };
     }
@@ -352,15 +355,17 @@ fn install(
             .with_max_queue_size(config.span_queue_size)
             .with_scheduled_delay(LOCAL_BATCH_DELAY)
             .build();
-        tracer_builder = tracer_builder.with_span_processor(
+        tracer_builder = tracer_builder.with_span_processor(ValueLengthLimit::new(
             BatchSpanProcessor::builder(LocalExporter::new(sink.clone(), &resource))
                 .with_batch_config(batch)
                 .build(),
-        );
+            limit,
+        ));
     }
     if traces.console {
-        tracer_builder = tracer_builder.with_span_processor(SimpleSpanProcessor::new(
-            crate::console::ConsoleExporter::default(),
+        tracer_builder = tracer_builder.with_span_processor(ValueLengthLimit::new(
+            SimpleSpanProcessor::new(crate::console::ConsoleExporter::default()),
+            limit,
         ));
     }
     let tracer_provider = tracer_builder.build();
@@ -401,11 +406,19 @@ fn install(
                 ..otlp.clone()
             };
             let once = otlp_exporter!(LogExporter, &once, "v1/logs", "logs")?;
-            builder = builder.with_batch_exporter(ShutdownAwareLogExporter::new(
-                retrying,
-                once,
-                log_shutdown.clone(),
-            ));
+            let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                .with_max_queue_size(config.log_batch.max_queue)
+                .with_max_export_batch_size(config.log_batch.max_batch)
+                .with_scheduled_delay(config.log_batch.schedule_delay)
+                .build();
+            builder =
+                builder.with_log_processor(
+                    opentelemetry_sdk::logs::BatchLogProcessor::builder(
+                        ShutdownAwareLogExporter::new(retrying, once, log_shutdown.clone()),
+                    )
+                    .with_batch_config(batch)
+                    .build(),
+                );
         }
         if let Some(sink) = &sink {
             let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()

@@ -269,3 +269,85 @@ async fn otel_traces_exporter_console_prints_spans_and_exports_nothing() {
     assert!(receiver.spans().is_empty());
     assert!(arrivals(&receiver).iter().any(|a| a.0 == "metrics"));
 }
+
+#[tokio::test]
+async fn the_attribute_value_length_limit_cuts_string_values() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "signals::the_attribute_value_length_limit_cuts_string_values";
+    // The span's own limit wins over the general one.
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "/items/{id}"),
+        (&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")], "/ite"),
+        (
+            &[
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4"),
+                ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "6"),
+            ],
+            "/items",
+        ),
+    ];
+    for (limits, route) in cases {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+        env.extend_from_slice(limits);
+
+        // Act
+        let (trace_id, _) = run(name, &env).await;
+
+        // Assert: strings are cut, numbers are not.
+        let spans = receiver
+            .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
+            .await;
+        assert_eq!(spans.len(), 1, "{limits:?}: {spans:#?}");
+        assert_eq!(spans[0].str("http.route"), Some(route), "{limits:?}");
+        assert_eq!(spans[0].int("http.response.status_code"), Some(200));
+    }
+}
+
+#[tokio::test]
+async fn the_log_schedule_delay_holds_log_records_until_it_passes() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "signals::the_log_schedule_delay_holds_log_records_until_it_passes";
+    for delay in ["100", "60000"] {
+        // Arrange: a child that runs on until told to stop.
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let (trace_id, traceparent) = new_traceparent(true);
+        let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+        let stop_file = stop.to_string_lossy().into_owned();
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BLRP_SCHEDULE_DELAY", delay),
+            ("CHILD_TRACEPARENT", traceparent.as_str()),
+            ("CHILD_STOP_FILE", stop_file.as_str()),
+        ];
+
+        // Act: the child's spans arrive (100 ms), then a second passes before it stops.
+        let (output, before_stop) = tokio::join!(run_child(name, &env), async {
+            let _ = receiver
+                .wait_for_trace(&trace_id, Duration::from_secs(10), |s| !s.is_empty())
+                .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let before_stop = receiver.log_record_count();
+            std::fs::write(&stop, b"").unwrap();
+            before_stop
+        });
+        let _ = std::fs::remove_file(&stop);
+
+        // Assert: with a short delay the records came while the child ran; with a long one,
+        // only with the flush at shutdown.
+        assert_eq!(child_value(&output, "status"), "200");
+        if delay == "100" {
+            assert!(before_stop > 0, "records while running");
+        } else {
+            assert_eq!(before_stop, 0, "no record before the delay");
+            assert!(receiver.log_record_count() > 0, "records at shutdown");
+        }
+    }
+}
