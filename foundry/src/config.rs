@@ -138,6 +138,8 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     /// `OTEL_EXPORTER_OTLP_COMPRESSION`: `None` sends requests uncompressed.
     pub compression: Option<Compression>,
+    /// The certificates of an `https` endpoint's TLS: the server's CA, and this service's own.
+    pub tls: TlsFiles,
     /// Whether an export refused for a transient reason is retried with backoff, as the OTLP spec
     /// asks, by the opentelemetry-otlp exporters and foundry's own gRPC span export alike: on for
     /// a service, which rides out a collector's backpressure or restart; off for a one-shot
@@ -159,8 +161,76 @@ impl fmt::Debug for OtlpConfig {
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
+            .field("tls", &self.tls)
             .field("retries", &self.retries)
             .finish()
+    }
+}
+
+/// The PEM files of `OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` (or
+/// a signal's own), read when the service starts.
+#[derive(Clone, Default, PartialEq)]
+pub struct TlsFiles {
+    /// The CA that the collector's certificate is checked against, instead of the system's
+    /// roots.
+    pub certificate: Option<Vec<u8>>,
+    /// This service's certificate and private key, for a collector that asks for one (mTLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret: only whether there is one.
+        f.debug_struct("TlsFiles")
+            .field("certificate", &self.certificate.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    /// Reads the files the three variables name (`certificate`, `client_certificate`,
+    /// `client_key`, each with its value); a client certificate needs its key and the key its
+    /// certificate.
+    pub(crate) fn read(
+        certificate: Option<(&'static str, String)>,
+        client_certificate: Option<(&'static str, String)>,
+        client_key: Option<(&'static str, String)>,
+    ) -> Result<Self, ConfigError> {
+        let read = |(variable, path): (&'static str, String)| {
+            let path = path.trim().to_owned();
+            let pem = std::fs::read(&path).map_err(|error| {
+                ConfigError::new(variable, &path, format!("cannot read it: {error}"))
+            })?;
+            if !pem.windows(11).any(|window| window == b"-----BEGIN ") {
+                return Err(ConfigError::new(variable, &path, "expected a PEM file"));
+            }
+            Ok((variable, pem))
+        };
+        let certificate = certificate.map(read).transpose()?.map(|(_, pem)| pem);
+        let client = match (
+            client_certificate.map(read).transpose()?,
+            client_key.map(read).transpose()?,
+        ) {
+            (Some((_, certificate)), Some((_, key))) => Some((certificate, key)),
+            (None, None) => None,
+            (Some((variable, _)), None) | (None, Some((variable, _))) => {
+                return Err(ConfigError::new(
+                    variable,
+                    "",
+                    "a client certificate and its key are set together",
+                ));
+            }
+        };
+        Ok(Self {
+            certificate,
+            client,
+        })
+    }
+
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        self.certificate.is_some() || self.client.is_some()
     }
 }
 
@@ -267,6 +337,13 @@ impl TelemetryConfig {
                 Some(value) => parse_compression("OTEL_EXPORTER_OTLP_COMPRESSION", &value)?,
                 None => None,
             },
+            tls: TlsFiles::read(
+                var("OTEL_EXPORTER_OTLP_CERTIFICATE")
+                    .map(|v| ("OTEL_EXPORTER_OTLP_CERTIFICATE", v)),
+                var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+                    .map(|v| ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", v)),
+                var("OTEL_EXPORTER_OTLP_CLIENT_KEY").map(|v| ("OTEL_EXPORTER_OTLP_CLIENT_KEY", v)),
+            )?,
         };
         let signals = crate::signals::parse(var, &generic)?;
         let otlp = generic.endpoint.map(|endpoint| OtlpConfig {
@@ -276,6 +353,7 @@ impl TelemetryConfig {
             headers: generic.headers,
             timeout: generic.timeout,
             compression: generic.compression,
+            tls: generic.tls,
             retries: true,
         });
 

@@ -12,7 +12,7 @@ use std::{collections::HashMap, time::Duration};
 
 use crate::config::{
     Compression, ConfigError, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpConfig,
-    Protocol, TelemetryConfig,
+    Protocol, TelemetryConfig, TlsFiles,
 };
 
 /// One of the three signals.
@@ -58,16 +58,25 @@ impl Signal {
             (Signal::Traces, Headers) => "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
             (Signal::Traces, Timeout) => "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
             (Signal::Traces, Compression) => "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            (Signal::Traces, Certificate) => "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            (Signal::Traces, ClientCertificate) => "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            (Signal::Traces, ClientKey) => "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
             (Signal::Metrics, Endpoint) => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
             (Signal::Metrics, Protocol) => "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
             (Signal::Metrics, Headers) => "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
             (Signal::Metrics, Timeout) => "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
             (Signal::Metrics, Compression) => "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+            (Signal::Metrics, Certificate) => "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            (Signal::Metrics, ClientCertificate) => "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+            (Signal::Metrics, ClientKey) => "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
             (Signal::Logs, Endpoint) => "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
             (Signal::Logs, Protocol) => "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
             (Signal::Logs, Headers) => "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
             (Signal::Logs, Timeout) => "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
             (Signal::Logs, Compression) => "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+            (Signal::Logs, Certificate) => "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+            (Signal::Logs, ClientCertificate) => "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE",
+            (Signal::Logs, ClientKey) => "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
         }
     }
 }
@@ -79,6 +88,9 @@ enum Setting {
     Headers,
     Timeout,
     Compression,
+    Certificate,
+    ClientCertificate,
+    ClientKey,
 }
 
 /// The exporters `OTEL_<SIGNAL>_EXPORTER` names (`otlp`, `console`, or `none` alone).
@@ -149,6 +161,7 @@ pub(crate) struct Generic {
     pub(crate) headers: HashMap<String, String>,
     pub(crate) timeout: Duration,
     pub(crate) compression: Option<Compression>,
+    pub(crate) tls: TlsFiles,
 }
 
 impl TelemetryConfig {
@@ -231,13 +244,27 @@ pub(crate) fn parse(
             Some((name, value)) => Some(crate::config::parse_compression(name, &value)?),
             None => None,
         };
+        // A signal's own files replace the generic ones as a whole.
+        let tls = [
+            Setting::Certificate,
+            Setting::ClientCertificate,
+            Setting::ClientKey,
+        ]
+        .map(own);
+        let tls = if tls.iter().any(Option::is_some) {
+            let [certificate, client_certificate, client_key] = tls;
+            Some(TlsFiles::read(certificate, client_certificate, client_key)?)
+        } else {
+            None
+        };
         let explicit_otlp_without_endpoint =
             exporters.is_some_and(|e| e.otlp) && generic.endpoint.is_none();
         let any_own = endpoint.is_some()
             || protocol.is_some()
             || headers.is_some()
             || timeout.is_some()
-            || compression.is_some();
+            || compression.is_some()
+            || tls.is_some();
         if !(any_own || explicit_otlp_without_endpoint) {
             signals.get_mut(signal).exporters = exporters;
             continue;
@@ -264,6 +291,7 @@ pub(crate) fn parse(
                 headers: headers.unwrap_or_else(|| generic.headers.clone()),
                 timeout: timeout.unwrap_or(generic.timeout),
                 compression: compression.unwrap_or(generic.compression),
+                tls: tls.unwrap_or_else(|| generic.tls.clone()),
                 retries: true,
             }),
         };

@@ -208,6 +208,10 @@ macro_rules! otlp_exporter {
                     .with_timeout($otlp.timeout)
                     .with_metadata(grpc_metadata(&$otlp.headers))
                     .with_retry_policy(retry_policy($otlp));
+                let builder = match grpc_tls(&$otlp) {
+                    Some(tls) => builder.with_tls_config(tls),
+                    None => builder,
+                };
                 match $otlp.compression {
                     Some(Compression::Gzip) => {
                         builder.with_compression(opentelemetry_otlp::Compression::Gzip)
@@ -229,6 +233,12 @@ macro_rules! otlp_exporter {
                     .with_timeout($otlp.timeout)
                     .with_headers($otlp.headers.clone())
                     .with_retry_policy(retry_policy($otlp));
+                let builder = match http_tls_client(&$otlp)
+                    .map_err(|error| exporter_error($signal, error))?
+                {
+                    Some(client) => builder.with_http_client(client),
+                    None => builder,
+                };
                 match $otlp.compression {
                     Some(Compression::Gzip) => {
                         builder.with_compression(opentelemetry_otlp::Compression::Gzip)
@@ -240,6 +250,60 @@ macro_rules! otlp_exporter {
         }
         .map_err(|error| exporter_error($signal, error))
     };
+}
+
+/// The TLS of a gRPC export to an `https` endpoint with certificates set: the CA given instead
+/// of the system's roots, and the service's own certificate for mTLS; `None` keeps the
+/// exporter's default (the system's roots).
+fn grpc_tls(otlp: &OtlpConfig) -> Option<tonic::transport::ClientTlsConfig> {
+    if !otlp.tls.is_set() || !is_https(&otlp.endpoint) {
+        return None;
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match &otlp.tls.certificate {
+        Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        None => tls.with_native_roots(),
+    };
+    if let Some((certificate, key)) = &otlp.tls.client {
+        tls = tls.identity(tonic::transport::Identity::from_pem(certificate, key));
+    }
+    Some(tls)
+}
+
+/// The HTTP client of an OTLP/HTTP export with certificates set (see [`grpc_tls`]); `None`
+/// keeps the exporter's own client. A blocking client is built off any async runtime.
+fn http_tls_client(otlp: &OtlpConfig) -> Result<Option<reqwest::blocking::Client>, String> {
+    if !otlp.tls.is_set() || !is_https(&otlp.endpoint) {
+        return Ok(None);
+    }
+    let tls = otlp.tls.clone();
+    let timeout = otlp.timeout;
+    let build = move || -> Result<reqwest::blocking::Client, String> {
+        let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+        if let Some(pem) = &tls.certificate {
+            let certificate = reqwest::Certificate::from_pem(pem)
+                .map_err(|error| format!("the CA certificate: {error}"))?;
+            builder = builder.tls_certs_only([certificate]);
+        }
+        if let Some((certificate, key)) = &tls.client {
+            let mut pem = certificate.clone();
+            pem.extend_from_slice(key);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|error| format!("the client certificate and key: {error}"))?;
+            builder = builder.identity(identity);
+        }
+        builder.build().map_err(|error| error.to_string())
+    };
+    std::thread::spawn(build)
+        .join()
+        .map_err(|_| "building the HTTP client panicked".to_owned())?
+        .map(Some)
+}
+
+fn is_https(endpoint: &str) -> bool {
+    endpoint
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:"))
 }
 
 /// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
@@ -314,10 +378,7 @@ fn install(
             (Protocol::Grpc, Some(runtime))
                 if config.pipeline == Pipeline::Foundry
                     && otlp.compression.is_none()
-                    && !otlp
-                        .endpoint
-                        .get(..6)
-                        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")) =>
+                    && !is_https(&otlp.endpoint) =>
             {
                 let processor = OtlpSpanProcessor::new(
                     &otlp.endpoint,

@@ -849,21 +849,39 @@ impl OtlpReceiver {
     /// Starts the gRPC server on `grpc_address` (a test may reserve a port first and start the
     /// receiver there later) and the HTTP server on a free port.
     pub async fn start_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
-        Self::start_with(grpc_address, true).await
+        Self::start_with(grpc_address, true, None).await
+    }
+
+    /// A receiver whose gRPC server speaks TLS with the PEM `certificate` and `key`, and takes
+    /// only clients with a certificate that `client_ca` signed (mTLS): see
+    /// [`Self::grpc_tls_endpoint`].
+    pub async fn start_tls(
+        certificate: &[u8],
+        key: &[u8],
+        client_ca: &[u8],
+    ) -> std::io::Result<Self> {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(certificate, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(client_ca));
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), true, Some(tls)).await
     }
 
     /// A receiver that only counts spans, for benchmarks: [`Self::spans`] stays empty.
     pub async fn start_counting() -> std::io::Result<Self> {
-        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false).await
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false, None).await
     }
 
     /// [`Self::start_counting`] with the gRPC server on `grpc_address`: a receiver that stops
     /// and comes back on the same port, for the soak.
     pub async fn start_counting_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
-        Self::start_with(grpc_address, false).await
+        Self::start_with(grpc_address, false, None).await
     }
 
-    async fn start_with(grpc_address: SocketAddr, keep_spans: bool) -> std::io::Result<Self> {
+    async fn start_with(
+        grpc_address: SocketAddr,
+        keep_spans: bool,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> std::io::Result<Self> {
         let sink = Sink::default();
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
         let grpc_address = grpc_listener.local_addr()?;
@@ -881,11 +899,13 @@ impl OtlpReceiver {
         routes
             .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
             .add_service(LogsServiceServer::new(sink.clone()).accept_compressed(gzip));
-        let grpc = tonic::transport::Server::builder()
-            .add_routes(routes.routes())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                grpc_listener,
-            ));
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).map_err(std::io::Error::other)?;
+        }
+        let grpc = server.add_routes(routes.routes()).serve_with_incoming(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+        );
         let http = axum::serve(
             http_listener,
             // Any path: a signal's own endpoint (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is used as
@@ -913,6 +933,11 @@ impl OtlpReceiver {
     /// `http://127.0.0.1:PORT` for `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
     pub fn grpc_endpoint(&self) -> String {
         format!("http://{}", self.grpc_address)
+    }
+
+    /// `https://localhost:PORT`, the gRPC endpoint of a receiver started with [`Self::start_tls`].
+    pub fn grpc_tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.grpc_address.port())
     }
 
     /// `http://127.0.0.1:PORT` for `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`.

@@ -9,4 +9,5 @@ mod fuzz;
 mod propagators;
 mod server;
 mod signals;
+mod tls;
 mod w3c;
