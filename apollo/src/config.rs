@@ -11,10 +11,10 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Where Sophia answers.
-    #[arg(long, env = "SOPHIA_URL", default_value = "http://127.0.0.1:47000", value_parser = foundry::config::parse_service_url, global = true)]
+    #[arg(long, env = "SOPHIA_URL", default_value = "http://127.0.0.1:47000", value_parser = foundry::http::parse_service_url, global = true)]
     pub sophia_url: String,
     /// Where Hermes answers.
-    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::config::parse_service_url, global = true)]
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::http::parse_service_url, global = true)]
     pub hermes_url: String,
     /// Sent to Sophia as `Authorization: Bearer <key>` when set.
     #[arg(long, env = "SOPHIA_API_KEY", hide_env_values = true, global = true)]
@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, env = "APOLLO_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
     pub timeout_ms: u64,
     /// Where `apollo serve` answers, for `trace` and `traces`.
-    #[arg(long, env = "APOLLO_URL", default_value = "http://127.0.0.1:27000", value_parser = foundry::config::parse_service_url, global = true)]
+    #[arg(long, env = "APOLLO_URL", default_value = "http://127.0.0.1:27000", value_parser = foundry::http::parse_service_url, global = true)]
     pub apollo_url: String,
     /// Print one JSON object `{"trace_id", "result"}` (or `{"trace_id", "error"}`) on stdout.
     #[arg(long, global = true)]
@@ -121,10 +121,10 @@ pub struct ServeArgs {
     #[arg(long, env = "APOLLO_DIAGNOSTICS_MAX_SPANS", default_value_t = crate::diagnostics::DEFAULT_MAX_SPANS as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub diagnostics_max_spans: u64,
     /// Jaeger's UI, for the page's links to each trace there (e.g. `http://localhost:16686`).
-    #[arg(long, env = "APOLLO_JAEGER_URL", value_parser = foundry::config::parse_service_url)]
+    #[arg(long, env = "APOLLO_JAEGER_URL", value_parser = foundry::http::parse_service_url)]
     pub jaeger_url: Option<String>,
     /// Grafana's UI, for the page's links to each trace there (e.g. `http://localhost:3001`).
-    #[arg(long, env = "APOLLO_GRAFANA_URL", value_parser = foundry::config::parse_service_url)]
+    #[arg(long, env = "APOLLO_GRAFANA_URL", value_parser = foundry::http::parse_service_url)]
     pub grafana_url: Option<String>,
 }
 

@@ -6,7 +6,6 @@
 
 use std::{collections::HashMap, fmt, time::Duration};
 
-use http::Uri;
 use opentelemetry_sdk::trace::SpanLimits;
 
 /// The collector endpoint documented for OTLP over gRPC (the stack's collector, docs/architecture.md section 6).
@@ -454,23 +453,8 @@ impl TelemetryConfig {
     }
 }
 
-/// Parses a service base URL given on a command line (`--hermes-url`, `--sophia-url`): only
-/// absolute http(s) URLs, so a typo fails at startup with a clear message, not on the first
-/// request. The trailing slash is dropped.
-pub fn parse_service_url(value: &str) -> Result<String, String> {
-    let uri: Uri = value
-        .parse()
-        .map_err(|error| format!("not a URL: {error}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err("expected an absolute http:// or https:// URL".into()),
-    }
-}
-
 pub(crate) fn parse_endpoint(variable: &'static str, value: &str) -> Result<String, ConfigError> {
-    parse_service_url(value).map_err(|reason| {
+    crate::http::parse_service_url(value).map_err(|reason| {
         ConfigError::new(
             variable,
             &without_userinfo(value),

@@ -28,7 +28,10 @@ use figment::{
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Deserialize;
 
-use crate::config::{ConfigError, TelemetryConfig, parse_service_url, without_userinfo};
+use crate::{
+    config::{ConfigError, TelemetryConfig, without_userinfo},
+    http::parse_service_url,
+};
 
 /// The file's name, looked for in the working directory.
 pub const CONFIG_FILE: &str = "logos.toml";

@@ -17,7 +17,7 @@ pub struct Config {
     #[arg(long, env = "SOPHIA_PORT", default_value_t = 47000)]
     pub port: u16,
     /// Where Hermes answers.
-    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::config::parse_service_url)]
+    #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::http::parse_service_url)]
     pub hermes_url: String,
     /// How long one call to Hermes may take, in milliseconds.
     #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
