@@ -4,6 +4,8 @@
 //! variable, never a silent default and never a panic. The fields are public so a binary's CLI can
 //! override what the environment said.
 
+pub mod signals;
+
 use std::{collections::HashMap, fmt, time::Duration};
 
 use opentelemetry_sdk::trace::SpanLimits;
@@ -34,7 +36,7 @@ pub struct TelemetryConfig {
     pub console: bool,
     /// The per-signal variables (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_TRACES_*`, ...);
     /// [`TelemetryConfig::export`] says what a signal exports to.
-    pub signals: crate::signals::Signals,
+    pub signals: signals::Signals,
     /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
     pub resource_attributes: Vec<(String, String)>,
     /// `OTEL_PROPAGATORS`: the context formats read and written, in order.
@@ -318,7 +320,7 @@ impl TelemetryConfig {
             None => Protocol::Grpc,
             Some(value) => parse_protocol("OTEL_EXPORTER_OTLP_PROTOCOL", &value)?,
         };
-        let generic = crate::signals::Generic {
+        let generic = signals::Generic {
             endpoint: match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
                 Some(endpoint) => Some(parse_endpoint(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -344,7 +346,7 @@ impl TelemetryConfig {
                 var("OTEL_EXPORTER_OTLP_CLIENT_KEY").map(|v| ("OTEL_EXPORTER_OTLP_CLIENT_KEY", v)),
             )?,
         };
-        let signals = crate::signals::parse(var, &generic)?;
+        let signals = signals::parse(var, &generic)?;
         let otlp = generic.endpoint.map(|endpoint| OtlpConfig {
             endpoint,
             signal_endpoint: false,

@@ -22,6 +22,7 @@
 
 pub mod config;
 mod console;
+mod context;
 pub mod http;
 mod log_export;
 mod logging;
@@ -33,7 +34,6 @@ pub mod propagation;
 pub mod propagators;
 mod sampling;
 mod shutdown;
-pub mod signals;
 mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -224,9 +224,9 @@ where
 }
 
 /// The OpenTelemetry ids of the span the event happened in, if it has a valid context (see
-/// [`crate::telemetry::current_context`]).
+/// [`crate::context::current_context`]).
 fn current_trace_ids() -> Option<(String, String)> {
-    let context = crate::telemetry::current_context();
+    let context = crate::context::current_context();
     let span = context.span();
     let span_context = span.span_context();
     span_context.is_valid().then(|| {

@@ -8,11 +8,9 @@
 //! Prometheus and OTLP were measured against this and removed: they saved about 0.01 of a
 //! request's CPU (BENCHMARKS.md, "What each hand-written part saves").
 
-use std::sync::{OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use opentelemetry::metrics::{Histogram, Meter};
-
-use crate::telemetry::METRICS_REGISTRY;
 
 /// The bucket boundaries the HTTP semantic conventions recommend for request durations.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -67,4 +65,14 @@ pub fn render_prometheus() -> String {
         tracing::warn!(%error, "cannot encode metrics");
     }
     text
+}
+
+/// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.
+pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex::new(None);
+
+/// Makes `registry` the one `/metrics` renders (telemetry sets it once it starts).
+pub(crate) fn install_registry(registry: prometheus::Registry) {
+    *METRICS_REGISTRY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(registry);
 }

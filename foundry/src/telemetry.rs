@@ -1,20 +1,18 @@
 //! One call sets up traces, metrics and logs for a service; the guard it returns tears them down.
 //!
 //! Instrumentation is always on; export is opt-in. Without an OTLP endpoint (generic or a
-//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see [`crate::signals`]) no exporter exists
+//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see [`crate::config::signals`]) no exporter exists
 //! and nothing tries to connect anywhere. With it, spans, metrics and logs go over
 //! OTLP from a small runtime of their own, so an exporter never waits on the service's runtime and
 //! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
 
 use std::{
-    sync::{Mutex, OnceLock, PoisonError, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use opentelemetry::{
-    KeyValue, global,
-    propagation::TextMapCompositePropagator,
-    trace::{TraceContextExt, TracerProvider as _},
+    KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
@@ -22,11 +20,9 @@ use opentelemetry_sdk::{
     logs::SdkLoggerProvider,
     metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider},
     trace::{
-        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
-        SimpleSpanProcessor,
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SimpleSpanProcessor,
     },
 };
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{Targets, filter_fn},
@@ -35,6 +31,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
+    config::signals::Signal,
     config::{Compression, OtlpConfig, Pipeline, Protocol, SamplerConfig, TelemetryConfig},
     log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
@@ -42,7 +39,6 @@ use crate::{
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
-    signals::Signal,
     span_export::{BatchSettings, OtlpSpanProcessor},
     value_limit::ValueLengthLimit,
 };
@@ -564,39 +560,11 @@ pub(crate) fn install_globals(
         Box::new(W3cBaggagePropagator::new()),
     ]));
     global::set_tracer_provider(tracer_provider.clone());
-    let _ = TRACER.set(tracer_provider.tracer(INSTRUMENTATION_SCOPE));
+    crate::context::set_tracer(tracer_provider.tracer(INSTRUMENTATION_SCOPE));
     global::set_meter_provider(meter_provider.clone());
     HttpInstruments::install(&global::meter(INSTRUMENTATION_SCOPE));
-    *METRICS_REGISTRY
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(registry);
+    crate::metrics::install_registry(registry);
 }
-
-/// The tracer of the server layer's spans, set with the global providers (the first set in a
-/// process wins): a concrete SDK tracer, not the boxed global one, on the request path.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// The tracer for spans foundry builds with the SDK directly; `None` when telemetry is off.
-pub(crate) fn tracer() -> Option<&'static SdkTracer> {
-    TRACER.get()
-}
-
-/// The context that new work continues: the current `tracing` span's (a service's own
-/// operation, like `sophia.plan`), or else the active one (the server span's, which the
-/// request's future carries).
-pub(crate) fn current_context() -> opentelemetry::Context {
-    let span = tracing::Span::current();
-    if !span.is_none() {
-        let context = span.context();
-        if context.has_active_span() {
-            return context;
-        }
-    }
-    opentelemetry::Context::current()
-}
-
-/// The Prometheus registry that `/metrics` renders; `None` until telemetry is initialised.
-pub(crate) static METRICS_REGISTRY: Mutex<Option<prometheus::Registry>> = Mutex::new(None);
 
 /// The global filter of which `tracing` spans exist (see [`sampling::SpanFilter`]): INFO and
 /// above without the HTTP, gRPC and telemetry crates' own; every span with span-scoped

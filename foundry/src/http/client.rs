@@ -109,7 +109,7 @@ impl Middleware for ClientTelemetry {
             StringValue::from(Arc::<str>::from(url.host_str().unwrap_or_default())),
             url.port_or_known_default().map(i64::from),
         );
-        let parent = crate::telemetry::current_context();
+        let parent = crate::context::current_context();
         let span = client_span(&request, extensions, &parent, method, &address, port);
         if self.propagate {
             global::get_text_map_propagator(|propagator| {
@@ -175,7 +175,7 @@ fn client_span(
     address: &StringValue,
     port: Option<i64>,
 ) -> Option<Context> {
-    let tracer = crate::telemetry::tracer()?;
+    let tracer = crate::context::tracer()?;
     if crate::sampling::inside_skipped_trace(parent) {
         return None;
     }

@@ -279,7 +279,7 @@ fn server_span(
     method: &Method,
     route: Option<&StringValue>,
 ) -> OtelContext {
-    let Some(tracer) = crate::telemetry::tracer() else {
+    let Some(tracer) = crate::context::tracer() else {
         return OtelContext::new();
     };
     let headers = request.headers();

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use crate::config::{
+use super::{
     Compression, ConfigError, DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpConfig,
     Protocol, TelemetryConfig, TlsFiles,
 };
@@ -220,28 +220,24 @@ pub(crate) fn parse(
             var(name).map(|value| (name, value))
         };
         let endpoint = match own(Setting::Endpoint) {
-            Some((name, value)) => Some(crate::config::parse_endpoint(name, value.trim())?),
+            Some((name, value)) => Some(super::parse_endpoint(name, value.trim())?),
             None => None,
         };
         let protocol = match own(Setting::Protocol) {
-            Some((name, value)) => Some(crate::config::parse_protocol(name, &value)?),
+            Some((name, value)) => Some(super::parse_protocol(name, &value)?),
             None => None,
         };
         let resolved_protocol = protocol.unwrap_or(generic.protocol);
         let headers = match own(Setting::Headers) {
-            Some((name, value)) => Some(crate::config::parse_headers(
-                name,
-                &value,
-                resolved_protocol,
-            )?),
+            Some((name, value)) => Some(super::parse_headers(name, &value, resolved_protocol)?),
             None => None,
         };
         let timeout = match own(Setting::Timeout) {
-            Some((name, _)) => Some(crate::config::parse_millis(name, &var, 10_000)?),
+            Some((name, _)) => Some(super::parse_millis(name, &var, 10_000)?),
             None => None,
         };
         let compression = match own(Setting::Compression) {
-            Some((name, value)) => Some(crate::config::parse_compression(name, &value)?),
+            Some((name, value)) => Some(super::parse_compression(name, &value)?),
             None => None,
         };
         // A signal's own files replace the generic ones as a whole.
