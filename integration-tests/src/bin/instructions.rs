@@ -1,6 +1,6 @@
 //! `make profile`: the instructions one request costs in each telemetry mode, counted by
 //! callgrind in the three services: `off`, `unsampled`, `local` (every span built, none
-//! exported) and `on`, as in `make bench`.
+//! exported), `on` and `upstream`, as in `make bench`.
 //!
 //! Time on these machines moves by 10 to 30 % from one run to the next; an instruction count
 //! does not (the same binaries and requests give the same count whatever else runs), so it
@@ -58,7 +58,7 @@ async fn main() {
     let mut cycles = BTreeMap::new();
     let mut files: BTreeMap<Mode, Vec<std::path::PathBuf>> = BTreeMap::new();
     let mut spans_per_request = 0.0;
-    for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On] {
+    for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On, Mode::Upstream] {
         let dir = out.join(mode.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the profile folder can be made");
@@ -138,9 +138,10 @@ async fn main() {
         added(Mode::Unsampled),
     );
     println!(
-        "instructions: on_ratio={:.3} unsampled_ratio={:.3}",
+        "instructions: on_ratio={:.3} unsampled_ratio={:.3} upstream_ratio={:.3}",
         totals[&Mode::On] / off,
-        totals[&Mode::Unsampled] / off
+        totals[&Mode::Unsampled] / off,
+        totals[&Mode::Upstream] / off
     );
     breakdown(
         &files[&Mode::On],
