@@ -412,9 +412,13 @@ impl TelemetryConfig {
                 max_attributes_per_link: parse_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", var, 128)?,
             }),
             span_attribute_value_length_limit: match var("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
-                Some(_) => Some(parse_length("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", var)?),
+                Some(_) => {
+                    Some(parse_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", var, 0)? as usize)
+                }
                 None => match var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
-                    Some(_) => Some(parse_length("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", var)?),
+                    Some(_) => {
+                        Some(parse_limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", var, 0)? as usize)
+                    }
                     None => None,
                 },
             },
@@ -565,7 +569,7 @@ fn parse_whole(
     }
 }
 
-/// A count limit of the span limits: a whole number (0 keeps none).
+/// A limit of spans: a whole number of attributes, events, links or characters (0 keeps none).
 fn parse_limit(
     variable: &'static str,
     var: impl Fn(&str) -> Option<String>,
@@ -579,21 +583,6 @@ fn parse_limit(
         "expected a whole number",
     )?;
     Ok(u32::try_from(limit).unwrap_or(u32::MAX))
-}
-
-/// A value length limit: a whole number of characters.
-fn parse_length(
-    variable: &'static str,
-    var: impl Fn(&str) -> Option<String>,
-) -> Result<usize, ConfigError> {
-    let length = parse_whole(
-        variable,
-        var,
-        0,
-        0..=u64::from(u32::MAX),
-        "expected a whole number of characters",
-    )?;
-    Ok(usize::try_from(length).unwrap_or(usize::MAX))
 }
 
 fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig, ConfigError> {

@@ -51,6 +51,29 @@ pub(crate) async fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
     output
 }
 
+/// Runs test `name` as a child service with `env` until `trace_id` has reached `receiver` (or
+/// `bound` has passed), then tells it to stop (`CHILD_STOP_FILE`); returns its output.
+pub(crate) async fn run_child_until_trace(
+    name: &str,
+    env: &[(&str, &str)],
+    receiver: &OtlpReceiver,
+    trace_id: &str,
+    bound: Duration,
+) -> Output {
+    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+    let stop_file = stop.to_string_lossy().into_owned();
+    let mut env = env.to_vec();
+    env.push(("CHILD_STOP_FILE", &stop_file));
+    let (output, ()) = tokio::join!(run_child(name, &env), async {
+        let _ = receiver
+            .wait_for_trace(trace_id, bound, |s| !s.is_empty())
+            .await;
+        std::fs::write(&stop, b"").unwrap();
+    });
+    let _ = std::fs::remove_file(&stop);
+    output
+}
+
 /// A `key=value` the child printed on a `CHILD` line.
 pub(crate) fn child_value(output: &Output, key: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -416,26 +439,17 @@ async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off
         receiver.refuse_span_exports(2);
         let (trace_id, traceparent) = new_traceparent(true);
         let endpoint = receiver.grpc_endpoint();
-        let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
-        let stop_file = stop.to_string_lossy().into_owned();
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("CHILD_TRACEPARENT", traceparent.as_str()),
-            ("CHILD_STOP_FILE", stop_file.as_str()),
         ];
         if !retries {
             env.push(("CHILD_NO_RETRIES", "1"));
         }
 
         // Act: the child runs until the batch has arrived, or has had time to (no retries).
-        let (output, ()) = tokio::join!(run_child(name, &env), async {
-            let wait = if retries { 10 } else { 1 };
-            let _ = receiver
-                .wait_for_trace(&trace_id, Duration::from_secs(wait), |s| !s.is_empty())
-                .await;
-            std::fs::write(&stop, b"").unwrap();
-        });
-        let _ = std::fs::remove_file(&stop);
+        let wait = Duration::from_secs(if retries { 10 } else { 1 });
+        let output = run_child_until_trace(name, &env, &receiver, &trace_id, wait).await;
 
         // Assert: the one batch arrives on the third attempt, or is lost after the first.
         assert_eq!(child_value(&output, "status"), "200");
@@ -506,22 +520,14 @@ async fn a_span_export_cut_off_mid_call_is_sent_again() {
     let (proxy, cut) = cutting_proxy(target, 2).await;
     let (trace_id, traceparent) = new_traceparent(true);
     let endpoint = format!("http://{proxy}");
-    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
-    let stop_file = stop.to_string_lossy().into_owned();
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("CHILD_TRACEPARENT", traceparent.as_str()),
-        ("CHILD_STOP_FILE", stop_file.as_str()),
     ];
 
     // Act: the child runs until the batch has arrived (or a bound passes).
-    let (output, ()) = tokio::join!(run_child(name, &env), async {
-        let _ = receiver
-            .wait_for_trace(&trace_id, Duration::from_secs(10), |s| !s.is_empty())
-            .await;
-        std::fs::write(&stop, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&stop);
+    let output =
+        run_child_until_trace(name, &env, &receiver, &trace_id, Duration::from_secs(10)).await;
 
     // Assert: both cut calls were tried again, the batch arrived, and nothing was lost.
     assert_eq!(child_value(&output, "status"), "200");
@@ -546,22 +552,14 @@ async fn a_batch_whose_retries_are_spent_waits_in_the_queue_for_the_collector() 
     receiver.refuse_span_exports(9);
     let (trace_id, traceparent) = new_traceparent(true);
     let endpoint = receiver.grpc_endpoint();
-    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
-    let stop_file = stop.to_string_lossy().into_owned();
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("CHILD_TRACEPARENT", traceparent.as_str()),
-        ("CHILD_STOP_FILE", stop_file.as_str()),
     ];
 
     // Act: the child runs until the batch has arrived (or a bound passes).
-    let (output, ()) = tokio::join!(run_child(name, &env), async {
-        let _ = receiver
-            .wait_for_trace(&trace_id, Duration::from_secs(15), |s| !s.is_empty())
-            .await;
-        std::fs::write(&stop, b"").unwrap();
-    });
-    let _ = std::fs::remove_file(&stop);
+    let output =
+        run_child_until_trace(name, &env, &receiver, &trace_id, Duration::from_secs(15)).await;
 
     // Assert: the batch arrived once the refusals were over, and nothing was reported lost.
     assert_eq!(child_value(&output, "status"), "200");

@@ -10,4 +10,5 @@ mod propagators;
 mod server;
 mod signals;
 mod tls;
+mod upstream;
 mod w3c;

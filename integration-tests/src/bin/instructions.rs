@@ -58,7 +58,13 @@ async fn main() {
     let mut cycles = BTreeMap::new();
     let mut files: BTreeMap<Mode, Vec<std::path::PathBuf>> = BTreeMap::new();
     let mut spans_per_request = 0.0;
-    for mode in [Mode::Off, Mode::Unsampled, Mode::Local, Mode::On, Mode::Upstream] {
+    for mode in [
+        Mode::Off,
+        Mode::Unsampled,
+        Mode::Local,
+        Mode::On,
+        Mode::Upstream,
+    ] {
         let dir = out.join(mode.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the profile folder can be made");
