@@ -1,8 +1,7 @@
 //! The Apollo API (`apollo serve`): router and application.
 
-use std::net::SocketAddr;
-
 use axum::Router;
+pub use foundry::http::Application;
 use foundry::http::ErrorResponse;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -47,34 +46,13 @@ pub fn router(services: Services, diagnostics: Diagnostics, links: Links) -> Rou
         })
 }
 
-/// The Apollo API bound to its port, ready to run.
-pub struct Application {
-    listener: tokio::net::TcpListener,
-    router: Router,
-}
-
-impl Application {
-    /// Binds the listener (port 0 takes a free port).
-    pub async fn build(
-        host: &str,
-        port: u16,
-        services: Services,
-        diagnostics: Diagnostics,
-        links: Links,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            listener: foundry::http::bind(host, port).await?,
-            router: router(services, diagnostics, links),
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        foundry::http::serve(self.listener, self.router).await
-    }
+/// Binds the Apollo API's port (0 takes a free port).
+pub async fn build(
+    host: &str,
+    port: u16,
+    services: Services,
+    diagnostics: Diagnostics,
+    links: Links,
+) -> std::io::Result<Application> {
+    Application::bind(host, port, router(services, diagnostics, links)).await
 }

@@ -4,9 +4,7 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use apollo::{
-    app::Application, cli, config::Cli, config::Command, diagnostics::Diagnostics, settings,
-};
+use apollo::{app, cli, config::Cli, config::Command, diagnostics::Diagnostics, settings};
 
 /// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
 #[global_allocator]
@@ -29,7 +27,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         let sink = Arc::new(diagnostics.clone());
         let _telemetry = foundry::telemetry::init_with_sink(telemetry_config, sink)?;
         let (services, links) = (cli.services()?, serve.links());
-        let app = Application::build(&serve.host, serve.port, services, diagnostics, links).await?;
+        let app = app::build(&serve.host, serve.port, services, diagnostics, links).await?;
         println!("apollo listening on http://{}", app.local_addr()?);
         app.run_until_stopped().await?;
         return Ok(ExitCode::SUCCESS);

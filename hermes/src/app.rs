@@ -1,8 +1,9 @@
 //! Hermes' state, router and application: what `main` runs and tests drive.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::Router;
+pub use foundry::http::Application;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
@@ -78,30 +79,8 @@ pub fn router(state: AppState) -> Router {
     foundry::http::instrument(routes, "hermes", env!("CARGO_PKG_VERSION"))
 }
 
-/// Hermes bound to its port, ready to run.
-pub struct Application {
-    listener: tokio::net::TcpListener,
-    router: Router,
-}
-
-impl Application {
-    /// Builds the state and binds the listener (port 0 takes a free port).
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let state = AppState::from_config(config)?;
-        let listener = foundry::http::bind(&config.host, config.port).await?;
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        foundry::http::serve(self.listener, self.router).await
-    }
+/// Builds Hermes' state and binds its port (0 takes a free port).
+pub async fn build(config: &Config) -> anyhow::Result<Application> {
+    let state = AppState::from_config(config)?;
+    Ok(Application::bind(&config.host, config.port, router(state)).await?)
 }

@@ -1,6 +1,6 @@
 //! Sophia's state, router and application: what `main` runs and tests drive.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Router,
@@ -8,6 +8,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
+pub use foundry::http::Application;
 use foundry::http::{Downstream, ErrorResponse};
 use http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -110,35 +111,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Sophia bound to its port, ready to run.
-pub struct Application {
-    listener: tokio::net::TcpListener,
-    router: Router,
-}
-
-impl Application {
-    /// Builds the state and binds the listener (port 0 takes a free port).
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let state = AppState::new(
-            &config.hermes_url,
-            Duration::from_millis(config.hermes_timeout_ms),
-        )?
-        .with_api_token(config.api_token.clone())
-        .with_hcg_capacity(usize::try_from(config.hcg_capacity)?);
-        let listener = foundry::http::bind(&config.host, config.port).await?;
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        foundry::http::serve(self.listener, self.router).await
-    }
+/// Builds Sophia's state and binds its port (0 takes a free port).
+pub async fn build(config: &Config) -> anyhow::Result<Application> {
+    let state = AppState::new(
+        &config.hermes_url,
+        Duration::from_millis(config.hermes_timeout_ms),
+    )?
+    .with_api_token(config.api_token.clone())
+    .with_hcg_capacity(usize::try_from(config.hcg_capacity)?);
+    Ok(Application::bind(&config.host, config.port, router(state)).await?)
 }

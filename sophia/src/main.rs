@@ -1,6 +1,6 @@
 //! The sophia binary: configuration, telemetry, and the application until it is stopped.
 
-use sophia::{app::Application, config::Config};
+use sophia::{app, config::Config};
 
 /// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
 #[global_allocator]
@@ -8,14 +8,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Flags, then the environment, then the profile of logos.toml (--env / LOGOS_ENV), then defaults.
-    let loaded = foundry::profile::parse::<Config>()?;
-    let telemetry = loaded
-        .profile
-        .telemetry("sophia", env!("CARGO_PKG_VERSION"))?;
-    let _telemetry = foundry::telemetry::init(telemetry)?;
-    let app = Application::build(&loaded.config).await?;
-    println!("sophia listening on http://{}", app.local_addr()?);
-    app.run_until_stopped().await?;
-    Ok(())
+    foundry::http::run_service(
+        "sophia",
+        env!("CARGO_PKG_VERSION"),
+        |config: Config| async move { app::build(&config).await },
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!(error))
 }

@@ -20,7 +20,7 @@ pub use client::{
 };
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub(crate) use error_log::log_summaries as log_error_summaries;
-pub use serve::{DRAIN_TIMEOUT, bind, serve};
+pub use serve::{Application, DRAIN_TIMEOUT, bind, run_service, serve};
 pub use server::{REQUEST_TIMEOUT, ServerLayer, UNTRACED_PATHS};
 
 /// The largest request body a service accepts; larger ones get 413.

@@ -1,6 +1,6 @@
 //! Binding and serving with the graceful, bounded shutdown every service shares.
 
-use std::{io, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -48,6 +48,55 @@ pub async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A service bound to its port, ready to run: what every LOGOS binary starts.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds `host:port` for `router` (port 0 takes a free port).
+    pub async fn bind(host: &str, port: u16, router: Router) -> io::Result<Self> {
+        Ok(Self {
+            listener: bind(host, port).await?,
+            router,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests (see [`serve`]).
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        serve(self.listener, self.router).await
+    }
+}
+
+/// What a service binary does: reads `C` (flags over the environment over the `logos.toml`
+/// profile over defaults), installs telemetry as service `name`, then serves the application
+/// that `build` makes from `C` until Ctrl-C or SIGTERM, telemetry flushed at the end.
+pub async fn run_service<C, F, Fut, E>(
+    name: &'static str,
+    version: &'static str,
+    build: F,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: clap::CommandFactory + clap::FromArgMatches,
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = Result<Application, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let loaded = crate::profile::parse::<C>()?;
+    let telemetry = loaded.profile.telemetry(name, version)?;
+    let _telemetry = crate::telemetry::init(telemetry)?;
+    let app = build(loaded.config).await.map_err(Into::into)?;
+    println!("{name} listening on http://{}", app.local_addr()?);
+    app.run_until_stopped().await?;
+    Ok(())
 }
 
 #[cfg(test)]
