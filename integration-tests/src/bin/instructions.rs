@@ -172,7 +172,7 @@ async fn main() {
 const SDK_SPAN_START: &str = "<opentelemetry_sdk::trace::tracer::SdkTracer as opentelemetry::trace::tracer::Tracer>::build_with_context";
 const SDK_SPAN_END: &str = "opentelemetry_sdk::trace::span::Span::ensure_ended_and_exported";
 const SPAN_PROCESSOR_END: &str = "<foundry::span_export::OtlpSpanProcessor as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end";
-const METRIC_RECORD: &str = "opentelemetry::metrics::instruments::histogram::Histogram<T>::record";
+const METRIC_RECORD: &str = "<opentelemetry_sdk::metrics::internal::histogram::Histogram<T> as opentelemetry_sdk::metrics::internal::aggregate::Measure<T>>::call";
 const PROPAGATORS: [&str; 4] = [
     "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
     "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
@@ -230,7 +230,7 @@ fn breakdown(dumps: &[std::path::PathBuf], requests: f64, off: f64, added: f64, 
     println!("where the instructions `on` adds to a request go ({added:.0}):");
     println!("  SDK spans (sampler, ids, data, end; export not included) {sdk_spans:>7.0}");
     println!("  export (on minus local: spans encoded, batched and sent)  {export:>7.0}");
-    println!("  metric records (attributes hashed, the histogram) {metrics:>7.0}");
+    println!("  metric records (each reader's aggregation) {metrics:>7.0}");
     println!("  W3C trace context and baggage, extract and inject         {propagation:>7.0}");
     println!(
         "  = the spans, their export, the metrics and the headers     {floor:>7.0}  ({:.1} % of off)",
