@@ -297,6 +297,100 @@ fn rows(parts: [Vec<Expect>; 2]) -> Vec<Expect> {
     parts.concat()
 }
 
+/// One user action's expected trace: Apollo's command, its `apollo.api.<service>` span and
+/// call, the services the trace reaches, and their spans below Apollo's.
+struct Action {
+    command: &'static str,
+    api: &'static str,
+    call: &'static str,
+    services: &'static [&'static str],
+    downstream: Vec<Expect>,
+}
+
+impl Action {
+    const SOPHIA: &'static [&'static str] = &["apollo", "sophia"];
+    const HERMES: &'static [&'static str] = &["apollo", "hermes"];
+
+    fn plan(steps: usize) -> Self {
+        let downstream = plan_rows(steps, Some(("apollo", "POST /plan")));
+        Self::new("plan", "apollo.api.sophia", "POST /plan", &ALL, downstream)
+    }
+
+    fn simulate() -> Self {
+        let call = "POST /simulate";
+        Self::new(
+            "simulate",
+            "apollo.api.sophia",
+            call,
+            Self::SOPHIA,
+            simulate_rows(),
+        )
+    }
+
+    fn state() -> Self {
+        let call = "GET /state";
+        Self::new(
+            "state",
+            "apollo.api.sophia",
+            call,
+            Self::SOPHIA,
+            state_rows(),
+        )
+    }
+
+    fn embed() -> Self {
+        let call = "POST /embed_text";
+        Self::new(
+            "embed",
+            "apollo.api.hermes",
+            call,
+            Self::HERMES,
+            embed_rows(),
+        )
+    }
+
+    fn search() -> Self {
+        let call = "POST /search";
+        Self::new(
+            "search",
+            "apollo.api.hermes",
+            call,
+            Self::HERMES,
+            search_rows(),
+        )
+    }
+
+    fn chat() -> Self {
+        let call = "POST /llm";
+        Self::new("chat", "apollo.api.hermes", call, Self::HERMES, chat_rows())
+    }
+
+    fn new(
+        command: &'static str,
+        api: &'static str,
+        call: &'static str,
+        services: &'static [&'static str],
+        downstream: Vec<Expect>,
+    ) -> Self {
+        Self {
+            command,
+            api,
+            call,
+            services,
+            downstream,
+        }
+    }
+
+    /// Waits for `trace_id` to reach the action's services, asserts its spans as it entered
+    /// by `entry`, and returns the trace for the action's attribute checks.
+    async fn assert_trace(self, stack: &Stack, trace_id: &str, entry: Entry) -> Trace {
+        let trace = wait_for_trace(&stack.receiver, trace_id, self.services, None).await;
+        let expected = rows([apollo_rows(entry, self.api, self.call), self.downstream]);
+        assert_action(&trace, entry, self.command, &expected, None);
+        trace
+    }
+}
+
 #[tokio::test]
 async fn apollo_plan_is_one_trace_across_three_processes() {
     // Arrange
@@ -310,23 +404,15 @@ async fn apollo_plan_is_one_trace_across_three_processes() {
     assert_eq!(plan["goal"]["description"], GOAL);
     let steps = plan["plan"].as_array().expect("steps").len();
     assert_eq!(steps, 2, "one step per clause: {plan}");
-    let trace = wait_for_trace(&stack.receiver, &run.trace_id(), &ALL, None).await;
+    let trace = Action::plan(steps)
+        .assert_trace(&stack, &run.trace_id(), Entry::Cli)
+        .await;
     let services: std::collections::BTreeSet<&str> = trace
         .spans
         .iter()
         .map(|s| s.service_name.as_str())
         .collect();
     assert_eq!(services, ALL.into_iter().collect(), "{}", trace.tree());
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "plan",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.sophia", "POST /plan"),
-            plan_rows(steps, Some(("apollo", "POST /plan"))),
-        ]),
-        None,
-    );
     assert_plan_attributes(&trace, GOAL, plan);
 }
 
@@ -348,42 +434,14 @@ async fn apollo_simulate_and_state_are_one_trace_each() {
         simulation["imagined_states"].as_array().map(Vec::len),
         Some(3)
     );
-    let trace = wait_for_trace(
-        &stack.receiver,
-        &simulate.trace_id(),
-        &["apollo", "sophia"],
-        None,
-    )
-    .await;
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "simulate",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.sophia", "POST /simulate"),
-            simulate_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::simulate()
+        .assert_trace(&stack, &simulate.trace_id(), Entry::Cli)
+        .await;
     assert_simulate_attributes(&trace, simulation, 3);
 
-    let trace = wait_for_trace(
-        &stack.receiver,
-        &state.trace_id(),
-        &["apollo", "sophia"],
-        None,
-    )
-    .await;
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "state",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.sophia", "GET /state"),
-            state_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::state()
+        .assert_trace(&stack, &state.trace_id(), Entry::Cli)
+        .await;
     assert_state_attributes(&trace, state.result());
 }
 
@@ -399,62 +457,20 @@ async fn apollo_embed_search_and_chat_are_one_trace_each() {
     let chat = stack.apollo(&["chat", "say", "hello"]).await;
 
     // Assert
-    let trace = wait_for_trace(
-        &stack.receiver,
-        &embed.trace_id(),
-        &["apollo", "hermes"],
-        None,
-    )
-    .await;
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "embed",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.hermes", "POST /embed_text"),
-            embed_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::embed()
+        .assert_trace(&stack, &embed.trace_id(), Entry::Cli)
+        .await;
     assert_embed_attributes(&trace, text, embed.result());
 
     assert_eq!(search.result()["results"][0]["text"], text);
-    let trace = wait_for_trace(
-        &stack.receiver,
-        &search.trace_id(),
-        &["apollo", "hermes"],
-        None,
-    )
-    .await;
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "search",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.hermes", "POST /search"),
-            search_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::search()
+        .assert_trace(&stack, &search.trace_id(), Entry::Cli)
+        .await;
     assert_search_attributes(&trace, search.result());
 
-    let trace = wait_for_trace(
-        &stack.receiver,
-        &chat.trace_id(),
-        &["apollo", "hermes"],
-        None,
-    )
-    .await;
-    assert_action(
-        &trace,
-        Entry::Cli,
-        "chat",
-        &rows([
-            apollo_rows(Entry::Cli, "apollo.api.hermes", "POST /llm"),
-            chat_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::chat()
+        .assert_trace(&stack, &chat.trace_id(), Entry::Cli)
+        .await;
     assert_chat_attributes(&trace, chat.result());
 }
 
@@ -496,17 +512,9 @@ async fn apollo_serve_actions_are_one_trace_each() {
     assert_eq!(status, 201, "{plan}");
     let steps = plan["plan"].as_array().expect("steps").len();
     let entry = Entry::Api("POST /api/plan");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &ALL, None).await;
-    assert_action(
-        &trace,
-        entry,
-        "plan",
-        &rows([
-            apollo_rows(entry, "apollo.api.sophia", "POST /plan"),
-            plan_rows(steps, Some(("apollo", "POST /plan"))),
-        ]),
-        None,
-    );
+    let trace = Action::plan(steps)
+        .assert_trace(&stack, &trace_id, entry)
+        .await;
     assert_plan_attributes(&trace, GOAL, &plan);
 
     let plan_id = plan["plan_id"].as_str().unwrap();
@@ -514,33 +522,15 @@ async fn apollo_serve_actions_are_one_trace_each() {
     let (status, trace_id, simulation) = api("POST", url("/api/simulate"), Some(body)).await;
     assert_eq!(status, 201, "{simulation}");
     let entry = Entry::Api("POST /api/simulate");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &["apollo", "sophia"], None).await;
-    assert_action(
-        &trace,
-        entry,
-        "simulate",
-        &rows([
-            apollo_rows(entry, "apollo.api.sophia", "POST /simulate"),
-            simulate_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::simulate()
+        .assert_trace(&stack, &trace_id, entry)
+        .await;
     assert_simulate_attributes(&trace, &simulation, 4);
 
     let (status, trace_id, state) = api("GET", url("/api/state"), None).await;
     assert_eq!(status, 200, "{state}");
     let entry = Entry::Api("GET /api/state");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &["apollo", "sophia"], None).await;
-    assert_action(
-        &trace,
-        entry,
-        "state",
-        &rows([
-            apollo_rows(entry, "apollo.api.sophia", "GET /state"),
-            state_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::state().assert_trace(&stack, &trace_id, entry).await;
     assert_state_attributes(&trace, &state);
 
     let text = "a green cup";
@@ -548,50 +538,22 @@ async fn apollo_serve_actions_are_one_trace_each() {
         api("POST", url("/api/embed"), Some(json!({"text": text}))).await;
     assert_eq!(status, 200, "{embedding}");
     let entry = Entry::Api("POST /api/embed");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &["apollo", "hermes"], None).await;
-    assert_action(
-        &trace,
-        entry,
-        "embed",
-        &rows([
-            apollo_rows(entry, "apollo.api.hermes", "POST /embed_text"),
-            embed_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::embed().assert_trace(&stack, &trace_id, entry).await;
     assert_embed_attributes(&trace, text, &embedding);
 
     let body = json!({"text": "green cup", "top_k": 2});
     let (status, trace_id, hits) = api("POST", url("/api/search"), Some(body)).await;
     assert_eq!(status, 200, "{hits}");
     let entry = Entry::Api("POST /api/search");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &["apollo", "hermes"], None).await;
-    assert_action(
-        &trace,
-        entry,
-        "search",
-        &rows([
-            apollo_rows(entry, "apollo.api.hermes", "POST /search"),
-            search_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::search()
+        .assert_trace(&stack, &trace_id, entry)
+        .await;
     assert_search_attributes(&trace, &hits);
 
     let body = json!({"prompt": "hello apollo"});
     let (status, trace_id, answer) = api("POST", url("/api/chat"), Some(body)).await;
     assert_eq!(status, 200, "{answer}");
     let entry = Entry::Api("POST /api/chat");
-    let trace = wait_for_trace(&stack.receiver, &trace_id, &["apollo", "hermes"], None).await;
-    assert_action(
-        &trace,
-        entry,
-        "chat",
-        &rows([
-            apollo_rows(entry, "apollo.api.hermes", "POST /llm"),
-            chat_rows(),
-        ]),
-        None,
-    );
+    let trace = Action::chat().assert_trace(&stack, &trace_id, entry).await;
     assert_chat_attributes(&trace, &answer);
 }
