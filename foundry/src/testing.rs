@@ -665,6 +665,84 @@ impl LogsService for Sink {
     }
 }
 
+/// The PEM files of a receiver's mTLS: its certificate and key, and the CA of its clients.
+struct ServerTls {
+    certificate: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Vec<u8>,
+}
+
+impl ServerTls {
+    fn grpc(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.certificate,
+                &self.key,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.client_ca))
+    }
+
+    fn http(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        use tokio_rustls::rustls::{
+            self,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        };
+        let invalid = |error: &dyn std::fmt::Display| std::io::Error::other(error.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&self.client_ca) {
+            roots
+                .add(certificate.map_err(|e| invalid(&e))?)
+                .map_err(|e| invalid(&e))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| invalid(&e))?;
+        let certificates = CertificateDer::pem_slice_iter(&self.certificate)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key).map_err(|e| invalid(&e))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certificates, key)
+            .map_err(|e| invalid(&e))?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
+}
+
+/// The HTTP server's listener under mTLS: a connection whose handshake fails (no client
+/// certificate, say) is closed, and the next one is taken.
+struct TlsListener {
+    inner: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, address)) = self.inner.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok(stream) = self.acceptor.accept(stream).await {
+                return (stream, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 /// The OTLP trace service of a counting receiver: it walks the protobuf wire format to count
 /// spans instead of decoding every span into structs, so a benchmark's receiver takes as little
 /// CPU from the services it measures as it can. Hand-written because the generated
@@ -852,17 +930,19 @@ impl OtlpReceiver {
         Self::start_with(grpc_address, true, None).await
     }
 
-    /// A receiver whose gRPC server speaks TLS with the PEM `certificate` and `key`, and takes
-    /// only clients with a certificate that `client_ca` signed (mTLS): see
-    /// [`Self::grpc_tls_endpoint`].
+    /// A receiver whose gRPC and HTTP servers speak TLS with the PEM `certificate` and `key`,
+    /// and take only clients with a certificate that `client_ca` signed (mTLS): see
+    /// [`Self::grpc_tls_endpoint`] and [`Self::http_tls_endpoint`].
     pub async fn start_tls(
         certificate: &[u8],
         key: &[u8],
         client_ca: &[u8],
     ) -> std::io::Result<Self> {
-        let tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(certificate, key))
-            .client_ca_root(tonic::transport::Certificate::from_pem(client_ca));
+        let tls = ServerTls {
+            certificate: certificate.to_vec(),
+            key: key.to_vec(),
+            client_ca: client_ca.to_vec(),
+        };
         Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), true, Some(tls)).await
     }
 
@@ -880,7 +960,7 @@ impl OtlpReceiver {
     async fn start_with(
         grpc_address: SocketAddr,
         keep_spans: bool,
-        tls: Option<tonic::transport::ServerTlsConfig>,
+        tls: Option<ServerTls>,
     ) -> std::io::Result<Self> {
         let sink = Sink::default();
         let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
@@ -900,27 +980,38 @@ impl OtlpReceiver {
             .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
             .add_service(LogsServiceServer::new(sink.clone()).accept_compressed(gzip));
         let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            server = server.tls_config(tls).map_err(std::io::Error::other)?;
+        if let Some(tls) = &tls {
+            server = server
+                .tls_config(tls.grpc())
+                .map_err(std::io::Error::other)?;
         }
         let grpc = server.add_routes(routes.routes()).serve_with_incoming(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
         );
-        let http = axum::serve(
-            http_listener,
-            // Any path: a signal's own endpoint (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is used as
-            // is, and the path it reached is what a test asserts.
-            Router::new()
-                .fallback(axum::routing::post(http_export))
-                .with_state(sink.clone()),
-        );
+        // Any path: a signal's own endpoint (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is used as is,
+        // and the path it reached is what a test asserts.
+        let app = Router::new()
+            .fallback(axum::routing::post(http_export))
+            .with_state(sink.clone());
+        let http = match &tls {
+            Some(tls) => {
+                let listener = TlsListener {
+                    inner: http_listener,
+                    acceptor: tls.http()?,
+                };
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                })
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(http_listener, app).await;
+            }),
+        };
         let tasks = vec![
             tokio::spawn(async move {
                 let _ = grpc.await;
             }),
-            tokio::spawn(async move {
-                let _ = http.await;
-            }),
+            http,
         ];
         Ok(Self {
             sink,
@@ -938,6 +1029,11 @@ impl OtlpReceiver {
     /// `https://localhost:PORT`, the gRPC endpoint of a receiver started with [`Self::start_tls`].
     pub fn grpc_tls_endpoint(&self) -> String {
         format!("https://localhost:{}", self.grpc_address.port())
+    }
+
+    /// `https://localhost:PORT`, the HTTP endpoint of a receiver started with [`Self::start_tls`].
+    pub fn http_tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.http_address.port())
     }
 
     /// `http://127.0.0.1:PORT` for `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`.

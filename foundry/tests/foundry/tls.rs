@@ -1,6 +1,6 @@
 //! mTLS export: `OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`, with
 //! certificates made for the test, against a receiver that takes only clients whose certificate
-//! its CA signed.
+//! its CA signed, over gRPC and over HTTP.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -69,7 +69,13 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
     }
     let name = "tls::spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with_it";
     let certificates = Certificates::make();
-    for with_client_certificate in [true, false] {
+    let cases = [
+        ("grpc", true),
+        ("grpc", false),
+        ("http/protobuf", true),
+        ("http/protobuf", false),
+    ];
+    for (protocol, with_client_certificate) in cases {
         // Arrange: a receiver that asks for a client certificate its CA signed.
         let receiver = OtlpReceiver::start_tls(
             certificates.server.0.as_bytes(),
@@ -79,7 +85,10 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
         .await
         .unwrap();
         let (trace_id, traceparent) = new_traceparent(true);
-        let endpoint = receiver.grpc_tls_endpoint();
+        let endpoint = match protocol {
+            "grpc" => receiver.grpc_tls_endpoint(),
+            _ => receiver.http_tls_endpoint(),
+        };
         let (ca, client, client_key) = (
             certificates.path("ca.pem"),
             certificates.path("client.pem"),
@@ -87,6 +96,7 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
         );
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
             ("CHILD_TRACEPARENT", traceparent.as_str()),
             ("CHILD_NO_RETRIES", "1"),
@@ -105,9 +115,12 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
             .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
             .await;
         if with_client_certificate {
-            assert_eq!(spans.len(), 1, "{spans:#?}");
+            assert_eq!(spans.len(), 1, "{protocol}: {spans:#?}");
         } else {
-            assert!(spans.is_empty(), "no client certificate, no export");
+            assert!(
+                spans.is_empty(),
+                "{protocol}: no client certificate, no export"
+            );
         }
     }
 }
