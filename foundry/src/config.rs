@@ -375,6 +375,19 @@ impl TelemetryConfig {
             .unwrap_or_else(|| service_name.to_owned());
         resource_attributes.retain(|(key, _)| key != "service.name");
 
+        // opentelemetry-otlp's metric exporter reads this one itself, and would only warn of a
+        // bad value: checked here so that it stops the service like any other.
+        if let Some(value) = var("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE") {
+            let known = ["cumulative", "delta", "lowmemory"];
+            if !known.contains(&value.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                    &value,
+                    "expected `cumulative`, `delta` or `lowmemory`",
+                ));
+            }
+        }
+
         let span_queue_size = parse_count("OTEL_BSP_MAX_QUEUE_SIZE", var, DEFAULT_SPAN_QUEUE_SIZE)?;
         Ok(Self {
             service_name,
@@ -852,6 +865,10 @@ mod tests {
             ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "many"),
             ("OTEL_BLRP_SCHEDULE_DELAY", "soon"),
             ("OTEL_BLRP_EXPORT_TIMEOUT", "0"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "sometimes",
+            ),
         ];
         for (variable, value) in cases {
             let error = config(&[(variable, value)]).expect_err(value);

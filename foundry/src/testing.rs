@@ -446,6 +446,8 @@ struct Received {
     metric_names: BTreeSet<String>,
     metric_exports: usize,
     histogram_counts: BTreeMap<String, u64>,
+    /// Each histogram's `aggregation_temporality`, as of the last export.
+    histogram_temporalities: BTreeMap<String, i32>,
     log_records: usize,
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
@@ -537,6 +539,9 @@ impl Sink {
             if let Some(metric::Data::Histogram(histogram)) = &metric.data {
                 let count = histogram.data_points.iter().map(|point| point.count).sum();
                 received.histogram_counts.insert(metric.name.clone(), count);
+                received
+                    .histogram_temporalities
+                    .insert(metric.name.clone(), histogram.aggregation_temporality);
             }
             received.metric_names.insert(metric.name);
         }
@@ -1100,6 +1105,17 @@ impl OtlpReceiver {
     /// The count of histogram `name`, summed over its data points, as of the last export.
     pub fn histogram_count(&self, name: &str) -> Option<u64> {
         self.sink.lock().histogram_counts.get(name).copied()
+    }
+
+    /// Whether histogram `name` came as deltas (`Some(true)`) or cumulative (`Some(false)`), as
+    /// of the last export.
+    pub fn histogram_is_delta(&self, name: &str) -> Option<bool> {
+        use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
+        self.sink
+            .lock()
+            .histogram_temporalities
+            .get(name)
+            .map(|temporality| *temporality == AggregationTemporality::Delta as i32)
     }
 
     /// How many log records were received so far.

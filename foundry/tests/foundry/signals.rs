@@ -351,3 +351,33 @@ async fn the_log_schedule_delay_holds_log_records_until_it_passes() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_metrics_temporality_preference_makes_histograms_deltas() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "signals::the_metrics_temporality_preference_makes_histograms_deltas";
+    for (preference, delta) in [(None, false), (Some("delta"), true)] {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+        if let Some(preference) = preference {
+            env.push((
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                preference,
+            ));
+        }
+
+        // Act: one request; shutdown exports the metrics.
+        run(name, &env).await;
+
+        // Assert
+        assert_eq!(
+            receiver.histogram_is_delta("http.server.request.duration"),
+            Some(delta),
+            "{preference:?}"
+        );
+    }
+}
