@@ -186,6 +186,14 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// The tracer provider, for spans built with the SDK directly (the benchmark's); `None`
+    /// with `OTEL_SDK_DISABLED=true`.
+    pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.providers.as_ref().map(|providers| &providers.tracer)
+    }
+}
+
 impl Drop for Telemetry {
     fn drop(&mut self) {
         self.shutdown_bounded();

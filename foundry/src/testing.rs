@@ -336,53 +336,31 @@ pub fn capture(service_name: &str) -> &'static SpanCapture {
     })
 }
 
-/// Installs, once per process, the production pipeline: the OTLP/gRPC span processor, which
-/// encodes every span as it ends, exporting to a port where nothing listens, and the meter
-/// provider behind `/metrics`. For benchmarks of the per-span and per-request cost on the
-/// request path; returns the tracer provider, for spans built with the SDK directly.
+/// Installs, once per process, the production pipeline, built by [`crate::telemetry::init`] as
+/// a service's is: the OTLP/gRPC span processor, which encodes every span as it ends, exporting
+/// to a port where nothing listens (no retries), the meter provider behind `/metrics`, and the
+/// log output (metrics and logs not exported). For benchmarks of the per-span and per-request
+/// cost on the request path; returns the tracer provider, for spans built with the SDK
+/// directly.
 pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvider {
-    static INSTALLED: OnceLock<(SdkTracerProvider, tokio::runtime::Runtime)> = OnceLock::new();
-    let (provider, _runtime) = INSTALLED.get_or_init(|| {
-        let mut config = TelemetryConfig::from_lookup(service_name, "bench", |_| None)
-            .unwrap_or_else(|error| panic!("default config is valid: {error}"));
-        config.service_name = service_name.to_owned();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|error| panic!("a runtime for export: {error}"));
-        let closed = closed_address();
-        let processor = crate::span_export::OtlpSpanProcessor::new(
-            &format!("http://{closed}"),
-            std::time::Duration::from_secs(1),
-            tonic::metadata::MetadataMap::new(),
-            crate::span_export::BatchSettings {
-                max_queue: config.span_queue_size,
-                max_batch: config.span_batch_size,
-                schedule_delay: config.span_schedule_delay,
-                // Nothing listens: each batch fails once, and the export thread keeps pace.
-                retries: false,
-            },
-            runtime.handle().clone(),
-        )
-        .unwrap_or_else(|error| panic!("the span processor starts: {error}"));
-        let provider = SdkTracerProvider::builder()
-            .with_resource(crate::telemetry::resource(&config))
-            .with_span_processor(processor)
-            .build();
-        let (meter_provider, registry) =
-            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
-                .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
-        let meter_provider = meter_provider.build();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::telemetry::span_filter(false))
-            .with(crate::telemetry::span_layer(&provider));
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        crate::sampling::skip_unsampled_spans(config.sampler);
-        crate::telemetry::install_globals(&provider, &meter_provider, registry);
-        (provider, runtime)
+    static INSTALLED: OnceLock<crate::telemetry::Telemetry> = OnceLock::new();
+    let telemetry = INSTALLED.get_or_init(|| {
+        let endpoint = format!("http://{}", closed_address());
+        let mut config = TelemetryConfig::from_lookup(service_name, "bench", |name| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_METRICS_EXPORTER" | "OTEL_LOGS_EXPORTER" => Some("none".to_owned()),
+            // The export warnings of a collector that is never there stay quiet.
+            "RUST_LOG" => Some("error".to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|error| panic!("the benchmark's config is valid: {error}"));
+        config.disable_retries();
+        crate::telemetry::init(config)
+            .unwrap_or_else(|error| panic!("the benchmark's pipeline starts: {error}"))
     });
-    provider
+    telemetry
+        .tracer_provider()
+        .unwrap_or_else(|| panic!("telemetry is on"))
 }
 
 fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
