@@ -136,6 +136,12 @@ impl std::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
+    /// The tracer provider, for spans built with the SDK directly (the benchmark's); `None`
+    /// with `OTEL_SDK_DISABLED=true`.
+    pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.providers.as_ref().map(|providers| &providers.tracer)
+    }
+
     /// Flushes what was recorded and shuts the providers down, within [`SHUTDOWN_TIMEOUT`].
     /// Returns `false` if the bound was hit (the collector did not answer in time).
     pub fn shutdown(mut self) -> bool {
@@ -183,14 +189,6 @@ impl Telemetry {
             );
         }
         finished
-    }
-}
-
-impl Telemetry {
-    /// The tracer provider, for spans built with the SDK directly (the benchmark's); `None`
-    /// with `OTEL_SDK_DISABLED=true`.
-    pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
-        self.providers.as_ref().map(|providers| &providers.tracer)
     }
 }
 
