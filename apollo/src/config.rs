@@ -215,14 +215,18 @@ mod tests {
     fn a_command_logs_warnings_and_exports_without_retries() {
         // Arrange
         let config = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317")]);
-        assert!(config.otlp.as_ref().expect("exporting").retries);
+        assert_eq!(config.retries(), Some(true), "exporting, with retries");
 
         // Act
         let command = one_shot(config, false);
 
         // Assert
         assert_eq!(command.log_filter, "warn");
-        assert!(!command.otlp.expect("still exporting").retries);
+        assert_eq!(
+            command.retries(),
+            Some(false),
+            "still exporting, no retries"
+        );
     }
 
     #[test]
@@ -235,6 +239,6 @@ mod tests {
 
         // Assert
         assert_eq!(command.log_filter, "debug");
-        assert!(command.otlp.is_none());
+        assert_eq!(command.retries(), None, "not exporting");
     }
 }

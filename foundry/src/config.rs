@@ -4,7 +4,7 @@
 //! variable, never a silent default and never a panic. The fields are public so a binary's CLI can
 //! override what the environment said.
 
-pub mod signals;
+pub(crate) mod signals;
 
 use std::{collections::HashMap, fmt, time::Duration};
 
@@ -18,68 +18,68 @@ pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
 /// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset. The spec's 2048 drops spans when a
 /// service handles a few thousand requests a second of ~10 spans each before the exporter's next
 /// batch leaves; 16384 spans hold a few megabytes.
-pub const DEFAULT_SPAN_QUEUE_SIZE: usize = 16_384;
+pub(crate) const DEFAULT_SPAN_QUEUE_SIZE: usize = 16_384;
 
 /// Everything [`crate::telemetry::init`] needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TelemetryConfig {
     /// `service.name`: the service's own name unless `OTEL_SERVICE_NAME` says otherwise.
-    pub service_name: String,
+    pub(crate) service_name: String,
     /// `service.version`.
-    pub service_version: String,
+    pub(crate) service_version: String,
     /// `OTEL_SDK_DISABLED=true`: install no provider, propagator or exporter at all.
-    pub sdk_disabled: bool,
+    pub(crate) sdk_disabled: bool,
     /// Where to export over OTLP; `None` (no `OTEL_EXPORTER_OTLP_ENDPOINT`) exports nothing.
-    pub otlp: Option<OtlpConfig>,
+    pub(crate) otlp: Option<OtlpConfig>,
     /// `OTEL_EXPORT_CONSOLE=true`: also print finished spans to stderr (as `console` in
     /// `OTEL_TRACES_EXPORTER`).
-    pub console: bool,
+    pub(crate) console: bool,
     /// The per-signal variables (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_TRACES_*`, ...);
     /// [`TelemetryConfig::export`] says what a signal exports to.
-    pub signals: signals::Signals,
+    pub(crate) signals: signals::Signals,
     /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
-    pub resource_attributes: Vec<(String, String)>,
+    pub(crate) resource_attributes: Vec<(String, String)>,
     /// `OTEL_PROPAGATORS`: the context formats read and written, in order.
-    pub propagators: Vec<crate::propagators::Propagator>,
+    pub(crate) propagators: Vec<crate::propagators::Propagator>,
     /// The head sampler, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
-    pub sampler: SamplerConfig,
+    pub(crate) sampler: SamplerConfig,
     /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
-    pub metric_export_interval: Duration,
+    pub(crate) metric_export_interval: Duration,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export before new ones are dropped.
-    pub span_queue_size: usize,
+    pub(crate) span_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: spans per export (at most the queue size).
-    pub span_batch_size: usize,
+    pub(crate) span_batch_size: usize,
     /// `OTEL_BSP_SCHEDULE_DELAY`: how often a batch leaves when fewer spans than a full batch
     /// end in between.
-    pub span_schedule_delay: Duration,
+    pub(crate) span_schedule_delay: Duration,
     /// `OTEL_BSP_EXPORT_TIMEOUT`: the bound on one span export, beside the OTLP timeout (the
     /// smaller applies).
-    pub span_export_timeout: Duration,
+    pub(crate) span_export_timeout: Duration,
     /// `OTEL_METRIC_EXPORT_TIMEOUT`: the bound on one metric export, beside the OTLP timeout
     /// (the smaller applies).
-    pub metric_export_timeout: Duration,
+    pub(crate) metric_export_timeout: Duration,
     /// What a span keeps (past each limit, new ones are dropped): attributes
     /// (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, else `OTEL_ATTRIBUTE_COUNT_LIMIT`), events
     /// (`OTEL_SPAN_EVENT_COUNT_LIMIT`), links (`OTEL_SPAN_LINK_COUNT_LIMIT`), and attributes of an
     /// event or a link (`OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`).
-    pub span_limits: SpanCountLimits,
+    pub(crate) span_limits: SpanCountLimits,
     /// The longest string attribute value a span keeps, in characters, longer ones truncated
     /// (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`);
     /// `None`: no limit.
-    pub span_attribute_value_length_limit: Option<usize>,
+    pub(crate) span_attribute_value_length_limit: Option<usize>,
     /// The log record processor's queue, batch and schedule (`OTEL_BLRP_*`).
-    pub log_batch: LogBatch,
+    pub(crate) log_batch: LogBatch,
     /// `LOGOS_TELEMETRY_PIPELINE`: foundry's export path, or the SDK's.
-    pub pipeline: Pipeline,
+    pub(crate) pipeline: Pipeline,
     /// `RUST_LOG`: the filter for log output (not for spans).
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 /// The SDK's span limits, which can be compared (the SDK's type cannot).
 #[derive(Clone, Copy, Debug)]
-pub struct SpanCountLimits(pub SpanLimits);
+pub(crate) struct SpanCountLimits(pub SpanLimits);
 
 impl PartialEq for SpanCountLimits {
     fn eq(&self, other: &Self) -> bool {
@@ -98,7 +98,7 @@ impl PartialEq for SpanCountLimits {
 
 /// The `OTEL_BLRP_*` settings of the log record processor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogBatch {
+pub(crate) struct LogBatch {
     /// `OTEL_BLRP_MAX_QUEUE_SIZE`: records waiting before new ones are dropped.
     pub max_queue: usize,
     /// `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`: records per export (at most the queue size).
@@ -111,7 +111,7 @@ pub struct LogBatch {
 
 /// What carries spans to an OTLP/gRPC collector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Pipeline {
+pub(crate) enum Pipeline {
     /// foundry's span processor and encoder (OTLP/HTTP, TLS and compression take the SDK's path
     /// all the same).
     #[default]
@@ -124,7 +124,7 @@ pub enum Pipeline {
 
 /// The OTLP exporter's settings.
 #[derive(Clone, PartialEq)]
-pub struct OtlpConfig {
+pub(crate) struct OtlpConfig {
     /// The collector's base endpoint, e.g. `http://localhost:4317`; or a signal's own
     /// endpoint, when `signal_endpoint`.
     pub endpoint: String,
@@ -171,7 +171,7 @@ impl fmt::Debug for OtlpConfig {
 /// The PEM files of `OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE` and `_CLIENT_KEY` (or
 /// a signal's own), read when the service starts.
 #[derive(Clone, Default, PartialEq)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// The CA that the collector's certificate is checked against, instead of the system's
     /// roots.
     pub certificate: Option<Vec<u8>>,
@@ -237,7 +237,7 @@ impl TlsFiles {
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// `grpc` (the default, port 4317).
     Grpc,
     /// `http/protobuf` (port 4318).
@@ -246,14 +246,14 @@ pub enum Protocol {
 
 /// `OTEL_EXPORTER_OTLP_COMPRESSION` (`none` is no compression: `None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     /// `gzip`, over gRPC and HTTP alike.
     Gzip,
 }
 
 /// `LOG_FORMAT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines (the default).
     Text,
     /// One JSON object per line, with `trace_id` and `span_id`.
@@ -262,7 +262,7 @@ pub enum LogFormat {
 
 /// `OTEL_TRACES_SAMPLER` with its argument, as the OpenTelemetry specification names them.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SamplerConfig {
+pub(crate) enum SamplerConfig {
     /// `always_on`
     AlwaysOn,
     /// `always_off`
@@ -483,7 +483,7 @@ pub(crate) fn parse_endpoint(variable: &'static str, value: &str) -> Result<Stri
 }
 
 /// `value` without any `user:password@`, for error messages.
-pub fn without_userinfo(value: &str) -> String {
+pub(crate) fn without_userinfo(value: &str) -> String {
     match (value.find("://"), value.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}***@{}", &value[..scheme_end + 3], &value[at + 1..])

@@ -31,7 +31,7 @@ pub mod openapi;
 pub mod otlp;
 pub mod profile;
 pub mod propagation;
-pub mod propagators;
+mod propagators;
 mod sampling;
 mod shutdown;
 mod span_export;

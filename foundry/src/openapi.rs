@@ -22,7 +22,7 @@ use utoipa::{
 };
 
 /// The route that serves a service's document.
-pub const DOCUMENT_PATH: &str = "/openapi.json";
+pub(crate) const DOCUMENT_PATH: &str = "/openapi.json";
 
 /// `{"error": {"code", "message"}}`: the body of every error answer of every LOGOS service, as
 /// [`crate::http::ErrorResponse`] writes it.

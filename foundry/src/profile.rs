@@ -36,11 +36,11 @@ use crate::{
 /// The file's name, looked for in the working directory.
 pub const CONFIG_FILE: &str = "logos.toml";
 /// The variable that says where the file is instead.
-pub const CONFIG_VARIABLE: &str = "LOGOS_CONFIG";
+pub(crate) const CONFIG_VARIABLE: &str = "LOGOS_CONFIG";
 /// The variable that picks the profile (the `--env` flag wins over it).
-pub const ENV_VARIABLE: &str = "LOGOS_ENV";
+pub(crate) const ENV_VARIABLE: &str = "LOGOS_ENV";
 /// The profile when neither `--env` nor `LOGOS_ENV` names one: the services as they always were.
-pub const DEFAULT_PROFILE: &str = "dev";
+pub(crate) const DEFAULT_PROFILE: &str = "dev";
 /// The clap id of the `--env` flag that [`parse`] adds to a binary's command line.
 const ENV_ARG: &str = "logos_env";
 
@@ -347,7 +347,7 @@ impl Profile {
 
     /// [`Profile::load`] with the environment read through `env` and `dir` as the working
     /// directory, so tests need not touch the process.
-    pub fn load_with(
+    pub(crate) fn load_with(
         flag: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
         dir: &Path,
@@ -466,7 +466,7 @@ impl Profile {
     }
 
     /// [`Profile::telemetry`] with the environment read through `env`.
-    pub fn telemetry_with(
+    pub(crate) fn telemetry_with(
         &self,
         service: &str,
         version: &str,
@@ -695,7 +695,7 @@ pub fn parse<T: CommandFactory + FromArgMatches>() -> Result<Loaded<T>, ProfileE
 }
 
 /// [`parse`] with the given arguments (the first is the binary's name).
-pub fn parse_from<T, I, A>(args: I) -> Result<Loaded<T>, ProfileError>
+pub(crate) fn parse_from<T, I, A>(args: I) -> Result<Loaded<T>, ProfileError>
 where
     T: CommandFactory + FromArgMatches,
     I: IntoIterator<Item = A>,
@@ -707,7 +707,7 @@ where
 
 /// [`parse_from`] with the profile's environment read through `env` and `dir` as the working
 /// directory (clap itself still reads the flags' variables from the process).
-pub fn parse_with<T, I, A>(
+pub(crate) fn parse_with<T, I, A>(
     args: I,
     env: impl Fn(&str) -> Option<String>,
     dir: &Path,

@@ -47,7 +47,8 @@ impl W3cTraceContextPropagator {
     /// Reads the remote span context, or `None` when the headers do not hold a valid one (the
     /// caller then starts a new trace). Its `TraceState` holds the members the SDK's type can
     /// represent; [`TextMapPropagator::extract_with_context`] also carries the header whole.
-    pub fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
+    #[cfg(test)]
+    fn extract_span_context(&self, extractor: &dyn Extractor) -> Option<SpanContext> {
         self.extract_parts(extractor)
             .map(|(span_context, _)| span_context)
     }
@@ -396,7 +397,7 @@ fn known_name(key: &str) -> Option<&'static HeaderName> {
 /// Hex by table into one buffer: this runs for every outbound call and every response, and
 /// `format!` with the ids' `Display` (a `u128` through the formatting machinery) cost ten
 /// times as much.
-pub fn format_traceparent(span_context: &SpanContext) -> String {
+pub(crate) fn format_traceparent(span_context: &SpanContext) -> String {
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
     encode_hex(&span_context.trace_id().to_bytes(), &mut out[3..35]);

@@ -22,7 +22,7 @@ use crate::{
 
 /// One format of `OTEL_PROPAGATORS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Propagator {
+pub(crate) enum Propagator {
     /// `tracecontext`: W3C `traceparent` and `tracestate`.
     TraceContext,
     /// `baggage`: W3C `baggage`.
@@ -34,7 +34,8 @@ pub enum Propagator {
 }
 
 /// The formats when `OTEL_PROPAGATORS` is unset, as the spec says.
-pub const DEFAULT_PROPAGATORS: [Propagator; 2] = [Propagator::TraceContext, Propagator::Baggage];
+pub(crate) const DEFAULT_PROPAGATORS: [Propagator; 2] =
+    [Propagator::TraceContext, Propagator::Baggage];
 
 const VARIABLE: &str = "OTEL_PROPAGATORS";
 

@@ -45,7 +45,7 @@ use crate::{
 
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
 /// [`crate::http::DRAIN_TIMEOUT`] a service exits within 5 s of SIGTERM.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The instrumentation scope of every span foundry and the services create.
 pub const INSTRUMENTATION_SCOPE: &str = "logos";

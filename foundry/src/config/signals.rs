@@ -17,7 +17,7 @@ use super::{
 
 /// One of the three signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Spans.
     Traces,
     /// Metrics.
@@ -30,8 +30,9 @@ impl Signal {
     /// The three signals.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
-    /// `traces`, `metrics` or `logs`: the signal's name in OTLP paths and messages.
-    pub fn name(self) -> &'static str {
+    /// `traces`, `metrics` or `logs`, as the tests' tables name the signals.
+    #[cfg(test)]
+    fn name(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
@@ -95,7 +96,7 @@ enum Setting {
 
 /// The exporters `OTEL_<SIGNAL>_EXPORTER` names (`otlp`, `console`, or `none` alone).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Exporters {
+pub(crate) struct Exporters {
     /// `otlp`.
     pub otlp: bool,
     /// `console`: one line a span on stderr for traces; for logs, the log lines the service
@@ -105,7 +106,7 @@ pub struct Exporters {
 
 /// One signal's own settings.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SignalConfig {
+pub(crate) struct SignalConfig {
     /// `OTEL_<SIGNAL>_EXPORTER`; `None` when unset.
     pub exporters: Option<Exporters>,
     /// The signal's OTLP settings, every field resolved (its own variable, else the generic one,
@@ -116,7 +117,7 @@ pub struct SignalConfig {
 
 /// The three signals' own settings.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Signals {
+pub(crate) struct Signals {
     /// Traces.
     pub traces: SignalConfig,
     /// Metrics.
@@ -146,7 +147,7 @@ impl Signals {
 
 /// What one signal exports to, as [`crate::telemetry`] builds it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SignalExport {
+pub(crate) struct SignalExport {
     /// Over OTLP, with these settings.
     pub otlp: Option<OtlpConfig>,
     /// To the console.
@@ -167,7 +168,7 @@ pub(crate) struct Generic {
 impl TelemetryConfig {
     /// Where `signal` goes: the per-signal variables over the generic ones, `OTEL_EXPORT_CONSOLE`
     /// adding the console to the traces' exporters.
-    pub fn export(&self, signal: Signal) -> SignalExport {
+    pub(crate) fn export(&self, signal: Signal) -> SignalExport {
         let own = self.signals.get(signal);
         let wants_otlp = match own.exporters {
             Some(exporters) => exporters.otlp,
@@ -191,6 +192,12 @@ impl TelemetryConfig {
         let console = own.exporters.is_some_and(|exporters| exporters.console)
             || (self.console && signal == Signal::Traces);
         SignalExport { otlp, console }
+    }
+
+    /// Whether the generic OTLP export retries a transient failure; `None` when no generic
+    /// endpoint is set.
+    pub fn retries(&self) -> Option<bool> {
+        self.otlp.as_ref().map(|otlp| otlp.retries)
     }
 
     /// Turns off the retries of every signal's OTLP export (a one-shot command's: see

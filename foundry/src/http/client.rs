@@ -81,7 +81,7 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 /// request's extensions (`RequestBuilder::with_extension`). Without it the span is named by the
 /// method alone.
 #[derive(Clone, Debug)]
-pub struct ClientSpanName(pub Cow<'static, str>);
+pub(crate) struct ClientSpanName(pub Cow<'static, str>);
 
 /// The client span, the trace context on the request (when `propagate`), and the duration
 /// metric, for every call.
@@ -293,7 +293,7 @@ pub enum DownstreamError {
 }
 
 /// The code of an error answer that is not in the LOGOS error shape (a proxy's HTML page, say).
-pub const NOT_LOGOS_ERROR: &str = "http_error";
+pub(crate) const NOT_LOGOS_ERROR: &str = "http_error";
 
 impl DownstreamError {
     /// The service that failed.

@@ -14,14 +14,12 @@ mod server;
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 use http::Uri;
 
-pub use client::{
-    ClientSpanName, Downstream, DownstreamError, HttpClient, NOT_LOGOS_ERROR, client,
-    external_client,
-};
+pub use client::{Downstream, DownstreamError, HttpClient, client, external_client};
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub(crate) use error_log::log_summaries as log_error_summaries;
-pub use serve::{Application, DRAIN_TIMEOUT, bind, run_service, serve};
-pub use server::{REQUEST_TIMEOUT, ServerLayer, UNTRACED_PATHS};
+pub use serve::{Application, bind, run_service, serve};
+pub use server::ServerLayer;
+pub(crate) use server::UNTRACED_PATHS;
 
 /// The largest request body a service accepts; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -9,7 +9,7 @@ use super::protocol_errors::JsonErrorsListener;
 
 /// How long in-flight requests may run on after Ctrl-C or SIGTERM. With the telemetry flush
 /// ([`crate::telemetry::SHUTDOWN_TIMEOUT`]) a service exits within 5 s of the signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Binds `host:port`; port 0 takes a free port (read it back with `local_addr`). The error
 /// names the address, as the operating system's (`Address already in use`) does not.

@@ -37,10 +37,10 @@ use crate::{
 
 /// How long a request may take, body included, before it is abandoned with 503 `timeout`:
 /// a slow client or a stuck downstream cannot hold a handler for ever.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Paths that are never traced: health checks and metric scrapes would drown the real traffic.
-pub const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
+pub(crate) const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
 
 /// Adds the server span, its metric and the `traceparent` response header to a router, and
 /// abandons requests that outlive [`REQUEST_TIMEOUT`] (so it needs a tokio runtime with timers).
