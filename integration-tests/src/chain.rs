@@ -63,6 +63,21 @@ impl Mode {
     }
 }
 
+/// The URL a service's first line gives (`<name> listening on http://...`), read from its
+/// piped stdout within 60 s (long enough for a start under a profiler).
+pub async fn listening_url(name: &str, stdout: tokio::process::ChildStdout) -> String {
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .unwrap_or_else(|| panic!("{name} printed no listening line"));
+    line.split_once("listening on ")
+        .map(|(_, url)| url.trim().to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"))
+}
+
 /// A started service that is stopped with SIGTERM (and killed if it outlives that).
 pub struct Service {
     /// The binary's name.
@@ -107,19 +122,7 @@ impl Service {
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        // Long enough for a start under a profiler.
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .unwrap_or_else(|| panic!("{name} printed no listening line"));
-        let url = line
-            .split_once("listening on ")
-            .map(|(_, url)| url.trim().to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"));
+        let url = listening_url(name, child.stdout.take().expect("piped stdout")).await;
         Self { name, child, url }
     }
 

@@ -28,7 +28,7 @@ use std::{
 };
 
 use foundry::testing::OtlpReceiver;
-use integration_tests::chain::{GOAL, release_dir};
+use integration_tests::chain::{GOAL, listening_url, release_dir};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -193,17 +193,7 @@ impl Service {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make soak`)"));
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .unwrap_or_else(|| panic!("{name} printed no listening line"));
-        let url = line
-            .split_once("listening on ")
-            .map(|(_, url)| url.trim().to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"));
+        let url = listening_url(name, child.stdout.take().expect("piped")).await;
         let log = Arc::new(Mutex::new(String::new()));
         let kept = Arc::clone(&log);
         let mut errors = BufReader::new(child.stderr.take().expect("piped")).lines();
