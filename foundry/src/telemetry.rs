@@ -138,6 +138,7 @@ impl std::fmt::Debug for Telemetry {
 impl Telemetry {
     /// The tracer provider, for spans built with the SDK directly (the benchmark's); `None`
     /// with `OTEL_SDK_DISABLED=true`.
+    #[cfg(feature = "testing")]
     pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
         self.providers.as_ref().map(|providers| &providers.tracer)
     }
