@@ -52,8 +52,9 @@ pub struct Health {
     pub version: String,
 }
 
-/// One error answer: `status`, described, with the [`ErrorBody`] schema.
-fn error(status: u16, description: &str) -> (String, RefOr<Response>) {
+/// One error answer: `status`, described, with the [`ErrorBody`] schema (for a route's own
+/// [`IntoResponses`] set).
+pub fn error(status: u16, description: &str) -> (String, RefOr<Response>) {
     let response = ResponseBuilder::new()
         .description(description)
         .content(

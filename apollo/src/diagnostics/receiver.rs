@@ -6,7 +6,7 @@
 //! gzip bomb is a 413, and spans without a valid trace or span id are refused as the OTLP
 //! specification asks, in the answer's `partial_success`.
 
-use std::io::Read as _;
+use std::{collections::BTreeMap, io::Read as _};
 
 use axum::{
     body::Bytes,
@@ -15,7 +15,7 @@ use axum::{
 };
 use foundry::{
     http::ErrorResponse,
-    openapi::ErrorBody,
+    openapi::error,
     otlp::proto::collector::{
         logs::v1::{
             ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -34,6 +34,10 @@ use foundry::{
 use http::{HeaderMap, StatusCode, header};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::codec::CompressionEncoding;
+use utoipa::{
+    IntoResponses,
+    openapi::{Content, ObjectBuilder, RefOr, ResponseBuilder, Schema, Type},
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Accepted, Diagnostics};
@@ -114,6 +118,39 @@ impl LogsService for Receiver {
     }
 }
 
+/// The answers of the three OTLP/HTTP routes: the export response in the request's format, or
+/// the error that says why the body could not be taken.
+struct ExportResponses;
+
+impl IntoResponses for ExportResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let object = || ObjectBuilder::new().schema_type(Type::Object).build();
+        let ok = ResponseBuilder::new()
+            .description("The export response, in the request's format")
+            .content(
+                "application/x-protobuf",
+                Content::new(None::<RefOr<Schema>>),
+            )
+            .content("application/json", Content::new(Some(object())))
+            .build();
+        BTreeMap::from([
+            ("200".to_owned(), RefOr::T(ok)),
+            error(
+                400,
+                "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded",
+            ),
+            error(
+                413,
+                "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated",
+            ),
+            error(
+                415,
+                "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip",
+            ),
+        ])
+    }
+}
+
 /// Full success, or the count of refused spans and why.
 fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse {
@@ -137,15 +174,7 @@ fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
             (Object = "application/json"),
         )
     ),
-    responses(
-        (status = 200, description = "The export response, in the request's format", content(
-            ("application/x-protobuf"),
-            (Object = "application/json"),
-        )),
-        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
-    )
+    responses(ExportResponses)
 )]
 async fn http_traces(
     State(receiver): State<Receiver>,
@@ -173,15 +202,7 @@ async fn http_traces(
             (Object = "application/json"),
         )
     ),
-    responses(
-        (status = 200, description = "The export response, in the request's format", content(
-            ("application/x-protobuf"),
-            (Object = "application/json"),
-        )),
-        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
-    )
+    responses(ExportResponses)
 )]
 async fn http_metrics(
     State(receiver): State<Receiver>,
@@ -209,15 +230,7 @@ async fn http_metrics(
             (Object = "application/json"),
         )
     ),
-    responses(
-        (status = 200, description = "The export response, in the request's format", content(
-            ("application/x-protobuf"),
-            (Object = "application/json"),
-        )),
-        (status = 400, description = "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip", body = ErrorBody),
-    )
+    responses(ExportResponses)
 )]
 async fn http_logs(
     State(receiver): State<Receiver>,
