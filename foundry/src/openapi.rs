@@ -52,9 +52,9 @@ pub struct Health {
     pub version: String,
 }
 
-/// One error answer: `status`, described, with the [`ErrorBody`] schema (for a route's own
-/// [`IntoResponses`] set).
-pub fn error(status: u16, description: &str) -> (String, RefOr<Response>) {
+/// One error answer: `status` (a code, or a range such as `4XX`), described, with the
+/// [`ErrorBody`] schema (for a route's own [`IntoResponses`] set).
+pub fn error(status: impl std::fmt::Display, description: &str) -> (String, RefOr<Response>) {
     let response = ResponseBuilder::new()
         .description(description)
         .content(

@@ -7,12 +7,32 @@ use axum::{
 };
 use foundry::{
     http::{ErrorResponse, JsonBody},
-    openapi::{DownstreamErrors, ErrorBody, JsonBodyErrors, Timeout},
+    openapi::{DownstreamErrors, JsonBodyErrors, Timeout, error},
 };
 use http::StatusCode;
 use serde_json::{Value, json};
+use utoipa::{
+    IntoResponses,
+    openapi::{RefOr, Response as OpenApiResponse},
+};
 
 use crate::services::{Action, Services};
+
+/// The answers every action shares beyond its success: a refusal of Sophia or Hermes passed on
+/// as it is, their failure or silence, and the request's own timeout.
+struct Forwarded;
+
+impl IntoResponses for Forwarded {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<OpenApiResponse>> {
+        let mut responses = std::collections::BTreeMap::from([error(
+            "4XX",
+            "Sophia's or Hermes' refusal of the request, passed on as it is",
+        )]);
+        responses.extend(DownstreamErrors::responses());
+        responses.extend(Timeout::responses());
+        responses
+    }
+}
 
 async fn perform(services: &Services, action: Action, created: bool) -> Response {
     let outcome = services.perform(action).await;
@@ -40,9 +60,7 @@ fn object(body: Value) -> Result<Value, ErrorResponse> {
     responses(
         (status = 201, description = "Sophia's plan", body = Object),
         JsonBodyErrors,
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn plan(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
@@ -65,9 +83,7 @@ pub async fn plan(State(services): State<Services>, JsonBody(body): JsonBody<Val
     responses(
         (status = 201, description = "Sophia's simulation", body = Object),
         JsonBodyErrors,
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn simulate(
@@ -87,9 +103,7 @@ pub async fn simulate(
     tag = "api",
     responses(
         (status = 200, description = "Sophia's world state", body = Object),
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn state(State(services): State<Services>) -> Response {
@@ -105,9 +119,7 @@ pub async fn state(State(services): State<Services>) -> Response {
     responses(
         (status = 200, description = "Hermes' embedding", body = Object),
         JsonBodyErrors,
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
@@ -126,9 +138,7 @@ pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Va
     responses(
         (status = 200, description = "Hermes' search results", body = Object),
         JsonBodyErrors,
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
@@ -147,9 +157,7 @@ pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<V
     responses(
         (status = 200, description = "Hermes' completion", body = Object),
         JsonBodyErrors,
-        (status = "4XX", description = "Sophia's or Hermes' refusal of the request, passed on as it is", body = ErrorBody),
-        DownstreamErrors,
-        Timeout,
+        Forwarded,
     )
 )]
 pub async fn chat(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
