@@ -2,9 +2,9 @@
 //!
 //! W3C Trace Context and Baggage are foundry's own propagators (strict, [`crate::propagation`]);
 //! B3, single and multiple headers, is opentelemetry-propagator-b3's (the propagator that left the
-//! deprecated opentelemetry-zipkin). `jaeger`, `xray` and `ottrace`
-//! are refused at startup: the Jaeger propagator crate has no release for the 0.33 family this
-//! workspace builds on (its newest is 0.32), and the other two have no Rust crate of the family.
+//! deprecated opentelemetry-zipkin); Jaeger's `uber-trace-id` is opentelemetry-jaeger-propagator's,
+//! whose newest release is built on the 0.32 API, so [`Jaeger`] carries span contexts across.
+//! `xray` and `ottrace` are refused at startup: no Rust crate of the family has them.
 
 use opentelemetry::{
     Context, global,
@@ -31,6 +31,8 @@ pub(crate) enum Propagator {
     B3,
     /// `b3multi`: B3 in `X-B3-TraceId`, `X-B3-SpanId` and `X-B3-Sampled`.
     B3Multi,
+    /// `jaeger`: Jaeger's `uber-trace-id`.
+    Jaeger,
 }
 
 /// The formats when `OTEL_PROPAGATORS` is unset, as the spec says.
@@ -53,6 +55,7 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
             "baggage" => Propagator::Baggage,
             "b3" => Propagator::B3,
             "b3multi" => Propagator::B3Multi,
+            "jaeger" => Propagator::Jaeger,
             "none" if names.len() == 1 => continue,
             "none" => {
                 return Err(ConfigError::new(
@@ -61,13 +64,13 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
                     "`none` cannot be listed with other propagators",
                 ));
             }
-            "jaeger" | "xray" | "ottrace" => {
+            "xray" | "ottrace" => {
                 return Err(ConfigError::new(
                     VARIABLE,
                     value,
                     format!(
                         "`{name}` is not available: no propagator crate of the OpenTelemetry 0.33 \
-                         family has it; use tracecontext, baggage, b3 or b3multi"
+                         family has it; use tracecontext, baggage, b3, b3multi or jaeger"
                     ),
                 ));
             }
@@ -75,7 +78,7 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
                 return Err(ConfigError::new(
                     VARIABLE,
                     value,
-                    "expected tracecontext, baggage, b3, b3multi or none, separated by commas",
+                    "expected tracecontext, baggage, b3, b3multi, jaeger or none, separated by commas",
                 ));
             }
         };
@@ -101,6 +104,7 @@ pub(crate) fn install(propagators: &[Propagator]) {
                 Propagator::B3Multi => {
                     Box::new(B3Propagator::with_encoding(B3Encoding::MultipleHeader))
                 }
+                Propagator::Jaeger => Box::new(Jaeger::new()),
             }
         })
         .collect();
@@ -138,6 +142,104 @@ impl TextMapPropagator for SingleHeaderB3 {
     }
 }
 
+/// opentelemetry-jaeger-propagator, whose newest release implements the 0.32 API's propagator:
+/// each call carries the headers and the span context across to that API and back. The crate
+/// marks the format deprecated (Jaeger's own clients moved to W3C); it is here for services
+/// that still talk to such clients, which is what `OTEL_PROPAGATORS=jaeger` asks for.
+#[derive(Debug)]
+#[expect(deprecated, reason = "OTEL_PROPAGATORS=jaeger names this deprecated format")]
+struct Jaeger {
+    propagator: opentelemetry_jaeger_propagator::Propagator,
+    /// The one header it writes, for [`TextMapPropagator::fields`].
+    fields: [String; 1],
+}
+
+impl Jaeger {
+    #[expect(deprecated, reason = "OTEL_PROPAGATORS=jaeger names this deprecated format")]
+    fn new() -> Self {
+        Self {
+            propagator: opentelemetry_jaeger_propagator::Propagator::new(),
+            fields: ["uber-trace-id".to_owned()],
+        }
+    }
+}
+
+/// The request's headers, read through the 0.32 API.
+struct ExtractorOf032<'a>(&'a dyn Extractor);
+
+impl opentelemetry_032::propagation::Extractor for ExtractorOf032<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys()
+    }
+}
+
+/// The call's headers, written through the 0.32 API.
+struct InjectorOf032<'a>(&'a mut dyn Injector);
+
+impl opentelemetry_032::propagation::Injector for InjectorOf032<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.set(key, value);
+    }
+}
+
+impl TextMapPropagator for Jaeger {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        use opentelemetry::trace::TraceContextExt as _;
+        use opentelemetry_032::trace as v032;
+        use opentelemetry_032::trace::TraceContextExt as _;
+
+        let span = cx.span();
+        let ours = span.span_context();
+        let theirs = v032::SpanContext::new(
+            v032::TraceId::from_bytes(ours.trace_id().to_bytes()),
+            v032::SpanId::from_bytes(ours.span_id().to_bytes()),
+            v032::TraceFlags::new(ours.trace_flags().to_u8()),
+            ours.is_remote(),
+            v032::TraceState::default(),
+        );
+        let cx = opentelemetry_032::Context::new().with_remote_span_context(theirs);
+        opentelemetry_032::propagation::TextMapPropagator::inject_context(
+            &self.propagator,
+            &cx,
+            &mut InjectorOf032(injector),
+        );
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        use opentelemetry_032::trace::TraceContextExt as _;
+
+        let extracted = opentelemetry_032::propagation::TextMapPropagator::extract(
+            &self.propagator,
+            &ExtractorOf032(extractor),
+        );
+        let span = extracted.span();
+        let theirs = span.span_context();
+        if !theirs.is_valid() {
+            return cx.clone();
+        }
+        // The crate keeps `uberctx-*` headers in the trace state; they are Jaeger's baggage,
+        // which W3C `tracestate` is not, so they stay behind.
+        cx.with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(theirs.trace_id().to_bytes()),
+            SpanId::from_bytes(theirs.span_id().to_bytes()),
+            TraceFlags::new(theirs.trace_flags().to_u8()),
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(&self.fields)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +249,7 @@ mod tests {
         let cases: &[(Option<&str>, &[Propagator])] = &[
             (None, &DEFAULT_PROPAGATORS),
             (Some("b3multi"), &[Propagator::B3Multi]),
+            (Some("jaeger"), &[Propagator::Jaeger]),
             (
                 Some("b3, tracecontext,b3"),
                 &[Propagator::B3, Propagator::TraceContext],
@@ -164,7 +267,7 @@ mod tests {
 
     #[test]
     fn unknown_and_unavailable_formats_name_the_variable() {
-        for value in ["jaeger", "xray", "tracecontext,ottrace", "w3c", "none,b3"] {
+        for value in ["xray", "tracecontext,ottrace", "w3c", "none,b3"] {
             let error = parse(Some(value)).expect_err(value);
             assert_eq!(error.variable, "OTEL_PROPAGATORS", "{error}");
         }

@@ -11,7 +11,7 @@ use foundry::testing::{Kind, OtlpReceiver};
 use crate::export::{child_value, init_child_telemetry, is_child, run_child};
 
 /// The context headers any of the formats write.
-const CONTEXT_HEADERS: [&str; 7] = [
+const CONTEXT_HEADERS: [&str; 8] = [
     "traceparent",
     "tracestate",
     "baggage",
@@ -19,6 +19,7 @@ const CONTEXT_HEADERS: [&str; 7] = [
     "x-b3-traceid",
     "x-b3-spanid",
     "x-b3-sampled",
+    "uber-trace-id",
 ];
 
 /// The child: `/items/1` calls `/echo`, which answers the context headers it got; the request
@@ -90,6 +91,7 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
     let b3multi_in = format!("x-b3-traceid={trace_id}|x-b3-spanid={parent_id}|x-b3-sampled=1");
     let b3_in = format!("b3={trace_id}-{parent_id}-1");
     let w3c_in = format!("traceparent=00-{trace_id}-{parent_id}-01|baggage=tenant=acme");
+    let jaeger_in = format!("uber-trace-id={trace_id}:{parent_id}:0:1");
     let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
         (
             "b3multi",
@@ -113,6 +115,8 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
                 "x-b3-sampled",
             ],
         ),
+        ("jaeger", jaeger_in.clone(), true, vec!["uber-trace-id"]),
+        ("jaeger", w3c_in.clone(), false, vec!["uber-trace-id"]),
         ("none", w3c_in.clone(), false, vec![]),
     ];
     for (propagators, incoming, continues, written) in cases {
@@ -171,6 +175,10 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
                     &format!("00-{}-{}-01", server.trace_id, client.span_id)
                 ),
                 "baggage" => assert_eq!(value, "tenant=acme"),
+                "uber-trace-id" => assert_eq!(
+                    value,
+                    &format!("{}:{}:0:1", server.trace_id, client.span_id)
+                ),
                 _ => {}
             }
         }
