@@ -136,8 +136,8 @@ impl std::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
-    /// The tracer provider, for spans built with the SDK directly (the benchmark's); `None`
-    /// with `OTEL_SDK_DISABLED=true`.
+    /// The tracer provider, for spans built with the SDK directly (the benchmark's) and for the
+    /// capture's flush; `None` with `OTEL_SDK_DISABLED=true`.
     #[cfg(feature = "testing")]
     pub(crate) fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
         self.providers.as_ref().map(|providers| &providers.tracer)
@@ -542,7 +542,7 @@ fn install(
 
 /// The meter provider's builder, with the Prometheus reader behind `/metrics` (see
 /// [`crate::metrics`]), and that reader's registry; the OTLP readers are added to it.
-pub(crate) fn meter_provider(
+fn meter_provider(
     resource: Resource,
 ) -> Result<(MeterProviderBuilder, prometheus::Registry), TelemetryError> {
     let registry = prometheus::Registry::new();
@@ -557,7 +557,7 @@ pub(crate) fn meter_provider(
 }
 
 /// Sets the global providers, the W3C propagators, and the registry behind `/metrics`.
-pub(crate) fn install_globals(
+fn install_globals(
     tracer_provider: &SdkTracerProvider,
     meter_provider: &SdkMeterProvider,
     registry: prometheus::Registry,
@@ -576,7 +576,7 @@ pub(crate) fn install_globals(
 /// The global filter of which `tracing` spans exist (see [`sampling::SpanFilter`]): INFO and
 /// above without the HTTP, gRPC and telemetry crates' own; every span with span-scoped
 /// `RUST_LOG` directives, which must see them all. It goes right above the registry.
-pub(crate) fn span_filter(span_scoped: bool) -> sampling::SpanFilter {
+fn span_filter(span_scoped: bool) -> sampling::SpanFilter {
     sampling::SpanFilter::new((!span_scoped).then(no_telemetry_about_telemetry))
 }
 
@@ -594,7 +594,7 @@ pub(crate) fn span_filter(span_scoped: bool) -> sampling::SpanFilter {
 /// registry lookup at every span event (tracing-subscriber has no event-only per-layer filter,
 /// and a wrapper of our own could not pass tracing-opentelemetry's context lookup through
 /// without `unsafe`).
-pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
@@ -638,7 +638,7 @@ fn no_telemetry_about_telemetry() -> Targets {
         )
 }
 
-pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
+fn resource(config: &TelemetryConfig) -> Resource {
     Resource::builder()
         .with_service_name(config.service_name.clone())
         .with_attributes([

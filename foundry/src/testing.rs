@@ -1,8 +1,8 @@
 //! Test support (feature `testing`): see the spans a test produced, in-process or over OTLP.
 //!
-//! - [`capture`] installs the production span pipeline (the same `tracing` bridge, propagators
-//!   and metric instruments) with an in-memory exporter, so a crate's tests can drive its router
-//!   with `oneshot` and assert on the spans of one trace.
+//! - [`capture`] installs the production pipeline (`telemetry::init_with_sink`) with the
+//!   receiver's sink in memory and no exporter, so a crate's tests can drive its router with
+//!   `oneshot` and assert on the spans of one trace.
 //! - [`OtlpReceiver`] is a real OTLP receiver, gRPC and HTTP/protobuf, for tests that run
 //!   services as separate processes. It is a tonic server over opentelemetry-proto rather than
 //!   fake-opentelemetry-collector, which turns every attribute value into a string and drops the
@@ -35,11 +35,10 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value},
     metrics::v1::metric,
 };
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
-use tracing_subscriber::layer::SubscriberExt;
 
-use crate::config::TelemetryConfig;
+use crate::{config::TelemetryConfig, otlp::LocalSink as _};
 
 /// An attribute value with its OTLP type, so tests can tell `200` from `"200"`.
 #[derive(Clone, Debug, PartialEq)]
@@ -251,88 +250,44 @@ pub fn assert_child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
 /// The in-process span capture of [`capture`].
 #[derive(Debug)]
 pub struct SpanCapture {
-    exporter: CapturingExporter,
-    provider: SdkTracerProvider,
+    telemetry: crate::telemetry::Telemetry,
+    sink: Sink,
 }
 
 impl SpanCapture {
     /// Every finished span of `trace_id`, with the `service.name` of the provider's resource.
     pub fn spans(&self, trace_id: &str) -> Vec<ReceivedSpan> {
-        let _ = self.provider.force_flush();
-        let service_name = self
-            .exporter
-            .service_name
+        if let Some(provider) = self.telemetry.tracer_provider() {
+            let _ = provider.force_flush();
+        }
+        self.sink
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        self.exporter
             .spans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|span| span.span_context.trace_id().to_string() == trace_id)
-            .map(|span| from_span_data(&service_name, span))
+            .filter(|span| span.trace_id == trace_id)
+            .cloned()
             .collect()
     }
 }
 
-/// Keeps finished spans and the `service.name` of the resource the SDK hands its exporter, so
-/// tests see the resource as an OTLP receiver would (the SDK's `InMemorySpanExporter` keeps the
-/// resource to itself).
-#[derive(Clone, Debug, Default)]
-struct CapturingExporter {
-    spans: Arc<Mutex<Vec<SpanData>>>,
-    service_name: Arc<Mutex<String>>,
-}
-
-impl opentelemetry_sdk::trace::SpanExporter for CapturingExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.spans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(batch);
-        Ok(())
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        let name = resource
-            .get(&opentelemetry::Key::from_static_str("service.name"))
-            .map(|value| value.to_string())
-            .unwrap_or_default();
-        *self
-            .service_name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = name;
-    }
-}
-
-/// Installs, once per process, the production span pipeline with an in-memory exporter and
+/// Installs, once per process, the production pipeline ([`crate::telemetry::init_with_sink`],
+/// as Apollo's window receives its own telemetry) with no exporter but a sink in memory, and
 /// returns it. The first `service_name` wins. Tests tag requests with [`new_traceparent`] and
 /// read back the spans of that trace, so tests running in parallel do not see each other's.
 pub fn capture(service_name: &str) -> &'static SpanCapture {
     static CAPTURE: OnceLock<SpanCapture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        let mut config = TelemetryConfig::from_lookup(service_name, "test", |_| None)
-            .unwrap_or_else(|error| panic!("default config is valid: {error}"));
-        config.service_name = service_name.to_owned();
-        let exporter = CapturingExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(crate::telemetry::resource(&config))
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let (meter_provider, registry) =
-            crate::telemetry::meter_provider(crate::telemetry::resource(&config))
-                .unwrap_or_else(|error| panic!("the meter provider starts: {error}"));
-        let meter_provider = meter_provider.build();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::telemetry::span_filter(false))
-            .with(crate::telemetry::span_layer(&provider));
-        // Another test harness may own the global subscriber; then spans are not captured and
-        // the assertions of the test will say so.
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        crate::sampling::skip_unsampled_spans(config.sampler);
-        crate::telemetry::install_globals(&provider, &meter_provider, registry);
-        SpanCapture { exporter, provider }
+        let config = TelemetryConfig::from_lookup(service_name, "test", |name| match name {
+            "OTEL_TRACES_EXPORTER" | "OTEL_METRICS_EXPORTER" | "OTEL_LOGS_EXPORTER" => {
+                Some("none".to_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|error| panic!("the capture's config is valid: {error}"));
+        let sink = Sink::default();
+        let telemetry = crate::telemetry::init_with_sink(config, Arc::new(sink.clone()))
+            .unwrap_or_else(|error| panic!("the capture's pipeline starts: {error}"));
+        SpanCapture { telemetry, sink }
     })
 }
 
@@ -361,58 +316,6 @@ pub fn install_benchmark_pipeline(service_name: &str) -> &'static SdkTracerProvi
     telemetry
         .tracer_provider()
         .unwrap_or_else(|| panic!("telemetry is on"))
-}
-
-fn from_span_data(service_name: &str, span: &SpanData) -> ReceivedSpan {
-    use opentelemetry::{Value, trace::SpanKind};
-    let attributes = span
-        .attributes
-        .iter()
-        .map(|kv| {
-            let value = match &kv.value {
-                Value::String(s) => AttributeValue::String(s.to_string()),
-                Value::I64(i) => AttributeValue::Int(*i),
-                Value::F64(f) => AttributeValue::Double(*f),
-                Value::Bool(b) => AttributeValue::Bool(*b),
-                _ => AttributeValue::Other,
-            };
-            (kv.key.to_string(), value)
-        })
-        .collect();
-    ReceivedSpan {
-        service_name: service_name.to_owned(),
-        trace_id: span.span_context.trace_id().to_string(),
-        span_id: span.span_context.span_id().to_string(),
-        parent_span_id: if span.parent_span_id == SpanId::INVALID {
-            String::new()
-        } else {
-            span.parent_span_id.to_string()
-        },
-        name: span.name.to_string(),
-        kind: match span.span_kind {
-            SpanKind::Server => Kind::Server,
-            SpanKind::Client => Kind::Client,
-            SpanKind::Producer => Kind::Producer,
-            SpanKind::Consumer => Kind::Consumer,
-            SpanKind::Internal => Kind::Internal,
-        },
-        attributes,
-        status: match span.status {
-            opentelemetry::trace::Status::Unset => Status::Unset,
-            opentelemetry::trace::Status::Ok => Status::Ok,
-            opentelemetry::trace::Status::Error { .. } => Status::Error,
-        },
-        status_message: match &span.status {
-            opentelemetry::trace::Status::Error { description } => description.to_string(),
-            _ => String::new(),
-        },
-        trace_state: span.span_context.trace_state().header(),
-        events: span
-            .events
-            .iter()
-            .map(|event| event.name.to_string())
-            .collect(),
-    }
 }
 
 #[derive(Default, Debug)]
@@ -475,6 +378,10 @@ impl Sink {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+}
+
+/// The receiver's sink takes a process's own telemetry too: [`capture`]'s.
+impl crate::otlp::LocalSink for Sink {
     fn traces(&self, request: ExportTraceServiceRequest) {
         let mut spans = Vec::new();
         let mut resources = Vec::new();
