@@ -36,7 +36,7 @@ fn spans(c: &mut Criterion) {
     });
     // The same span, values and export without `tracing`: the string is owned, as the bridge
     // makes it.
-    let tracer = provider.tracer(foundry::telemetry::INSTRUMENTATION_SCOPE);
+    let tracer = provider.tracer(foundry::testing::INSTRUMENTATION_SCOPE);
     c.bench_function("span/sdk_three_attributes", |b| {
         b.iter(|| {
             let span = tracer
@@ -58,11 +58,11 @@ fn spans(c: &mut Criterion) {
 fn metrics(c: &mut Criterion) {
     foundry::testing::install_benchmark_pipeline("bench");
     // The production instrument's definition, so that the SDK sees the same histogram.
-    let histogram = global::meter(foundry::telemetry::INSTRUMENTATION_SCOPE)
+    let histogram = global::meter(foundry::testing::INSTRUMENTATION_SCOPE)
         .f64_histogram("http.server.request.duration")
         .with_unit("s")
         .with_description("Duration of HTTP server requests.")
-        .with_boundaries(foundry::metrics::DURATION_BUCKETS.to_vec())
+        .with_boundaries(foundry::testing::DURATION_BUCKETS.to_vec())
         .build();
     let route = StringValue::from(std::sync::Arc::<str>::from("/plan"));
     let attributes = || {
@@ -80,7 +80,7 @@ fn metrics(c: &mut Criterion) {
 
 fn propagation(c: &mut Criterion) {
     foundry::testing::install_benchmark_pipeline("bench");
-    let propagator = foundry::propagation::W3cTraceContextPropagator::new();
+    let propagator = foundry::testing::W3cTraceContextPropagator::new();
     let mut headers = HashMap::new();
     headers.insert("traceparent".to_owned(), TRACEPARENT.to_owned());
     headers.insert(

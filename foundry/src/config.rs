@@ -11,9 +11,9 @@ use std::{collections::HashMap, fmt, time::Duration};
 use opentelemetry_sdk::trace::SpanLimits;
 
 /// The collector endpoint documented for OTLP over gRPC (the stack's collector, docs/architecture.md section 6).
-pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
+pub(crate) const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
 /// The collector endpoint documented for OTLP over HTTP/protobuf.
-pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
+pub(crate) const DEFAULT_OTLP_HTTP_ENDPOINT: &str = "http://localhost:4318";
 
 /// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset. The spec's 2048 drops spans when a
 /// service handles a few thousand requests a second of ~10 spans each before the exporter's next

@@ -3,20 +3,25 @@
 //! Every OpenTelemetry dependency of the workspace lives here. A service wires it in a few lines:
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::{Router, routing::get};
 //!
-//! let config = foundry::config::TelemetryConfig::from_env("sophia", env!("CARGO_PKG_VERSION"))?;
-//! let _telemetry = foundry::telemetry::init(config)?; // flush + shutdown on drop
-//! let routes = Router::new().route("/plan", get(|| async { "a plan" }));
-//! let app = foundry::http::instrument(routes, "sophia", env!("CARGO_PKG_VERSION"));
-//! let hermes = foundry::http::client(std::time::Duration::from_secs(10))?; // injects traceparent
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! axum::serve(listener, app)
-//!     .with_graceful_shutdown(foundry::shutdown_signal())
-//!     .await?;
-//! # let _ = hermes;
-//! # Ok(())
+//! #[derive(clap::Parser)]
+//! struct Config {
+//!     #[arg(long, default_value = "127.0.0.1")]
+//!     host: String,
+//!     #[arg(long, default_value_t = 8001)]
+//!     port: u16,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Flags over environment over the `logos.toml` profile, telemetry, then the application
+//! // until SIGTERM, telemetry flushed at the end.
+//! foundry::http::run_service("sophia", env!("CARGO_PKG_VERSION"), |config: Config| async move {
+//!     let routes = Router::new().route("/plan", get(|| async { "a plan" }));
+//!     let app = foundry::http::instrument(routes, "sophia", env!("CARGO_PKG_VERSION"));
+//!     foundry::http::Application::bind(&config.host, config.port, app).await
+//! })
+//! .await
 //! # }
 //! ```
 
@@ -26,11 +31,11 @@ mod context;
 pub mod http;
 mod log_export;
 mod logging;
-pub mod metrics;
+mod metrics;
 pub mod openapi;
 pub mod otlp;
 pub mod profile;
-pub mod propagation;
+mod propagation;
 mod propagators;
 mod sampling;
 mod shutdown;
@@ -40,4 +45,4 @@ pub mod telemetry;
 pub mod testing;
 mod value_limit;
 
-pub use shutdown::shutdown_signal;
+pub(crate) use shutdown::shutdown_signal;

@@ -147,7 +147,10 @@ impl TextMapPropagator for SingleHeaderB3 {
 /// marks the format deprecated (Jaeger's own clients moved to W3C); it is here for services
 /// that still talk to such clients, which is what `OTEL_PROPAGATORS=jaeger` asks for.
 #[derive(Debug)]
-#[expect(deprecated, reason = "OTEL_PROPAGATORS=jaeger names this deprecated format")]
+#[expect(
+    deprecated,
+    reason = "OTEL_PROPAGATORS=jaeger names this deprecated format"
+)]
 struct Jaeger {
     propagator: opentelemetry_jaeger_propagator::Propagator,
     /// The one header it writes, for [`TextMapPropagator::fields`].
@@ -155,7 +158,10 @@ struct Jaeger {
 }
 
 impl Jaeger {
-    #[expect(deprecated, reason = "OTEL_PROPAGATORS=jaeger names this deprecated format")]
+    #[expect(
+        deprecated,
+        reason = "OTEL_PROPAGATORS=jaeger names this deprecated format"
+    )]
     fn new() -> Self {
         Self {
             propagator: opentelemetry_jaeger_propagator::Propagator::new(),

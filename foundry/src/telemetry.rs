@@ -48,7 +48,7 @@ use crate::{
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The instrumentation scope of every span foundry and the services create.
-pub const INSTRUMENTATION_SCOPE: &str = "logos";
+pub(crate) const INSTRUMENTATION_SCOPE: &str = "logos";
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,21 @@ use prost::Message;
 
 use crate::{config::TelemetryConfig, otlp::LocalSink as _};
 
+// The parts that the tests, the benchmarks and the instruction counter reach into, which the
+// services do not use.
+pub use crate::{
+    http::server::ServerLayer,
+    metrics::{DURATION_BUCKETS, render_prometheus},
+    propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
+};
+
+/// Where OTLP/gRPC goes when no variable says otherwise.
+pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = crate::config::DEFAULT_OTLP_GRPC_ENDPOINT;
+/// Where OTLP/HTTP goes when no variable says otherwise.
+pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = crate::config::DEFAULT_OTLP_HTTP_ENDPOINT;
+/// The instrumentation scope of every span and instrument foundry makes.
+pub const INSTRUMENTATION_SCOPE: &str = crate::telemetry::INSTRUMENTATION_SCOPE;
+
 /// An attribute value with its OTLP type, so tests can tell `200` from `"200"`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttributeValue {
@@ -377,7 +392,6 @@ impl Sink {
     fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
 }
 
 /// The receiver's sink takes a process's own telemetry too: [`capture`]'s.

@@ -9,7 +9,7 @@ mod error;
 mod error_log;
 mod protocol_errors;
 mod serve;
-mod server;
+pub(crate) mod server;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 use http::Uri;
@@ -17,9 +17,8 @@ use http::Uri;
 pub use client::{Downstream, DownstreamError, HttpClient, client, external_client};
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub(crate) use error_log::log_summaries as log_error_summaries;
-pub use serve::{Application, bind, run_service, serve};
-pub use server::ServerLayer;
-pub(crate) use server::UNTRACED_PATHS;
+pub use serve::{Application, run_service};
+pub(crate) use server::{ServerLayer, UNTRACED_PATHS};
 
 /// The largest request body a service accepts; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

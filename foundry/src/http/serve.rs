@@ -13,7 +13,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Binds `host:port`; port 0 takes a free port (read it back with `local_addr`). The error
 /// names the address, as the operating system's (`Address already in use`) does not.
-pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+pub(crate) async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind((host, port)).await.map_err(|error| {
         io::Error::new(
             error.kind(),
@@ -26,7 +26,7 @@ pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
 /// for at most [`DRAIN_TIMEOUT`], and returns. What the HTTP server answers by itself (400 for a
 /// request that is not valid HTTP/1.1, 431 for more than 100 header lines, 414 for a URI too
 /// long) is in the JSON error shape like every other error.
-pub async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
     // The answers hyper gives by itself (a malformed request, too many headers) get the JSON
     // error shape too.

@@ -59,7 +59,7 @@ fn parent_context(traceparent: &str) -> Context {
         "tracestate".to_owned(),
         "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned(),
     );
-    let cx = foundry::propagation::W3cTraceContextPropagator::new().extract(&headers);
+    let cx = foundry::testing::W3cTraceContextPropagator::new().extract(&headers);
     cx.with_baggage(vec![KeyValue::new("tenant", "acme")])
 }
 
@@ -308,7 +308,7 @@ async fn client_durations_carry_method_server_and_status() {
     let _: serde_json::Value = echo.get_json("/echo").await.unwrap();
 
     // Assert: the attributes the conventions require, on the series of this server.
-    let metrics = foundry::metrics::render_prometheus();
+    let metrics = foundry::testing::render_prometheus();
     let series = metrics
         .lines()
         .find(|line| {

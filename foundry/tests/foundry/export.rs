@@ -238,7 +238,7 @@ async fn metrics_go_out_on_schedule_with_the_counts_of_metrics_endpoint() {
         // Seven export intervals while running, of which the test asks for three: room for a
         // loaded machine.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let prometheus = foundry::metrics::render_prometheus();
+        let prometheus = foundry::testing::render_prometheus();
         let count = prometheus
             .lines()
             .find(|line| line.starts_with("http_server_request_duration_seconds_count"))

@@ -13,7 +13,7 @@ use opentelemetry::{
 };
 use proptest::prelude::*;
 
-use foundry::propagation::{W3cBaggagePropagator, W3cTraceContextPropagator};
+use foundry::testing::{W3cBaggagePropagator, W3cTraceContextPropagator};
 
 /// Headers as a list, so a header can repeat.
 struct Headers(Vec<(&'static str, String)>);

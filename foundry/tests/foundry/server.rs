@@ -388,7 +388,7 @@ async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
             }),
         )
         .layer(
-            foundry::http::ServerLayer::new()
+            foundry::testing::ServerLayer::new()
                 .with_request_timeout(std::time::Duration::from_millis(50)),
         );
 
@@ -480,7 +480,7 @@ async fn server_durations_carry_method_route_status_and_the_error_type_of_a_5xx(
     }
 
     // Assert
-    let metrics = foundry::metrics::render_prometheus();
+    let metrics = foundry::testing::render_prometheus();
     // Other tests of this process record other statuses of the same routes.
     let series = |route: &str, status: u16| {
         metrics
@@ -530,7 +530,7 @@ async fn a_request_dropped_before_its_answer_ends_its_span_and_is_measured_as_ca
     assert_eq!(server.str("error.type"), Some("cancelled"), "{server:?}");
     assert_eq!(server.int("http.response.status_code"), None);
     assert_eq!(server.status, Status::Unset, "not the server's failure");
-    let metrics = foundry::metrics::render_prometheus();
+    let metrics = foundry::testing::render_prometheus();
     let line = metrics
         .lines()
         .find(|line| {
@@ -556,9 +556,11 @@ async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
 async fn what_the_http_server_answers_by_itself_is_in_the_json_error_shape() {
     // Arrange: a service served as the LOGOS services are.
     let _capture = capture("foundry-test");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(foundry::http::serve(listener, app()));
+    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
+        .await
+        .unwrap();
+    let address = application.local_addr().unwrap();
+    tokio::spawn(application.run_until_stopped());
     let many_headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
     let long_uri = format!("/items/{}", "a".repeat(70_000));
     // (request, status, error code; `None`: not an error)

@@ -317,11 +317,11 @@ fn grafana_and_tempo_point_at_the_compose_services_ports() {
 fn foundry_default_endpoints_are_the_collectors_otlp_ports() {
     for (endpoint, port) in [
         (
-            foundry::config::DEFAULT_OTLP_GRPC_ENDPOINT,
+            foundry::testing::DEFAULT_OTLP_GRPC_ENDPOINT,
             ports::OTLP_GRPC,
         ),
         (
-            foundry::config::DEFAULT_OTLP_HTTP_ENDPOINT,
+            foundry::testing::DEFAULT_OTLP_HTTP_ENDPOINT,
             ports::OTLP_HTTP,
         ),
     ] {

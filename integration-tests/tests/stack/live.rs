@@ -107,7 +107,7 @@ fn exporting(command: &mut Command) -> &mut Command {
     command
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            foundry::config::DEFAULT_OTLP_GRPC_ENDPOINT,
+            foundry::testing::DEFAULT_OTLP_GRPC_ENDPOINT,
         )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
