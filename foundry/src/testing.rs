@@ -121,6 +121,10 @@ pub struct ReceivedSpan {
     pub trace_state: String,
     /// The names of its events (for an event from `tracing`, its message).
     pub events: Vec<String>,
+    /// How many attributes each event kept, in the order of `events`.
+    pub event_attribute_counts: Vec<usize>,
+    /// How many attributes each of its links kept, one entry a link.
+    pub link_attribute_counts: Vec<usize>,
 }
 
 impl ReceivedSpan {
@@ -518,7 +522,17 @@ fn from_proto(
             .map(|status| status.message.clone())
             .unwrap_or_default(),
         trace_state: span.trace_state,
+        event_attribute_counts: span
+            .events
+            .iter()
+            .map(|event| event.attributes.len())
+            .collect(),
         events: span.events.into_iter().map(|event| event.name).collect(),
+        link_attribute_counts: span
+            .links
+            .iter()
+            .map(|link| link.attributes.len())
+            .collect(),
     }
 }
 

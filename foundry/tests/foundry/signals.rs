@@ -381,3 +381,89 @@ async fn the_metrics_temporality_preference_makes_histograms_deltas() {
         );
     }
 }
+
+/// The child of the event and link limits: one span with five events of six attributes (four
+/// fields, and the `level` and `target` the bridge adds) and four links of three attributes,
+/// then shutdown.
+fn span_with_events_and_links() {
+    use opentelemetry::{
+        KeyValue,
+        trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState},
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let telemetry = crate::export::init_child_telemetry();
+    let work = tracing::info_span!("work");
+    for link in 1..=4_u64 {
+        let linked = SpanContext::new(
+            TraceId::from(u128::from(link)),
+            SpanId::from(link),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        work.add_link_with_attributes(
+            linked,
+            vec![
+                KeyValue::new("a", 1),
+                KeyValue::new("b", 2),
+                KeyValue::new("c", 3),
+            ],
+        );
+    }
+    work.in_scope(|| {
+        for event in 0..5 {
+            tracing::info!(a = 1, b = 2, c = 3, d = 4, "event {event}");
+        }
+    });
+    drop(work);
+    println!("CHILD finished={}", telemetry.shutdown());
+}
+
+#[tokio::test]
+async fn the_event_and_link_limits_bound_what_a_span_keeps() {
+    if is_child() {
+        return span_with_events_and_links();
+    }
+    let name = "signals::the_event_and_link_limits_bound_what_a_span_keeps";
+    // (the limits, how many attributes each kept event has, and each kept link)
+    let cases: [(&[(&str, &str)], Vec<usize>, Vec<usize>); 3] = [
+        (&[], vec![6; 5], vec![3; 4]),
+        (
+            &[
+                ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+                ("OTEL_SPAN_LINK_COUNT_LIMIT", "3"),
+            ],
+            vec![6; 2],
+            vec![3; 3],
+        ),
+        (
+            &[
+                ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "2"),
+                ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "1"),
+            ],
+            vec![2; 5],
+            vec![1; 4],
+        ),
+    ];
+    for (limits, events, links) in cases {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+        env.extend_from_slice(limits);
+
+        // Act
+        let output = run_child(name, &env).await;
+
+        // Assert
+        assert_eq!(child_value(&output, "finished"), "true", "{limits:?}");
+        let spans = receiver.spans();
+        let work = spans
+            .iter()
+            .find(|span| span.name == "work")
+            .unwrap_or_else(|| panic!("{limits:?}: {spans:#?}"));
+        assert_eq!(work.event_attribute_counts, events, "{limits:?}: {work:#?}");
+        assert_eq!(work.link_attribute_counts, links, "{limits:?}: {work:#?}");
+    }
+}

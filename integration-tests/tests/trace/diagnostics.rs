@@ -178,6 +178,14 @@ fn received(trace_id: &str, span: &Value) -> ReceivedSpan {
             .flatten()
             .map(|event| text(&event["name"]))
             .collect(),
+        event_attribute_counts: span["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|event| event["attributes"].as_object().map_or(0, |a| a.len()))
+            .collect(),
+        // The window's span has no links (the LOGOS services make none).
+        link_attribute_counts: Vec::new(),
     }
 }
 
