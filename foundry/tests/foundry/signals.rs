@@ -427,7 +427,8 @@ async fn the_event_and_link_limits_bound_what_a_span_keeps() {
     }
     let name = "signals::the_event_and_link_limits_bound_what_a_span_keeps";
     // (the limits, how many attributes each kept event has, and each kept link)
-    let cases: [(&[(&str, &str)], Vec<usize>, Vec<usize>); 3] = [
+    type Limits<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Limits, Vec<usize>, Vec<usize>); 3] = [
         (&[], vec![6; 5], vec![3; 4]),
         (
             &[
