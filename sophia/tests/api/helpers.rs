@@ -4,12 +4,12 @@
 //! trace. Hermes' spans land in the same capture under service name "sophia", so spans are told
 //! apart by name and kind, never by service name.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, ops::Deref, time::Duration};
 
-use axum::{Router, body::Body, response::IntoResponse};
-use foundry::testing::{Kind, ReceivedSpan, SpanCapture, capture, new_traceparent};
-pub use foundry::testing::{TestResponse, assert_child_of, assert_error};
-use http::{Request, StatusCode, header::CONTENT_TYPE};
+use axum::{Router, response::IntoResponse};
+use foundry::testing::TestRouter;
+pub use foundry::testing::{TestResponse, Trace, assert_child_of, assert_error, json_post};
+use http::{StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 
 /// Larger than foundry's 1 MiB body limit.
@@ -21,13 +21,20 @@ pub const GOAL: &str = "Pick up the red block, then place it on the table and re
 /// How long a call to Hermes may take in tests that expect it to answer.
 const HERMES_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sophia with in-memory graph and state, behind the span capture.
+/// Sophia with in-memory graph and state, behind the span capture; requests go through
+/// foundry's [`TestRouter`].
 pub struct TestApp {
-    router: Router,
-    /// The capture every span of this process lands in.
-    pub capture: &'static SpanCapture,
+    router: TestRouter,
     /// Where this Sophia reaches Hermes.
     pub hermes_url: String,
+}
+
+impl Deref for TestApp {
+    type Target = TestRouter;
+
+    fn deref(&self) -> &TestRouter {
+        &self.router
+    }
 }
 
 impl TestApp {
@@ -48,66 +55,13 @@ impl TestApp {
 
     /// Sophia reaching Hermes at `hermes_url` with the given client timeout and optional token.
     pub fn against(hermes_url: &str, timeout: Duration, token: Option<&str>) -> Self {
-        let capture = capture("sophia");
         let state = sophia::app::AppState::new(hermes_url, timeout)
             .unwrap()
             .with_api_token(token.map(str::to_owned));
         Self {
-            router: sophia::app::router(state),
-            capture,
+            router: TestRouter::new("sophia", sophia::app::router(state)),
             hermes_url: hermes_url.to_owned(),
         }
-    }
-
-    /// Sends one request through the whole router.
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        TestResponse::of(&self.router, request).await
-    }
-
-    /// Sends `request` tagged with a new sampled `traceparent`, and reads back that trace.
-    pub async fn send_traced(
-        &self,
-        request: http::request::Builder,
-        body: Body,
-    ) -> (TestResponse, Trace) {
-        let (trace_id, traceparent) = new_traceparent(true);
-        let request = request
-            .header("traceparent", &traceparent)
-            .body(body)
-            .unwrap();
-        let response = self.send(request).await;
-        let trace = Trace {
-            spans: self.capture.spans(&trace_id),
-            caller_span_id: traceparent[36..52].to_owned(),
-        };
-        (response, trace)
-    }
-
-    /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: &Value) -> TestResponse {
-        self.post_raw(path, body.to_string()).await
-    }
-
-    /// `POST path` with `body` sent as-is with a JSON content type.
-    pub async fn post_raw(&self, path: &str, body: impl Into<Body>) -> TestResponse {
-        self.send(json_post(path).body(body.into()).unwrap()).await
-    }
-
-    /// `POST path` with a JSON body in a new trace.
-    pub async fn post_traced(&self, path: &str, body: &Value) -> (TestResponse, Trace) {
-        self.send_traced(json_post(path), Body::from(body.to_string()))
-            .await
-    }
-
-    /// `GET path`.
-    pub async fn get(&self, path: &str) -> TestResponse {
-        self.send(Request::get(path).body(Body::empty()).unwrap())
-            .await
-    }
-
-    /// `GET path` in a new trace.
-    pub async fn get_traced(&self, path: &str) -> (TestResponse, Trace) {
-        self.send_traced(Request::get(path), Body::empty()).await
     }
 
     /// Plans [`GOAL`] and returns the 201 answer's body.
@@ -118,11 +72,6 @@ impl TestApp {
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
         response.body
     }
-}
-
-/// A `POST` builder with a JSON content type.
-pub fn json_post(path: &str) -> http::request::Builder {
-    Request::post(path).header(CONTENT_TYPE, "application/json")
 }
 
 /// A real Hermes (`hermes::app::router` over a local state) served on a free loopback port until
@@ -204,75 +153,4 @@ pub fn assert_rfc3339(value: &Value) {
         .as_str()
         .unwrap_or_else(|| panic!("not a string: {value}"));
     assert!(humantime::parse_rfc3339(text).is_ok(), "{text}");
-}
-
-/// The finished spans of one test's trace, and the span id of the test's own (remote) parent.
-#[derive(Debug)]
-pub struct Trace {
-    pub spans: Vec<ReceivedSpan>,
-    pub caller_span_id: String,
-}
-
-impl Trace {
-    /// Every span called `name` of `kind`.
-    pub fn all(&self, name: &str, kind: Kind) -> Vec<&ReceivedSpan> {
-        self.spans
-            .iter()
-            .filter(|s| s.name == name && s.kind == kind)
-            .collect()
-    }
-
-    /// The one span called `name` of `kind`; fails listing what there is otherwise.
-    #[track_caller]
-    pub fn one_of(&self, name: &str, kind: Kind) -> &ReceivedSpan {
-        let found = self.all(name, kind);
-        assert_eq!(
-            found.len(),
-            1,
-            "one {kind:?} {name:?} in {:?}",
-            self.names()
-        );
-        found[0]
-    }
-
-    /// The one internal (manual) span called `name`.
-    #[track_caller]
-    pub fn one(&self, name: &str) -> &ReceivedSpan {
-        self.one_of(name, Kind::Internal)
-    }
-
-    /// Whether any span is called `name`.
-    pub fn has(&self, name: &str) -> bool {
-        self.spans.iter().any(|s| s.name == name)
-    }
-
-    /// `kind name` of every span, sorted, for assertions and failure messages.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .spans
-            .iter()
-            .map(|s| format!("{:?} {}", s.kind, s.name))
-            .collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// Sophia's server span `name`: kind Server, resource `service.name` sophia, and the child
-    /// of the test's `traceparent`.
-    #[track_caller]
-    pub fn server(&self, name: &str) -> &ReceivedSpan {
-        let server = self.one_of(name, Kind::Server);
-        assert_eq!(server.service_name, "sophia");
-        assert_eq!(server.parent_span_id, self.caller_span_id, "{server:#?}");
-        server
-    }
-
-    /// The span with this id.
-    #[track_caller]
-    pub fn by_id(&self, span_id: &str) -> &ReceivedSpan {
-        self.spans
-            .iter()
-            .find(|s| s.span_id == span_id)
-            .unwrap_or_else(|| panic!("no span {span_id} in {:?}", self.names()))
-    }
 }

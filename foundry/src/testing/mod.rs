@@ -3,6 +3,8 @@
 //! - [`capture`] installs the production pipeline (`telemetry::init_with_sink`) with the
 //!   receiver's sink in memory and no exporter, so a crate's tests can drive its router with
 //!   `oneshot` and assert on the spans of one trace.
+//! - [`TestRouter`] drives a service's router with those: requests in, answers and the
+//!   request's [`Trace`] out.
 //! - [`OtlpReceiver`] is a real OTLP receiver, gRPC and HTTP/protobuf, for tests that run
 //!   services as separate processes. It is a tonic server over opentelemetry-proto rather than
 //!   fake-opentelemetry-collector, which turns every attribute value into a string and drops the
@@ -39,6 +41,10 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
 
 use crate::{config::TelemetryConfig, otlp::LocalSink as _};
+
+mod router;
+
+pub use router::{TestRouter, Trace, json_post};
 
 // The parts that the tests, the benchmarks and the instruction counter reach into, which the
 // services do not use.
