@@ -10,14 +10,13 @@
 //! `DefaultHasher` is explicitly unstable across Rust releases, and pulling a hashing crate for
 //! fifteen lines was not worth a dependency.
 
+use crate::text::TextError;
+
 /// Number of dimensions of every embedding this module produces.
 pub const EMBEDDING_DIMENSION: usize = 384;
 
 /// Name of the one model this module implements; requests may name it or leave it out.
 pub const DEFAULT_MODEL: &str = "feature-hash-384";
-
-/// Longest text, in characters, that [`embed`] accepts.
-pub const MAX_TEXT_CHARS: usize = 100_000;
 
 /// Every model name [`embed`] accepts.
 pub const KNOWN_MODELS: &[&str] = &[DEFAULT_MODEL];
@@ -31,17 +30,9 @@ const NGRAM_SIZE: usize = 3;
 /// Why a text could not be embedded. Every variant is a client error (bad input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmbedError {
-    /// The text is empty or only whitespace, which has no features to normalise.
-    #[error("text must not be empty")]
-    EmptyText,
-    /// The text is longer than [`MAX_TEXT_CHARS`].
-    #[error("text is {length} characters long; the limit is {limit}")]
-    TextTooLong {
-        /// Length of the text, in characters.
-        length: usize,
-        /// The limit, in characters.
-        limit: usize,
-    },
+    /// The text is empty, only whitespace (no features to normalise), or too long.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// The request named a model this service does not have.
     #[error("unknown embedding model {model:?}; known models: {}", KNOWN_MODELS.join(", "))]
     UnknownModel {
@@ -58,8 +49,7 @@ impl EmbedError {
     /// A stable machine-readable code for the error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::EmptyText => "empty_text",
-            Self::TextTooLong { .. } => "text_too_long",
+            Self::Text(error) => error.code(),
             Self::UnknownModel { .. } => "unknown_model",
             Self::NoFeatures => "no_features",
         }
@@ -103,7 +93,7 @@ pub fn resolve_model(requested: Option<&str>) -> Result<&'static str, EmbedError
 ///
 /// # Errors
 /// [`EmbedError`] for an unknown model, an empty or whitespace-only text, or a text longer than
-/// [`MAX_TEXT_CHARS`].
+/// [`crate::text::MAX_TEXT_CHARS`].
 pub fn embed(text: &str, model: Option<&str>) -> Result<Embedding, EmbedError> {
     let length = text.chars().count();
     let model = resolve_model(model);
@@ -117,15 +107,7 @@ pub fn embed(text: &str, model: Option<&str>) -> Result<Embedding, EmbedError> {
     );
     let _entered = span.enter();
     let model = model?;
-    if length > MAX_TEXT_CHARS {
-        return Err(EmbedError::TextTooLong {
-            length,
-            limit: MAX_TEXT_CHARS,
-        });
-    }
-    if text.trim().is_empty() {
-        return Err(EmbedError::EmptyText);
-    }
+    crate::text::check(text, length)?;
     let vector = feature_hash(text);
     Ok(Embedding { vector, model })
 }
@@ -212,6 +194,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::MAX_TEXT_CHARS;
 
     fn vector(text: &str) -> Vec<f32> {
         embed(text, None).expect("text embeds").vector
@@ -270,8 +253,8 @@ mod tests {
 
     #[test]
     fn empty_and_whitespace_text_is_rejected() {
-        assert_eq!(embed("", None), Err(EmbedError::EmptyText));
-        assert_eq!(embed(" \n\t ", None), Err(EmbedError::EmptyText));
+        assert_eq!(embed("", None), Err(TextError::Empty.into()));
+        assert_eq!(embed(" \n\t ", None), Err(TextError::Empty.into()));
     }
 
     #[test]
@@ -279,10 +262,10 @@ mod tests {
         let text = "a".repeat(MAX_TEXT_CHARS + 1);
         assert_eq!(
             embed(&text, None),
-            Err(EmbedError::TextTooLong {
+            Err(EmbedError::Text(TextError::TooLong {
                 length: MAX_TEXT_CHARS + 1,
                 limit: MAX_TEXT_CHARS
-            })
+            }))
         );
         assert!(embed(&"a".repeat(MAX_TEXT_CHARS), None).is_ok());
     }

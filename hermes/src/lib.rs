@@ -10,4 +10,5 @@ pub mod error;
 pub mod llm;
 pub mod nlp;
 pub mod routes;
+pub mod text;
 pub mod vector_store;

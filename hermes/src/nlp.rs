@@ -15,8 +15,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest text, in characters, that [`analyze`] accepts.
-pub const MAX_TEXT_CHARS: usize = 100_000;
+use crate::text::TextError;
 
 /// One NLP operation a request may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,17 +75,9 @@ fn known_operations() -> String {
 /// Why a text could not be analysed. Every variant is a client error (bad input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NlpError {
-    /// The text is empty or only whitespace.
-    #[error("text must not be empty")]
-    EmptyText,
-    /// The text is longer than [`MAX_TEXT_CHARS`].
-    #[error("text is {length} characters long; the limit is {limit}")]
-    TextTooLong {
-        /// Length of the text, in characters.
-        length: usize,
-        /// The limit, in characters.
-        limit: usize,
-    },
+    /// The text is empty, only whitespace, or too long.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// The request asked for no operation.
     #[error(
         "operations must not be empty; known operations: {}",
@@ -105,8 +96,7 @@ impl NlpError {
     /// A stable machine-readable code for the error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::EmptyText => "empty_text",
-            Self::TextTooLong { .. } => "text_too_long",
+            Self::Text(error) => error.code(),
             Self::NoOperations => "no_operations",
             Self::UnknownOperation { .. } => "unknown_operation",
         }
@@ -265,7 +255,7 @@ pub fn parse_operations<S: AsRef<str>>(names: &[S]) -> Result<Vec<Operation>, Nl
 ///
 /// # Errors
 /// [`NlpError`] for an empty operation list, an unknown operation name, an empty or
-/// whitespace-only text, or a text longer than [`MAX_TEXT_CHARS`].
+/// whitespace-only text, or a text longer than [`crate::text::MAX_TEXT_CHARS`].
 pub fn analyze<S: AsRef<str>>(text: &str, operations: &[S]) -> Result<NlpOutput, NlpError> {
     let length = text.chars().count();
     let operations = parse_operations(operations);
@@ -284,15 +274,7 @@ pub fn analyze<S: AsRef<str>>(text: &str, operations: &[S]) -> Result<NlpOutput,
     );
     let _entered = span.enter();
     let operations = operations?;
-    if length > MAX_TEXT_CHARS {
-        return Err(NlpError::TextTooLong {
-            length,
-            limit: MAX_TEXT_CHARS,
-        });
-    }
-    if text.trim().is_empty() {
-        return Err(NlpError::EmptyText);
-    }
+    crate::text::check(text, length)?;
     Ok(Document::new(text).run(&operations))
 }
 
@@ -1043,6 +1025,7 @@ impl<'a> Document<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::MAX_TEXT_CHARS;
 
     const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
 
@@ -1326,7 +1309,7 @@ mod tests {
         );
         let none: &[&str] = &[];
         assert_eq!(analyze(GOAL, none), Err(NlpError::NoOperations));
-        assert_eq!(analyze("  \n", &["ner"]), Err(NlpError::EmptyText));
+        assert_eq!(analyze("  \n", &["ner"]), Err(TextError::Empty.into()));
         let long = "a ".repeat(MAX_TEXT_CHARS);
         assert_eq!(
             analyze(&long, &["ner"]).map_err(|e| e.code()),

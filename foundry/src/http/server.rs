@@ -63,7 +63,9 @@ impl ServerLayer {
         }
     }
 
-    /// Abandons requests after `timeout` instead of [`REQUEST_TIMEOUT`].
+    /// Abandons requests after `timeout` instead of [`REQUEST_TIMEOUT`]: for tests, which
+    /// cannot wait a minute.
+    #[cfg(feature = "testing")]
     #[must_use]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
