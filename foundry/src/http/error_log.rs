@@ -73,19 +73,13 @@ pub(crate) enum Line {
 
 impl Line {
     fn log(&self) {
-        match self {
+        let (route, status, code, repeated, message) = match self {
             Line::First {
                 route,
                 status,
                 code,
                 message,
-            } => tracing::error!(
-                target: TARGET,
-                status = i64::from(*status),
-                http.route = route.as_deref(),
-                code = %code,
-                "{message}"
-            ),
+            } => (route, status, code, None, message.clone()),
             Line::Summary {
                 route,
                 status,
@@ -94,17 +88,27 @@ impl Line {
                 first,
                 last,
                 message,
-            } => tracing::error!(
-                target: TARGET,
-                status = i64::from(*status),
-                http.route = route.as_deref(),
-                code = %code,
-                repeated = i64::try_from(*count).unwrap_or(i64::MAX),
-                "{count} more like this between {} and {}; the last: {message}",
-                humantime::format_rfc3339_millis(*first),
-                humantime::format_rfc3339_millis(*last),
+            } => (
+                route,
+                status,
+                code,
+                Some(i64::try_from(*count).unwrap_or(i64::MAX)),
+                format!(
+                    "{count} more like this between {} and {}; the last: {message}",
+                    humantime::format_rfc3339_millis(*first),
+                    humantime::format_rfc3339_millis(*last),
+                ),
             ),
-        }
+        };
+        // `repeated` is left out of the first line (a `None` field records nothing).
+        tracing::error!(
+            target: TARGET,
+            status = i64::from(*status),
+            http.route = route.as_deref(),
+            code = %code,
+            repeated,
+            "{message}"
+        );
     }
 }
 
