@@ -199,6 +199,19 @@ impl Drop for Telemetry {
     }
 }
 
+/// `$builder` with gzip when `$otlp` asks for it; the gRPC and HTTP builders each have their own
+/// `with_compression`, from traits of their own.
+macro_rules! with_compression {
+    ($builder:ident, $otlp:expr) => {
+        match $otlp.compression {
+            Some(Compression::Gzip) => {
+                $builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+            }
+            None => $builder,
+        }
+    };
+}
+
 /// Builds the OTLP exporter `$kind` (`SpanExporter`, `MetricExporter`, `LogExporter`) for the
 /// configured protocol. A macro because the three builders share no trait to be generic over.
 macro_rules! otlp_exporter {
@@ -215,13 +228,7 @@ macro_rules! otlp_exporter {
                     Some(tls) => builder.with_tls_config(tls),
                     None => builder,
                 };
-                match $otlp.compression {
-                    Some(Compression::Gzip) => {
-                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    }
-                    None => builder,
-                }
-                .build()
+                with_compression!(builder, $otlp).build()
             }
             // The HTTP exporter takes the signal's full URL: a signal's own endpoint as is, the
             // base endpoint with the signal's path; gRPC takes the endpoint as it is.
@@ -242,13 +249,7 @@ macro_rules! otlp_exporter {
                     Some(client) => builder.with_http_client(client),
                     None => builder,
                 };
-                match $otlp.compression {
-                    Some(Compression::Gzip) => {
-                        builder.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    }
-                    None => builder,
-                }
-                .build()
+                with_compression!(builder, $otlp).build()
             }
         }
         .map_err(|error| exporter_error($signal, error))
