@@ -78,13 +78,15 @@ pub async fn listening_url(name: &str, stdout: tokio::process::ChildStdout) -> S
         .unwrap_or_else(|| panic!("unexpected first line of {name}: {line}"))
 }
 
-/// A started service that is stopped with SIGTERM (and killed if it outlives that).
+/// A started service that is stopped with SIGTERM (and killed if it outlives that). Its log
+/// (stderr) goes on to this process's stderr and is kept, for what it says about lost spans.
 pub struct Service {
     /// The binary's name.
     pub name: &'static str,
     child: Child,
     /// Its base URL, from its listening line.
     pub url: String,
+    log: tokio::task::JoinHandle<String>,
 }
 
 impl Service {
@@ -117,13 +119,28 @@ impl Service {
             .envs(std::env::vars().filter(|(key, _)| key.starts_with("OTEL_BSP_")))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
         let url = listening_url(name, child.stdout.take().expect("piped stdout")).await;
-        Self { name, child, url }
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let log = tokio::spawn(async move {
+            let mut log = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        Self {
+            name,
+            child,
+            url,
+            log,
+        }
     }
 
     /// Its process id.
@@ -149,17 +166,27 @@ impl Service {
 
     /// Peak resident set size (VmHWM), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.memory_kib("VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.memory_kib("VmRSS:")
+    }
+
+    fn memory_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .unwrap_or_default()
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|kib| kib.parse().ok())
             .unwrap_or_default()
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within 8 s.
-    pub async fn stop(mut self) {
+    /// SIGTERM (the service flushes its telemetry), then SIGKILL if it has not exited within
+    /// 8 s; returns everything it logged.
+    pub async fn stop(mut self) -> String {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -173,6 +200,8 @@ impl Service {
             );
             let _ = self.child.kill().await;
         }
+        // The reader ends with the pipe, once the process is gone.
+        self.log.await.unwrap_or_default()
     }
 }
 

@@ -18,17 +18,16 @@
 
 use std::{
     net::SocketAddr,
-    path::Path,
     process::Stdio,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use foundry::testing::OtlpReceiver;
-use integration_tests::chain::{GOAL, listening_url, release_dir};
+use integration_tests::chain::{Chain, GOAL, Service, release_dir};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -164,87 +163,6 @@ fn signal(pid: Option<u32>, signal: &str) {
     }
 }
 
-/// A service of the chain, its stderr kept for the account of lost spans.
-struct Service {
-    name: &'static str,
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Service {
-    async fn start(bin: &Path, name: &'static str, args: &[&str], endpoint: &str) -> Self {
-        let mut child = Command::new(bin.join(name))
-            .args(args)
-            .args(["--port", "0"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .envs(std::env::vars().filter(|(key, _)| key.starts_with("OTEL_BSP_")))
-            .envs(STORE_CAPS.iter().map(|(key, default)| {
-                (
-                    *key,
-                    std::env::var(key).unwrap_or_else(|_| (*default).to_owned()),
-                )
-            }))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make soak`)"));
-        let url = listening_url(name, child.stdout.take().expect("piped")).await;
-        let log = Arc::new(Mutex::new(String::new()));
-        let kept = Arc::clone(&log);
-        let mut errors = BufReader::new(child.stderr.take().expect("piped")).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = errors.next_line().await {
-                let mut log = kept.lock().unwrap_or_else(PoisonError::into_inner);
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Self {
-            name,
-            child,
-            url,
-            log,
-        }
-    }
-
-    /// Resident memory now, in KiB (VmRSS).
-    fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().unwrap_or_default();
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or_default()
-    }
-
-    /// SIGTERM (the service flushes its telemetry), SIGKILL if it outlives 10 s; returns the
-    /// spans its log says were lost or dropped.
-    async fn stop(mut self) -> u64 {
-        signal(self.child.id(), "-TERM");
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        // The stderr reader ends with the pipe; a moment for its last lines.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        // What a loss was (the export's error, or a full queue) is in the line that counts it.
-        for line in log.lines().filter(|line| reported_lost(line) > 0) {
-            println!("soak: {} reported: {line}", self.name);
-        }
-        reported_lost(&log)
-    }
-}
-
 /// The sum of `spans_lost=N` and `spans_dropped=N` in a service's log.
 fn reported_lost(log: &str) -> u64 {
     log.split_whitespace()
@@ -290,22 +208,16 @@ async fn soak() {
 
     let mut receiver = Some(Receiver::start(address).await);
     let count = |receiver: &Option<Receiver>| receiver.as_ref().map_or(0, Receiver::count);
-    let hermes = Service::start(&bin, "hermes", &[], &endpoint).await;
-    let sophia = Service::start(&bin, "sophia", &["--hermes-url", &hermes.url], &endpoint).await;
-    let apollo = Service::start(
-        &bin,
-        "apollo",
-        &[
-            "--sophia-url",
-            &sophia.url,
-            "--hermes-url",
-            &hermes.url,
-            "serve",
-        ],
-        &endpoint,
-    )
-    .await;
-    let url = format!("{}/api/plan", apollo.url);
+    // The stores' caps, unless given, beside the endpoint.
+    let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone())];
+    env.extend(STORE_CAPS.iter().map(|(key, default)| {
+        (
+            *key,
+            std::env::var(key).unwrap_or_else(|_| (*default).to_owned()),
+        )
+    }));
+    let chain = Chain::start(&bin, &env).await;
+    let url = format!("{}/api/plan", chain.apollo_url);
     let body = serde_json::json!({ "goal": GOAL });
     let client = reqwest::Client::new();
 
@@ -339,7 +251,7 @@ async fn soak() {
             match receiver.take() {
                 Some(up) => {
                     if warm_rss.is_none() {
-                        warm_rss = Some([&hermes, &sophia, &apollo].map(Service::rss_kib).to_vec());
+                        warm_rss = Some(chain.services.iter().map(Service::rss_kib).collect());
                     }
                     received_before += up.stop().await;
                     next_switch = Instant::now() + Duration::from_secs(down);
@@ -374,12 +286,19 @@ async fn soak() {
         Some(receiver) => receiver,
         None => Receiver::start(address).await,
     };
-    let end_rss = [&hermes, &sophia, &apollo].map(Service::rss_kib).to_vec();
+    let end_rss: Vec<u64> = chain.services.iter().map(Service::rss_kib).collect();
 
-    // SIGTERM flushes what each service still holds; then the receiver has all it will get.
+    // SIGTERM flushes what each service still holds, Apollo first; then the receiver has all
+    // it will get. What a loss was (the export's error, or a full queue) is in the line that
+    // counts it.
     let mut reported_dropped = 0;
-    for service in [apollo, sophia, hermes] {
-        reported_dropped += service.stop().await;
+    for service in chain.services.into_iter().rev() {
+        let name = service.name;
+        let log = service.stop().await;
+        for line in log.lines().filter(|line| reported_lost(line) > 0) {
+            println!("soak: {name} reported: {line}");
+        }
+        reported_dropped += reported_lost(&log);
     }
     let _ = settled(
         || receiver.count(),
