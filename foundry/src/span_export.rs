@@ -762,9 +762,10 @@ impl Warnings {
     }
 }
 
-/// A message already encoded: tonic's prost codec writes it as it is.
-#[derive(Debug, Default, Clone)]
-struct Encoded(prost::bytes::Bytes);
+/// A message already encoded: tonic's prost codec writes it as it is (the benchmark's load
+/// generator sends its exports so too, through `testing`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Encoded(pub prost::bytes::Bytes);
 
 impl Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {

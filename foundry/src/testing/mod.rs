@@ -52,6 +52,7 @@ pub use crate::{
     http::server::ServerLayer,
     metrics::{DURATION_BUCKETS, render_prometheus},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
+    span_export::Encoded,
 };
 
 /// Where OTLP/gRPC goes when no variable says otherwise.

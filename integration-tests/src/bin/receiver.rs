@@ -27,6 +27,7 @@ use foundry::otlp::proto::{
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::SpanKind},
 };
+use foundry::testing::Encoded;
 use integration_tests::chain::{Service, release_dir};
 use prost::Message as _;
 
@@ -124,35 +125,6 @@ fn export(n: u64) -> ExportTraceServiceRequest {
             }],
             ..ResourceSpans::default()
         }],
-    }
-}
-
-/// An export encoded once, before the clock starts, and sent as it is: the load generator's
-/// core then does little more than write bytes, and the receiver is what is measured.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Encoded(prost::bytes::Bytes);
-
-impl prost::Message for Encoded {
-    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl prost::bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
