@@ -359,6 +359,8 @@ struct Received {
     /// Every log record received, as its protobuf message's debug text (body and attributes).
     log_texts: Vec<String>,
     log_ids: Vec<(String, String)>,
+    /// How many log records each log export held, in order.
+    log_export_sizes: Vec<usize>,
     /// The resource attributes of the last span export of each service.
     resources: BTreeMap<String, BTreeMap<String, AttributeValue>>,
     /// How every export arrived, in order.
@@ -474,6 +476,7 @@ impl crate::otlp::LocalSink for Sink {
             .collect();
         let mut received = self.lock();
         received.log_records += records.len();
+        received.log_export_sizes.push(records.len());
         received.log_texts.extend(records);
         received.log_ids.extend(ids);
     }
@@ -1041,6 +1044,11 @@ impl OtlpReceiver {
     /// How many log records were received so far.
     pub fn log_record_count(&self) -> usize {
         self.sink.lock().log_records
+    }
+
+    /// How many log records each log export held, in the order they came.
+    pub fn log_export_sizes(&self) -> Vec<usize> {
+        self.sink.lock().log_export_sizes.clone()
     }
 
     /// The trace and span ids (hex; empty when unset) of every log record received so far.

@@ -193,6 +193,10 @@ async fn export_timeouts_bound_exports_to_a_collector_that_never_answers() {
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &silent),
             ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "200"),
         ],
+        &[
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", &silent),
+            ("OTEL_BLRP_EXPORT_TIMEOUT", "200"),
+        ],
     ];
     for env in cases {
         // Act
@@ -466,5 +470,51 @@ async fn the_event_and_link_limits_bound_what_a_span_keeps() {
             .unwrap_or_else(|| panic!("{limits:?}: {spans:#?}"));
         assert_eq!(work.event_attribute_counts, events, "{limits:?}: {work:#?}");
         assert_eq!(work.link_attribute_counts, links, "{limits:?}: {work:#?}");
+    }
+}
+
+/// The child of the log batch test: seven log records, then shutdown.
+fn seven_log_records() {
+    let telemetry = crate::export::init_child_telemetry();
+    for record in 0..7 {
+        tracing::info!(record, "a log record");
+    }
+    println!("CHILD finished={}", telemetry.shutdown());
+}
+
+#[tokio::test]
+async fn the_log_batch_size_bounds_each_log_export() {
+    if is_child() {
+        return seven_log_records();
+    }
+    let name = "signals::the_log_batch_size_bounds_each_log_export";
+    // (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, the largest export allowed)
+    for (batch, largest) in [(None, 7), (Some("2"), 2)] {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ];
+        if let Some(batch) = batch {
+            env.push(("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", batch));
+        }
+
+        // Act
+        let output = run_child(name, &env).await;
+
+        // Assert: all seven arrive, in exports no larger than the batch.
+        assert_eq!(child_value(&output, "finished"), "true", "{batch:?}");
+        let sizes = receiver.log_export_sizes();
+        assert_eq!(sizes.iter().sum::<usize>(), 7, "{batch:?}: {sizes:?}");
+        assert!(
+            sizes.iter().all(|size| *size <= largest),
+            "{batch:?}: {sizes:?}"
+        );
+        if batch.is_some() {
+            assert!(sizes.len() >= 4, "{batch:?}: {sizes:?}");
+        }
     }
 }
