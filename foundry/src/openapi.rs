@@ -131,7 +131,7 @@ impl IntoResponses for DownstreamErrors {
     }
 }
 
-/// The answer of every instrumented route that outlives [`crate::http::REQUEST_TIMEOUT`]: 503
+/// The answer of every instrumented route that outlives its 60 s (`http::instrument`): 503
 /// `timeout`.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeout;
@@ -277,13 +277,10 @@ pub fn with_document(router: Router, document: &Document) -> Router {
     )
 }
 
-#[cfg(feature = "testing")]
-pub use self::coverage::{Route, document_routes, router_routes, served_document};
-
 /// Both sides of the route-coverage check: the routes a router really has, and those its
-/// document lists.
+/// document lists (for tests, through `testing`).
 #[cfg(feature = "testing")]
-mod coverage {
+pub(crate) mod coverage {
     use std::collections::BTreeSet;
 
     use axum::{Router, body::Body};

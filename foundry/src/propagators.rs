@@ -3,8 +3,9 @@
 //! W3C Trace Context and Baggage are foundry's own propagators (strict, [`crate::propagation`]);
 //! B3, single and multiple headers, is opentelemetry-propagator-b3's (the propagator that left the
 //! deprecated opentelemetry-zipkin); Jaeger's `uber-trace-id` is opentelemetry-jaeger-propagator's,
-//! whose newest release is built on the 0.32 API, so [`Jaeger`] carries span contexts across.
-//! `xray` and `ottrace` are refused at startup: no Rust crate of the family has them.
+//! whose newest release is built on the 0.32 API, so [`Jaeger`] carries span contexts across;
+//! AWS X-Ray's `X-Amzn-Trace-Id` is opentelemetry-aws's. `ottrace` is refused at startup: OT
+//! Trace (deprecated by the spec) has no Rust crate.
 
 use opentelemetry::{
     Context, global,
@@ -33,6 +34,8 @@ pub(crate) enum Propagator {
     B3Multi,
     /// `jaeger`: Jaeger's `uber-trace-id`.
     Jaeger,
+    /// `xray`: AWS X-Ray's `X-Amzn-Trace-Id`.
+    XRay,
 }
 
 /// The formats when `OTEL_PROPAGATORS` is unset, as the spec says.
@@ -56,6 +59,7 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
             "b3" => Propagator::B3,
             "b3multi" => Propagator::B3Multi,
             "jaeger" => Propagator::Jaeger,
+            "xray" => Propagator::XRay,
             "none" if names.len() == 1 => continue,
             "none" => {
                 return Err(ConfigError::new(
@@ -64,13 +68,13 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
                     "`none` cannot be listed with other propagators",
                 ));
             }
-            "xray" | "ottrace" => {
+            "ottrace" => {
                 return Err(ConfigError::new(
                     VARIABLE,
                     value,
                     format!(
-                        "`{name}` is not available: no propagator crate of the OpenTelemetry 0.33 \
-                         family has it; use tracecontext, baggage, b3, b3multi or jaeger"
+                        "`{name}` is not available in this build; use tracecontext, baggage, \
+                         b3, b3multi, jaeger or xray"
                     ),
                 ));
             }
@@ -78,7 +82,7 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
                 return Err(ConfigError::new(
                     VARIABLE,
                     value,
-                    "expected tracecontext, baggage, b3, b3multi, jaeger or none, separated by commas",
+                    "expected tracecontext, baggage, b3, b3multi, jaeger, xray or none, separated by commas",
                 ));
             }
         };
@@ -105,6 +109,7 @@ pub(crate) fn install(propagators: &[Propagator]) {
                     Box::new(B3Propagator::with_encoding(B3Encoding::MultipleHeader))
                 }
                 Propagator::Jaeger => Box::new(Jaeger::new()),
+                Propagator::XRay => Box::new(opentelemetry_aws::trace::XrayPropagator::new()),
             }
         })
         .collect();
@@ -170,7 +175,10 @@ impl Jaeger {
     }
 }
 
-/// The request's headers, read through the 0.32 API.
+/// The request's headers, read through the 0.32 API: `uber-trace-id` only. The crate reads
+/// every key to turn `uberctx-*` baggage into a trace state, and gives up the whole context when
+/// one of them is not a valid trace state member (`uberctx-user.id`, a value with `=`); that
+/// baggage is not W3C `tracestate` anyway, so no key is listed.
 struct ExtractorOf032<'a>(&'a dyn Extractor);
 
 impl opentelemetry_032::propagation::Extractor for ExtractorOf032<'_> {
@@ -179,7 +187,7 @@ impl opentelemetry_032::propagation::Extractor for ExtractorOf032<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys()
+        Vec::new()
     }
 }
 
@@ -230,12 +238,13 @@ impl TextMapPropagator for Jaeger {
         if !theirs.is_valid() {
             return cx.clone();
         }
-        // The crate keeps `uberctx-*` headers in the trace state; they are Jaeger's baggage,
-        // which W3C `tracestate` is not, so they stay behind.
+        // Only the sampled flag goes on: the crate keeps Jaeger's debug bit as 0x04 of the
+        // flags, a bit W3C leaves undefined and OTLP would carry on every child span.
+        let flags = TraceFlags::new(theirs.trace_flags().to_u8()) & TraceFlags::SAMPLED;
         cx.with_remote_span_context(SpanContext::new(
             TraceId::from_bytes(theirs.trace_id().to_bytes()),
             SpanId::from_bytes(theirs.span_id().to_bytes()),
-            TraceFlags::new(theirs.trace_flags().to_u8()),
+            flags,
             true,
             TraceState::default(),
         ))
@@ -256,6 +265,7 @@ mod tests {
             (None, &DEFAULT_PROPAGATORS),
             (Some("b3multi"), &[Propagator::B3Multi]),
             (Some("jaeger"), &[Propagator::Jaeger]),
+            (Some("xray"), &[Propagator::XRay]),
             (
                 Some("b3, tracecontext,b3"),
                 &[Propagator::B3, Propagator::TraceContext],
@@ -273,7 +283,7 @@ mod tests {
 
     #[test]
     fn unknown_and_unavailable_formats_name_the_variable() {
-        for value in ["xray", "tracecontext,ottrace", "w3c", "none,b3"] {
+        for value in ["ottrace", "tracecontext,ottrace", "w3c", "none,b3"] {
             let error = parse(Some(value)).expect_err(value);
             assert_eq!(error.variable, "OTEL_PROPAGATORS", "{error}");
         }

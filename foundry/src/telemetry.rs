@@ -11,9 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::{
-    KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
-};
+use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
@@ -37,7 +35,6 @@ use crate::{
     logging,
     metrics::HttpInstruments,
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
-    propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     sampling,
     span_export::{BatchSettings, OtlpSpanProcessor},
     value_limit::ValueLengthLimit,
@@ -310,8 +307,9 @@ fn is_https(endpoint: &str) -> bool {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:"))
 }
 
-/// Installs the global tracer, meter and logger providers, the W3C propagators and the `tracing`
-/// subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is installed.
+/// Installs the global tracer, meter and logger providers, the propagators of `OTEL_PROPAGATORS`
+/// and the `tracing` subscriber, from `config`. With `OTEL_SDK_DISABLED=true` only log output is
+/// installed.
 pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     install(config, None)
 }
@@ -557,16 +555,13 @@ fn meter_provider(
     Ok((provider, registry))
 }
 
-/// Sets the global providers, the W3C propagators, and the registry behind `/metrics`.
+/// Sets the global providers and the registry behind `/metrics` (the propagators are
+/// `OTEL_PROPAGATORS`'s, installed by [`crate::propagators::install`]).
 fn install_globals(
     tracer_provider: &SdkTracerProvider,
     meter_provider: &SdkMeterProvider,
     registry: prometheus::Registry,
 ) {
-    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(W3cTraceContextPropagator::new()),
-        Box::new(W3cBaggagePropagator::new()),
-    ]));
     global::set_tracer_provider(tracer_provider.clone());
     crate::context::set_tracer(tracer_provider.tracer(INSTRUMENTATION_SCOPE));
     global::set_meter_provider(meter_provider.clone());

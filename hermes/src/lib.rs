@@ -1,7 +1,8 @@
 //! Hermes, the language services of LOGOS: deterministic local text embeddings and a vector store
 //! to search them, rule-based NLP that splits goals into the clauses Sophia plans with, and chat
 //! completions from a local echo model or any OpenAI-compatible API. The domain modules (`embed`,
-//! `vector_store`, `nlp`, `llm`) are free of HTTP; `routes` and `error` translate them to the API.
+//! `vector_store`, `nlp`, `llm`, and `text`, the text check embedding and NLP share) are free of
+//! HTTP; `routes` and `error` translate them to the API.
 
 pub mod app;
 pub mod config;

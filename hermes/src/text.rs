@@ -29,7 +29,12 @@ impl TextError {
     }
 }
 
-/// Checks `text`, whose length in characters the caller has counted already (for its span).
+/// Checks `text`; `length` is its length in characters, which the caller counts before (it goes
+/// on the caller's span even when the text is refused).
+///
+/// # Errors
+///
+/// [`TextError::TooLong`] past [`MAX_TEXT_CHARS`], [`TextError::Empty`] for a blank text.
 pub fn check(text: &str, length: usize) -> Result<(), TextError> {
     if length > MAX_TEXT_CHARS {
         return Err(TextError::TooLong {

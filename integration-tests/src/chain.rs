@@ -1,5 +1,5 @@
-//! The chain the benchmarks run: the release binaries of Hermes, Sophia and the Apollo API,
-//! started as separate processes in one telemetry mode, and stopped with SIGTERM.
+//! The chain the benchmarks and the soak run: the release binaries of Hermes, Sophia and the
+//! Apollo API, started as separate processes in one telemetry mode, and stopped with SIGTERM.
 
 use std::{
     collections::BTreeMap,
@@ -121,10 +121,11 @@ impl Service {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error} (run `make bench`)"));
-        let url = listening_url(name, child.stdout.take().expect("piped stdout")).await;
+        let mut child = command.spawn().unwrap_or_else(|error| {
+            panic!("cannot start {name}: {error} (build the release binaries first)")
+        });
+        // Read from the start: a child (or its wrapper, valgrind) that fills the pipe before its
+        // listening line would block.
         let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let log = tokio::spawn(async move {
             let mut log = String::new();
@@ -135,6 +136,7 @@ impl Service {
             }
             log
         });
+        let url = listening_url(name, child.stdout.take().expect("piped stdout")).await;
         Self {
             name,
             child,
@@ -195,7 +197,7 @@ impl Service {
             .is_err()
         {
             eprintln!(
-                "bench: {} did not exit after SIGTERM; killing it",
+                "chain: {} did not exit after SIGTERM; killing it",
                 self.name
             );
             let _ = self.child.kill().await;

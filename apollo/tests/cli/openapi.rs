@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use apollo::diagnostics::receiver::GRPC_PATH_PREFIX;
-use foundry::openapi::{Route, document_routes, router_routes, served_document};
+use foundry::testing::{Route, document_routes, router_routes, served_document};
 
 fn router() -> axum::Router {
     // Nowhere to forward to: the probes carry no body, so no action gets that far, but GET

@@ -352,4 +352,74 @@ mod tests {
         assert_eq!(counts(&after), [2, 2]);
         assert_eq!(counts(&at_shutdown), [2]);
     }
+
+    #[test]
+    fn a_summary_line_carries_its_count_and_a_first_line_none() {
+        // Arrange: a log output into a buffer, for this thread only.
+        let buffer = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buffer = std::sync::Arc::clone(&buffer);
+            move || Writer(std::sync::Arc::clone(&buffer))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        let first = Line::First {
+            route: Some("/plan".to_owned()),
+            status: 502,
+            code: "hermes_unavailable".to_owned(),
+            message: "down".to_owned(),
+        };
+        let summary = Line::Summary {
+            route: Some("/plan".to_owned()),
+            status: 502,
+            code: "hermes_unavailable".to_owned(),
+            count: 41,
+            first: SystemTime::UNIX_EPOCH,
+            last: SystemTime::UNIX_EPOCH + Duration::from_secs(9),
+            message: "down".to_owned(),
+        };
+
+        // Act
+        tracing::subscriber::with_default(subscriber, || {
+            first.log();
+            summary.log();
+        });
+
+        // Assert
+        let bytes = buffer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let text = String::from_utf8(bytes).expect("log output is UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("code=hermes_unavailable") && !lines[0].contains("repeated="),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("repeated=41")
+                && lines[1].contains("41 more like this between 1970-01-01T00:00:00.000Z"),
+            "{text}"
+        );
+    }
+
+    /// Writes into a shared buffer.
+    struct Writer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

@@ -70,7 +70,8 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then drains in-flight requests (see [`serve`]).
+    /// Serves until Ctrl-C or SIGTERM, then lets in-flight requests finish for at most 1.5 s.
+    /// What the HTTP server answers by itself (400, 414, 431) is in the JSON error shape.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         serve(self.listener, self.router).await
     }

@@ -43,7 +43,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const UNTRACED_PATHS: [&str; 2] = ["/health", "/metrics"];
 
 /// Adds the server span, its metric and the `traceparent` response header to a router, and
-/// abandons requests that outlive [`REQUEST_TIMEOUT`] (so it needs a tokio runtime with timers).
+/// abandons requests that outlive 60 s (so it needs a tokio runtime with timers).
 #[derive(Clone, Copy, Debug)]
 pub struct ServerLayer {
     timeout: Duration,
@@ -63,7 +63,7 @@ impl ServerLayer {
         }
     }
 
-    /// Abandons requests after `timeout` instead of [`REQUEST_TIMEOUT`]: for tests, which
+    /// Abandons requests after `timeout` instead of 60 s: for tests, which
     /// cannot wait a minute.
     #[cfg(feature = "testing")]
     #[must_use]

@@ -51,6 +51,7 @@ pub use router::{TestRouter, Trace, json_post};
 pub use crate::{
     http::server::ServerLayer,
     metrics::{DURATION_BUCKETS, render_prometheus},
+    openapi::coverage::{Route, document_routes, router_routes, served_document},
     propagation::{W3cBaggagePropagator, W3cTraceContextPropagator},
     span_export::Encoded,
 };
@@ -300,13 +301,23 @@ impl SpanCapture {
 /// as Apollo's window receives its own telemetry) with no exporter but a sink in memory, and
 /// returns it. The first `service_name` wins. Tests tag requests with [`new_traceparent`] and
 /// read back the spans of that trace, so tests running in parallel do not see each other's.
+/// The log output stays quiet unless `TEST_LOG=1` (then at `RUST_LOG`'s level, `info` by
+/// default), as a test run's output would otherwise hold every error a test provokes.
+///
+/// # Panics
+///
+/// When the pipeline cannot be installed: another `tracing` subscriber is already the global
+/// one in this process.
 pub fn capture(service_name: &str) -> &'static SpanCapture {
     static CAPTURE: OnceLock<SpanCapture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
+        let show_logs = std::env::var("TEST_LOG").is_ok_and(|value| value == "1");
         let config = TelemetryConfig::from_lookup(service_name, "test", |name| match name {
             "OTEL_TRACES_EXPORTER" | "OTEL_METRICS_EXPORTER" | "OTEL_LOGS_EXPORTER" => {
                 Some("none".to_owned())
             }
+            "RUST_LOG" if show_logs => std::env::var(name).ok(),
+            "RUST_LOG" => Some("off".to_owned()),
             _ => None,
         })
         .unwrap_or_else(|error| panic!("the capture's config is valid: {error}"));

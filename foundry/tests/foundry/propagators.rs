@@ -11,7 +11,7 @@ use foundry::testing::{Kind, OtlpReceiver};
 use crate::export::{child_value, init_child_telemetry, is_child, run_child};
 
 /// The context headers any of the formats write.
-const CONTEXT_HEADERS: [&str; 8] = [
+const CONTEXT_HEADERS: [&str; 9] = [
     "traceparent",
     "tracestate",
     "baggage",
@@ -20,6 +20,7 @@ const CONTEXT_HEADERS: [&str; 8] = [
     "x-b3-spanid",
     "x-b3-sampled",
     "uber-trace-id",
+    "x-amzn-trace-id",
 ];
 
 /// The child: `/items/1` calls `/echo`, which answers the context headers it got; the request
@@ -92,6 +93,14 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
     let b3_in = format!("b3={trace_id}-{parent_id}-1");
     let w3c_in = format!("traceparent=00-{trace_id}-{parent_id}-01|baggage=tenant=acme");
     let jaeger_in = format!("uber-trace-id={trace_id}:{parent_id}:0:1");
+    let xray_in = format!(
+        "x-amzn-trace-id=Root=1-{}-{};Parent={parent_id};Sampled=1",
+        &trace_id[..8],
+        &trace_id[8..]
+    );
+    // Jaeger baggage that is no valid trace state member, and the debug flag (3): the context
+    // goes on all the same, sampled.
+    let jaeger_debug_in = format!("uber-trace-id={trace_id}:{parent_id}:0:3|uberctx-user.id=a=b");
     let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
         (
             "b3multi",
@@ -116,7 +125,15 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
             ],
         ),
         ("jaeger", jaeger_in.clone(), true, vec!["uber-trace-id"]),
+        (
+            "jaeger",
+            jaeger_debug_in.clone(),
+            true,
+            vec!["uber-trace-id"],
+        ),
         ("jaeger", w3c_in.clone(), false, vec!["uber-trace-id"]),
+        ("xray", xray_in.clone(), true, vec!["x-amzn-trace-id"]),
+        ("xray", w3c_in.clone(), false, vec!["x-amzn-trace-id"]),
         ("none", w3c_in.clone(), false, vec![]),
     ];
     for (propagators, incoming, continues, written) in cases {
@@ -178,6 +195,15 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
                 "uber-trace-id" => assert_eq!(
                     value,
                     &format!("{}:{}:0:1", server.trace_id, client.span_id)
+                ),
+                "x-amzn-trace-id" => assert_eq!(
+                    value,
+                    &format!(
+                        "Root=1-{}-{};Parent={};Sampled=1",
+                        &server.trace_id[..8],
+                        &server.trace_id[8..],
+                        client.span_id
+                    )
                 ),
                 _ => {}
             }

@@ -1,6 +1,6 @@
 //! `/openapi.json`: Hermes' document lists every route of its router, and nothing else.
 
-use foundry::openapi::{document_routes, router_routes, served_document};
+use foundry::testing::{document_routes, router_routes, served_document};
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_nothing_else() {

@@ -168,16 +168,17 @@ async fn main() {
 }
 
 /// Functions whose inclusive count is one part of what `on` adds (their names as
-/// `callgrind_annotate` prints them, without the file).
+/// `callgrind_annotate` prints them, without the file: by the module that defines them, not the
+/// path a `pub use` gives them).
 const SDK_SPAN_START: &str = "<opentelemetry_sdk::trace::tracer::SdkTracer as opentelemetry::trace::tracer::Tracer>::build_with_context";
 const SDK_SPAN_END: &str = "opentelemetry_sdk::trace::span::Span::ensure_ended_and_exported";
 const SPAN_PROCESSOR_END: &str = "<foundry::span_export::OtlpSpanProcessor as opentelemetry_sdk::trace::span_processor::SpanProcessor>::on_end";
 const METRIC_RECORD: &str = "<opentelemetry_sdk::metrics::internal::histogram::Histogram<T> as opentelemetry_sdk::metrics::internal::aggregate::Measure<T>>::call";
 const PROPAGATORS: [&str; 4] = [
-    "<foundry::testing::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
-    "<foundry::testing::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
-    "<foundry::testing::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
-    "<foundry::testing::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
+    "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
+    "<foundry::propagation::W3cTraceContextPropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
+    "<foundry::propagation::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::extract_with_context",
+    "<foundry::propagation::W3cBaggagePropagator as opentelemetry::propagation::text_map_propagator::TextMapPropagator>::inject_context",
 ];
 
 /// Prints where the instructions `on` adds to a request go: first the parts every exported

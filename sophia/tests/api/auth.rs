@@ -151,7 +151,7 @@ async fn a_refused_request_is_traced_as_401_without_error_status() {
     let server = trace.server("GET /state");
     assert_eq!(server.int("http.response.status_code"), Some(401));
     assert_eq!(server.status, Status::Unset);
-    assert!(!trace.has("sophia.state.read"), "{:?}", trace.names());
+    assert!(!trace.has("sophia.state.read"), "{:?}", trace.described());
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ async fn hermes_down_marks_the_client_and_server_spans_as_errors() {
     assert!(
         !trace.has("POST /embed_text") && !trace.has("sophia.hcg.write"),
         "planning stops at the first failure: {:?}",
-        trace.names()
+        trace.described()
     );
 }
 

@@ -1,8 +1,8 @@
-//! What every Sophia API test shares: Sophia's router driven with `tower::ServiceExt::oneshot`,
-//! pointed at a real Hermes served on loopback in the same process (or at a closed port, or at a
-//! fake Hermes), the decoded answer, the error-shape assertion, and lookups into the spans of one
-//! trace. Hermes' spans land in the same capture under service name "sophia", so spans are told
-//! apart by name and kind, never by service name.
+//! What every Sophia API test shares: Sophia's router behind foundry's `TestRouter` (requests
+//! through `oneshot`, answers decoded, the spans of each request's trace), pointed at a real Hermes
+//! served on loopback in the same process (or at a closed port, or at a fake Hermes). Hermes'
+//! spans land in the same capture under service name "sophia", so spans are told apart by name
+//! and kind, never by service name.
 
 use std::{net::SocketAddr, ops::Deref, time::Duration};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use foundry::openapi::{document_routes, router_routes, served_document};
+use foundry::testing::{document_routes, router_routes, served_document};
 
 fn router(token: Option<&str>) -> axum::Router {
     // Nothing here reaches Hermes: the probes carry no body, so no handler gets that far.

@@ -151,7 +151,7 @@ async fn a_plan_is_one_trace_from_sophia_through_hermes() {
 
     let nlp_call = trace.one_of("POST /simple_nlp", Kind::Client);
     let embed_calls = trace.all("POST /embed_text", Kind::Client);
-    assert_eq!(embed_calls.len(), 3, "{:?}", trace.names());
+    assert_eq!(embed_calls.len(), 3, "{:?}", trace.described());
     for call in embed_calls.iter().copied().chain([nlp_call]) {
         assert_child_of(call, plan);
         assert_eq!(call.str("http.request.method"), Some("POST"));
@@ -205,7 +205,7 @@ async fn hermes_server_spans_are_children_of_sophias_client_spans() {
             trace.by_id(&span.parent_span_id);
         }
     }
-    assert_eq!(trace.spans.len(), 18, "{:?}", trace.names());
+    assert_eq!(trace.spans.len(), 18, "{:?}", trace.described());
 }
 
 #[tokio::test]
@@ -311,7 +311,7 @@ async fn a_goal_without_an_action_is_422_and_stores_nothing() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request",
     );
-    assert!(!trace.has("sophia.hcg.write"), "{:?}", trace.names());
+    assert!(!trace.has("sophia.hcg.write"), "{:?}", trace.described());
     let snapshot = app.get("/hcg/snapshot").await;
     assert_eq!(snapshot.body["entity_count"], 0);
 }

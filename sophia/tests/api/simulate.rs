@@ -316,5 +316,5 @@ async fn an_out_of_range_k_steps_is_still_on_the_span() {
     );
     let simulate = trace.one("sophia.simulate");
     assert_eq!(simulate.int("simulation.k_steps"), Some(101));
-    assert!(!trace.has("sophia.hcg.read"), "{:?}", trace.names());
+    assert!(!trace.has("sophia.hcg.read"), "{:?}", trace.described());
 }
