@@ -34,6 +34,19 @@ impl IntoResponses for Forwarded {
     }
 }
 
+/// Performs the action `action` makes of `body`, which must be a JSON object.
+async fn perform_with(
+    services: &Services,
+    body: Value,
+    action: fn(Value) -> Action,
+    created: bool,
+) -> Response {
+    match object(body) {
+        Ok(body) => perform(services, action(body), created).await,
+        Err(error) => error.into_response(),
+    }
+}
+
 async fn perform(services: &Services, action: Action, created: bool) -> Response {
     let outcome = services.perform(action).await;
     match outcome.result {
@@ -90,10 +103,7 @@ pub async fn simulate(
     State(services): State<Services>,
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
-    match object(body) {
-        Ok(body) => perform(&services, Action::Simulate(body), true).await,
-        Err(error) => error.into_response(),
-    }
+    perform_with(&services, body, Action::Simulate, true).await
 }
 
 /// `GET /api/state`.
@@ -123,10 +133,7 @@ pub async fn state(State(services): State<Services>) -> Response {
     )
 )]
 pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    match object(body) {
-        Ok(body) => perform(&services, Action::Embed(body), false).await,
-        Err(error) => error.into_response(),
-    }
+    perform_with(&services, body, Action::Embed, false).await
 }
 
 /// `POST /api/search` `{"text", "top_k"?}`.
@@ -142,10 +149,7 @@ pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Va
     )
 )]
 pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    match object(body) {
-        Ok(body) => perform(&services, Action::Search(body), false).await,
-        Err(error) => error.into_response(),
-    }
+    perform_with(&services, body, Action::Search, false).await
 }
 
 /// `POST /api/chat` `{"prompt" or "messages", "provider"?, "model"?, "max_tokens"?}`.
@@ -161,8 +165,5 @@ pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<V
     )
 )]
 pub async fn chat(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    match object(body) {
-        Ok(body) => perform(&services, Action::Chat(body), false).await,
-        Err(error) => error.into_response(),
-    }
+    perform_with(&services, body, Action::Chat, false).await
 }
