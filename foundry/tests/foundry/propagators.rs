@@ -134,6 +134,19 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
         ("jaeger", w3c_in.clone(), false, vec!["uber-trace-id"]),
         ("xray", xray_in.clone(), true, vec!["x-amzn-trace-id"]),
         ("xray", w3c_in.clone(), false, vec!["x-amzn-trace-id"]),
+        // A malformed header is no context: the trace starts here, and the call still goes out.
+        (
+            "jaeger",
+            "uber-trace-id=not:a:jaeger:header:at-all".to_owned(),
+            false,
+            vec!["uber-trace-id"],
+        ),
+        (
+            "xray",
+            "x-amzn-trace-id=Root=1-zz;Parent=;Sampled=9".to_owned(),
+            false,
+            vec!["x-amzn-trace-id"],
+        ),
         ("none", w3c_in.clone(), false, vec![]),
     ];
     for (propagators, incoming, continues, written) in cases {
