@@ -1,7 +1,7 @@
 # LOGOS observability: the same commands CI runs.
 #
-#   make test        format check, clippy, and every test of the workspace (what CI runs)
-#   make lint        format check and clippy only
+#   make test        format check, clippy, rustdoc, and every test of the workspace (what CI runs)
+#   make lint        format check, clippy and rustdoc only
 #   make demo        builds, starts hermes and sophia, runs every apollo command, stops them
 #   make bench       what telemetry costs: on vs off vs unsampled, as ratios; apollo's receiver (BENCH_QUICK=1: short)
 #   make profile     the instructions one request costs in each mode, counted by callgrind (valgrind)
@@ -24,11 +24,13 @@ test: lint
 		END { printf "%d passed, %d failed, %d skipped\n", passed, failed, ignored }' target/test-output.log
 
 # Clippy twice: with every target (tests turn foundry's `testing` feature on), and with the
-# binaries alone, as they are shipped, so that code only the tests use is not dead there.
+# binaries alone, as they are shipped, so that code only the tests use is not dead there. Then the
+# doc comments: a broken or private link fails the check.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --lib --bins -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 fmt:
 	$(CARGO) fmt --all

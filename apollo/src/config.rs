@@ -156,7 +156,7 @@ impl std::fmt::Debug for Cli {
 }
 
 impl Cli {
-    /// Telemetry from the environment and `profile`, as [`one_shot`] adapts it for every command
+    /// Telemetry from the environment and `profile`, as `one_shot` adapts it for every command
     /// but `serve`.
     pub fn telemetry_config(
         &self,

@@ -1,7 +1,7 @@
 //! One call sets up traces, metrics and logs for a service; the guard it returns tears them down.
 //!
 //! Instrumentation is always on; export is opt-in. Without an OTLP endpoint (generic or a
-//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see [`crate::config::signals`]) no exporter exists
+//! signal's own, or `OTEL_<SIGNAL>_EXPORTER=otlp`; see `config::signals`) no exporter exists
 //! and nothing tries to connect anywhere. With it, spans, metrics and logs go over
 //! OTLP from a small runtime of their own, so an exporter never waits on the service's runtime and
 //! shutdown cannot deadlock on a current-thread runtime (opentelemetry-rust #2583, #3176).
@@ -140,7 +140,7 @@ impl Telemetry {
         self.providers.as_ref().map(|providers| &providers.tracer)
     }
 
-    /// Flushes what was recorded and shuts the providers down, within [`SHUTDOWN_TIMEOUT`].
+    /// Flushes what was recorded and shuts the providers down, within 3 s.
     /// Returns `false` if the bound was hit (the collector did not answer in time).
     pub fn shutdown(mut self) -> bool {
         self.shutdown_bounded()

@@ -150,7 +150,7 @@ impl Service {
         self.child.id().unwrap_or_default()
     }
 
-    /// user + system CPU seconds so far, from /proc/<pid>/stat.
+    /// user + system CPU seconds so far, from `/proc/<pid>/stat`.
     pub fn cpu_seconds(&self) -> f64 {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();

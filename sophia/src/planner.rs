@@ -561,7 +561,7 @@ pub fn is_known_action(action_type: &str) -> bool {
     VERBS.contains(&action_type) || IRREGULAR.iter().any(|(_, lemma)| *lemma == action_type)
 }
 
-/// Lower-cases a verb and reduces it to its base form by suffix rules checked against [`VERBS`].
+/// Lower-cases a verb and reduces it to its base form by suffix rules checked against `VERBS`.
 /// An unknown verb loses only `-ing`, `-ies`/`-ied` and a plural `-s`: stripping `-ed` from
 /// unknown words would break "embed" or "need".
 pub fn lemmatise(word: &str) -> String {

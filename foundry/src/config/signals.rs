@@ -201,7 +201,7 @@ impl TelemetryConfig {
     }
 
     /// Turns off the retries of every signal's OTLP export (a one-shot command's: see
-    /// [`OtlpConfig::retries`]).
+    /// `OtlpConfig::retries`).
     pub fn disable_retries(&mut self) {
         if let Some(otlp) = &mut self.otlp {
             otlp.retries = false;

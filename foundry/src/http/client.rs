@@ -275,7 +275,7 @@ pub enum DownstreamError {
         service: &'static str,
         /// Its status.
         status: StatusCode,
-        /// Its error code, when it sent the LOGOS error shape; else [`NOT_LOGOS_ERROR`].
+        /// Its error code, when it sent the LOGOS error shape; else `http_error`.
         code: String,
         /// Its error message.
         message: String,
