@@ -65,98 +65,60 @@ pub fn error(status: impl std::fmt::Display, description: &str) -> (String, RefO
     (status.to_string(), RefOr::T(response))
 }
 
-/// The errors of a route that reads a JSON body: 400 `invalid_json`, 413 `payload_too_large`
-/// (over [`crate::http::MAX_BODY_BYTES`]), 415 `unsupported_media_type` (not `application/json`),
-/// 422 `invalid_request` (missing or mistyped fields, or values out of range).
-#[derive(Clone, Copy, Debug)]
-pub struct JsonBodyErrors;
+/// A set of error answers that kinds of routes share, for a route's `responses(...)`.
+macro_rules! error_set {
+    ($(#[$doc:meta])* $name:ident: $(($status:literal, $description:literal)),+ $(,)?) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name;
 
-impl IntoResponses for JsonBodyErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([
-            error(400, "`invalid_json`: the body is not JSON"),
-            error(413, "`payload_too_large`: the body is over the limit"),
-            error(
-                415,
-                "`unsupported_media_type`: the body is not `application/json`",
-            ),
-            error(
-                422,
-                "`invalid_request` (or a more precise code): well-formed JSON whose fields or values are not acceptable",
-            ),
-        ])
-    }
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                BTreeMap::from([$(error($status, $description)),+])
+            }
+        }
+    };
 }
 
-/// The error of a route with query parameters: 400 `invalid_query`.
-#[derive(Clone, Copy, Debug)]
-pub struct QueryErrors;
+error_set!(
+    /// The errors of a route that reads a JSON body: 400 `invalid_json`, 413 `payload_too_large`
+    /// (over [`crate::http::MAX_BODY_BYTES`]), 415 `unsupported_media_type` (not `application/json`),
+    /// 422 `invalid_request` (missing or mistyped fields, or values out of range).
+    JsonBodyErrors:
+    (400, "`invalid_json`: the body is not JSON"),
+    (413, "`payload_too_large`: the body is over the limit"),
+    (415, "`unsupported_media_type`: the body is not `application/json`"),
+    (422, "`invalid_request` (or a more precise code): well-formed JSON whose fields or values are not acceptable"),
+);
 
-impl IntoResponses for QueryErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([error(
-            400,
-            "`invalid_query`: a query parameter is not valid",
-        )])
-    }
-}
+error_set!(
+    /// The error of a route with query parameters: 400 `invalid_query`.
+    QueryErrors: (400, "`invalid_query`: a query parameter is not valid")
+);
 
-/// The error of a route with path parameters: 400 `invalid_path`.
-#[derive(Clone, Copy, Debug)]
-pub struct PathErrors;
+error_set!(
+    /// The error of a route with path parameters: 400 `invalid_path`.
+    PathErrors: (400, "`invalid_path` (or a more precise code): a path parameter is not valid")
+);
 
-impl IntoResponses for PathErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([error(
-            400,
-            "`invalid_path` (or a more precise code): a path parameter is not valid",
-        )])
-    }
-}
+error_set!(
+    /// The errors of a route that calls another service: 502 (it failed or is down) and 504 (it
+    /// did not answer in time), each naming it.
+    DownstreamErrors:
+    (502, "a service this route calls failed, refused or could not be reached"),
+    (504, "a service this route calls did not answer in time"),
+);
 
-/// The errors of a route that calls another service: 502 (it failed or is down) and 504 (it
-/// did not answer in time), each naming it.
-#[derive(Clone, Copy, Debug)]
-pub struct DownstreamErrors;
+error_set!(
+    /// The answer of every instrumented route that outlives its 60 s (`http::instrument`): 503
+    /// `timeout`.
+    Timeout: (503, "`timeout`: the request took too long and was abandoned (or a backend is unavailable)")
+);
 
-impl IntoResponses for DownstreamErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([
-            error(
-                502,
-                "a service this route calls failed, refused or could not be reached",
-            ),
-            error(504, "a service this route calls did not answer in time"),
-        ])
-    }
-}
-
-/// The answer of every instrumented route that outlives its 60 s (`http::instrument`): 503
-/// `timeout`.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeout;
-
-impl IntoResponses for Timeout {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([error(
-            503,
-            "`timeout`: the request took too long and was abandoned (or a backend is unavailable)",
-        )])
-    }
-}
-
-/// 500 `internal_error`: a backend failed; the details are in the service's log.
-#[derive(Clone, Copy, Debug)]
-pub struct Internal;
-
-impl IntoResponses for Internal {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([error(
-            500,
-            "`internal_error`: the service failed; the details are in its log",
-        )])
-    }
-}
+error_set!(
+    /// 500 `internal_error`: a backend failed; the details are in the service's log.
+    Internal: (500, "`internal_error`: the service failed; the details are in its log")
+);
 
 /// Whether the service is up, with its name and version (added by `foundry::http::instrument`; untraced).
 #[utoipa::path(

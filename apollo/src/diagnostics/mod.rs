@@ -146,12 +146,7 @@ impl Diagnostics {
         let mut spans = Vec::new();
         let mut refused = 0;
         for resource_spans in request.resource_spans {
-            let service: Arc<str> = Arc::from(red::service_name(
-                resource_spans
-                    .resource
-                    .as_ref()
-                    .map_or(&[][..], |resource| &resource.attributes),
-            ));
+            let service: Arc<str> = Arc::from(red::service_name(resource_spans.resource.as_ref()));
             for span in resource_spans
                 .scope_spans
                 .into_iter()
@@ -200,12 +195,7 @@ impl Diagnostics {
     pub fn ingest_logs(&self, request: ExportLogsServiceRequest) -> Accepted {
         let mut logs = Vec::new();
         for resource_logs in request.resource_logs {
-            let service: Arc<str> = Arc::from(red::service_name(
-                resource_logs
-                    .resource
-                    .as_ref()
-                    .map_or(&[][..], |resource| &resource.attributes),
-            ));
+            let service: Arc<str> = Arc::from(red::service_name(resource_logs.resource.as_ref()));
             for record in resource_logs
                 .scope_logs
                 .into_iter()

@@ -6,12 +6,13 @@
 //! gzip bomb is a 413, and spans without a valid trace or span id are refused as the OTLP
 //! specification asks, in the answer's `partial_success`.
 
-use std::{collections::BTreeMap, io::Read as _};
+use std::io::Read as _;
 
 use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     response::{IntoResponse, Response},
+    routing::post,
 };
 use foundry::{
     http::ErrorResponse,
@@ -34,11 +35,12 @@ use foundry::{
 use http::{HeaderMap, StatusCode, header};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::codec::CompressionEncoding;
-use utoipa::{
-    IntoResponses,
-    openapi::{Content, ObjectBuilder, RefOr, ResponseBuilder, Schema, Type},
+use utoipa::openapi::{
+    Content, HttpMethod, ObjectBuilder, OpenApiBuilder, PathItem, PathsBuilder, RefOr, Required,
+    ResponseBuilder, ResponsesBuilder, Schema, Type, path::OperationBuilder,
+    request_body::RequestBodyBuilder,
 };
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::{Accepted, Diagnostics};
 
@@ -55,7 +57,7 @@ pub const GRPC_PATH_PREFIX: &str = "/opentelemetry.proto.collector.";
 /// documented.
 pub fn router(diagnostics: Diagnostics) -> OpenApiRouter {
     let receiver = Receiver(diagnostics);
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(http_document())
         .route_service(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             TraceServiceServer::new(receiver.clone())
@@ -74,9 +76,12 @@ pub fn router(diagnostics: Diagnostics) -> OpenApiRouter {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_DECODED_BYTES),
         )
-        .routes(routes!(http_traces))
-        .routes(routes!(http_metrics))
-        .routes(routes!(http_logs))
+        .route("/v1/traces", post(http_export::<ExportTraceServiceRequest>))
+        .route(
+            "/v1/metrics",
+            post(http_export::<ExportMetricsServiceRequest>),
+        )
+        .route("/v1/logs", post(http_export::<ExportLogsServiceRequest>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(receiver)
 }
@@ -85,47 +90,79 @@ pub fn router(diagnostics: Diagnostics) -> OpenApiRouter {
 #[derive(Clone, Debug)]
 struct Receiver(Diagnostics);
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let accepted = self.0.ingest_traces(request.into_inner());
-        Ok(tonic::Response::new(trace_response(&accepted)))
+/// An OTLP export request of one signal, as the window takes it in, and its answer.
+trait Export: prost::Message + DeserializeOwned + Default + Send + 'static {
+    /// The export response, for gRPC and HTTP alike.
+    type Answer: prost::Message + Serialize;
+    /// Stores the request's items in the window.
+    fn ingest(self, diagnostics: &Diagnostics) -> Self::Answer;
+}
+
+impl Export for ExportTraceServiceRequest {
+    type Answer = ExportTraceServiceResponse;
+    fn ingest(self, diagnostics: &Diagnostics) -> Self::Answer {
+        trace_response(&diagnostics.ingest_traces(self))
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.0.ingest_metrics(request.get_ref());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+impl Export for ExportMetricsServiceRequest {
+    type Answer = ExportMetricsServiceResponse;
+    fn ingest(self, diagnostics: &Diagnostics) -> Self::Answer {
+        diagnostics.ingest_metrics(&self);
+        Self::Answer::default()
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.0.ingest_logs(request.into_inner());
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+impl Export for ExportLogsServiceRequest {
+    type Answer = ExportLogsServiceResponse;
+    fn ingest(self, diagnostics: &Diagnostics) -> Self::Answer {
+        diagnostics.ingest_logs(self);
+        Self::Answer::default()
     }
 }
 
-/// The answers of the three OTLP/HTTP routes: the export response in the request's format, or
-/// the error that says why the body could not be taken.
-struct ExportResponses;
+/// The gRPC service of one signal: tonic has a trait a signal, all answered by [`Export`].
+macro_rules! grpc_service {
+    ($service:ident, $request:ty) => {
+        #[tonic::async_trait]
+        impl $service for Receiver {
+            async fn export(
+                &self,
+                request: tonic::Request<$request>,
+            ) -> Result<tonic::Response<<$request as Export>::Answer>, tonic::Status> {
+                Ok(tonic::Response::new(request.into_inner().ingest(&self.0)))
+            }
+        }
+    };
+}
 
-impl IntoResponses for ExportResponses {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        let object = || ObjectBuilder::new().schema_type(Type::Object).build();
-        let ok = ResponseBuilder::new()
+grpc_service!(TraceService, ExportTraceServiceRequest);
+grpc_service!(MetricsService, ExportMetricsServiceRequest);
+grpc_service!(LogsService, ExportLogsServiceRequest);
+
+/// The OTLP/HTTP routes: their path, the name of their handler in `/openapi.json`, and what
+/// their requests carry.
+const HTTP_ROUTES: [(&str, &str, &str); 3] = [
+    ("/v1/traces", "http_traces", "spans"),
+    ("/v1/metrics", "http_metrics", "metrics"),
+    ("/v1/logs", "http_logs", "log records"),
+];
+
+/// The contract of the OTLP/HTTP routes, one shape for the three.
+fn http_document() -> utoipa::openapi::OpenApi {
+    let object = || ObjectBuilder::new().schema_type(Type::Object).build();
+    let mut paths = PathsBuilder::new();
+    for (path, handler, items) in HTTP_ROUTES {
+        let body = RequestBodyBuilder::new()
+            .description(Some(format!(
+                "An OTLP export request of {items}: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted"
+            )))
+            .content("application/x-protobuf", Content::new(None::<RefOr<Schema>>))
+            .content("application/protobuf", Content::new(None::<RefOr<Schema>>))
+            .content("application/json", Content::new(Some(object())))
+            .required(Some(Required::True))
+            .build();
+        let answer = ResponseBuilder::new()
             .description("The export response, in the request's format")
             .content(
                 "application/x-protobuf",
@@ -133,22 +170,30 @@ impl IntoResponses for ExportResponses {
             )
             .content("application/json", Content::new(Some(object())))
             .build();
-        BTreeMap::from([
-            ("200".to_owned(), RefOr::T(ok)),
-            error(
-                400,
-                "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded",
-            ),
-            error(
-                413,
-                "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated",
-            ),
-            error(
-                415,
-                "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip",
-            ),
-        ])
+        let responses = ResponsesBuilder::new()
+            .response("200", answer)
+            .responses_from_iter([
+                error(
+                    400,
+                    "`invalid_protobuf`, `invalid_json`, `invalid_gzip`, `invalid_body`: the body cannot be decoded",
+                ),
+                error(
+                    413,
+                    "`payload_too_large`: over 4 MiB as sent or 16 MiB inflated",
+                ),
+                error(
+                    415,
+                    "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip",
+                ),
+            ]);
+        let operation = OperationBuilder::new()
+            .tag("receiver")
+            .operation_id(Some(handler))
+            .request_body(Some(body))
+            .responses(responses);
+        paths = paths.path(path, PathItem::new(HttpMethod::Post, operation));
     }
+    OpenApiBuilder::new().paths(paths).build()
 }
 
 /// Full success, or the count of refused spans and why.
@@ -162,86 +207,15 @@ fn trace_response(accepted: &Accepted) -> ExportTraceServiceResponse {
     }
 }
 
-#[utoipa::path(
-    post,
-    path = "/v1/traces",
-    tag = "receiver",
-    request_body(
-        description = "An OTLP export request of spans: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
-        content(
-            ("application/x-protobuf"),
-            ("application/protobuf"),
-            (Object = "application/json"),
-        )
-    ),
-    responses(ExportResponses)
-)]
-async fn http_traces(
+/// `POST /v1/traces`, `/v1/metrics` or `/v1/logs`: the export in the request's format, or why
+/// the body could not be taken.
+async fn http_export<R: Export>(
     State(receiver): State<Receiver>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match decode::<ExportTraceServiceRequest>(&headers, body) {
-        Ok((request, format)) => {
-            let accepted = receiver.0.ingest_traces(request);
-            format.answer(&trace_response(&accepted))
-        }
-        Err(error) => error.into_response(),
-    }
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/metrics",
-    tag = "receiver",
-    request_body(
-        description = "An OTLP export request of metrics: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
-        content(
-            ("application/x-protobuf"),
-            ("application/protobuf"),
-            (Object = "application/json"),
-        )
-    ),
-    responses(ExportResponses)
-)]
-async fn http_metrics(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match decode::<ExportMetricsServiceRequest>(&headers, body) {
-        Ok((request, format)) => {
-            receiver.0.ingest_metrics(&request);
-            format.answer(&ExportMetricsServiceResponse::default())
-        }
-        Err(error) => error.into_response(),
-    }
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/logs",
-    tag = "receiver",
-    request_body(
-        description = "An OTLP export request of log records: protobuf, or the OTLP JSON mapping; `Content-Encoding: gzip` accepted",
-        content(
-            ("application/x-protobuf"),
-            ("application/protobuf"),
-            (Object = "application/json"),
-        )
-    ),
-    responses(ExportResponses)
-)]
-async fn http_logs(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match decode::<ExportLogsServiceRequest>(&headers, body) {
-        Ok((request, format)) => {
-            receiver.0.ingest_logs(request);
-            format.answer(&ExportLogsServiceResponse::default())
-        }
+    match decode::<R>(&headers, body) {
+        Ok((request, format)) => format.answer(&request.ingest(&receiver.0)),
         Err(error) => error.into_response(),
     }
 }

@@ -14,6 +14,7 @@ use foundry::otlp::proto::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{KeyValue, any_value},
     metrics::v1::{AggregationTemporality, HistogramDataPoint, metric},
+    resource::v1::Resource,
 };
 use serde_json::{Value, json};
 
@@ -101,12 +102,7 @@ impl RedTable {
     /// Takes in the server duration histograms of one export; other metrics are ignored.
     pub fn ingest(&mut self, request: &ExportMetricsServiceRequest) {
         for resource in &request.resource_metrics {
-            let service = service_name(
-                resource
-                    .resource
-                    .as_ref()
-                    .map_or(&[][..], |resource| &resource.attributes),
-            );
+            let service = service_name(resource.resource.as_ref());
             for metric in resource
                 .scope_metrics
                 .iter()
@@ -271,8 +267,10 @@ fn quantile_ms(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
 }
 
 /// The `service.name` among resource attributes (`unknown_service` without one, as the SDKs say).
-pub fn service_name(attributes: &[KeyValue]) -> String {
-    attribute(attributes, "service.name").unwrap_or_else(|| "unknown_service".into())
+pub fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|resource| attribute(&resource.attributes, "service.name"))
+        .unwrap_or_else(|| "unknown_service".into())
 }
 
 fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
