@@ -445,28 +445,25 @@ impl TelemetryConfig {
                     export_timeout: parse_millis("OTEL_BLRP_EXPORT_TIMEOUT", var, 30_000)?,
                 }
             },
-            pipeline: match var("LOGOS_TELEMETRY_PIPELINE").as_deref().map(str::trim) {
-                None | Some("foundry") => Pipeline::Foundry,
-                Some("upstream") => Pipeline::Upstream,
-                Some(other) => {
-                    return Err(ConfigError::new(
-                        "LOGOS_TELEMETRY_PIPELINE",
-                        other,
-                        "expected `foundry` or `upstream`",
-                    ));
-                }
+            pipeline: match var("LOGOS_TELEMETRY_PIPELINE") {
+                None => Pipeline::Foundry,
+                Some(value) => parse_choice(
+                    "LOGOS_TELEMETRY_PIPELINE",
+                    &value,
+                    &[
+                        ("foundry", Pipeline::Foundry),
+                        ("upstream", Pipeline::Upstream),
+                    ],
+                )?,
             },
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-            log_format: match var("LOG_FORMAT").as_deref().map(str::trim) {
-                None | Some("text") => LogFormat::Text,
-                Some("json") => LogFormat::Json,
-                Some(other) => {
-                    return Err(ConfigError::new(
-                        "LOG_FORMAT",
-                        other,
-                        "expected `text` or `json`",
-                    ));
-                }
+            log_format: match var("LOG_FORMAT") {
+                None => LogFormat::Text,
+                Some(value) => parse_choice(
+                    "LOG_FORMAT",
+                    &value,
+                    &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+                )?,
             },
         })
     }
@@ -493,30 +490,46 @@ pub(crate) fn without_userinfo(value: &str) -> String {
 }
 
 pub(crate) fn parse_protocol(variable: &'static str, value: &str) -> Result<Protocol, ConfigError> {
-    match value.trim() {
-        "grpc" => Ok(Protocol::Grpc),
-        "http/protobuf" => Ok(Protocol::HttpProtobuf),
-        other => Err(ConfigError::new(
-            variable,
-            other,
-            "expected `grpc` or `http/protobuf`",
-        )),
-    }
+    parse_choice(
+        variable,
+        value,
+        &[
+            ("grpc", Protocol::Grpc),
+            ("http/protobuf", Protocol::HttpProtobuf),
+        ],
+    )
 }
 
 pub(crate) fn parse_compression(
     variable: &'static str,
     value: &str,
 ) -> Result<Option<Compression>, ConfigError> {
-    match value.trim() {
-        "gzip" => Ok(Some(Compression::Gzip)),
-        "none" => Ok(None),
-        other => Err(ConfigError::new(
-            variable,
-            other,
-            "expected `gzip` or `none`",
-        )),
-    }
+    parse_choice(
+        variable,
+        value,
+        &[("gzip", Some(Compression::Gzip)), ("none", None)],
+    )
+}
+
+/// `value`, trimmed, as one of the named `choices`, or an error that names `variable` and lists
+/// them.
+fn parse_choice<T: Copy>(
+    variable: &'static str,
+    value: &str,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let value = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, choice)| *choice)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            ConfigError::new(variable, value, format!("expected {}", names.join(" or ")))
+        })
 }
 
 fn parse_bool(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {

@@ -253,7 +253,7 @@ impl Default for Limit {
 /// Storage of the graph. Implementations must make [`HcgStore::insert_batch`] atomic and list
 /// entities newest first (reverse insertion order). Call them through [`Hcg`], which validates
 /// batches and limits and opens the spans.
-pub trait HcgStore: Send + Sync {
+pub trait HcgStore: Send + Sync + fmt::Debug {
     /// Stores an already [validated](HcgBatch::validate) batch, all or nothing: fails with
     /// `DuplicateEntity` when an id is already stored and `InvalidEdge` when an edge end is
     /// neither stored nor in the batch.
@@ -271,21 +271,9 @@ pub trait HcgStore: Send + Sync {
 
 /// The graph as the service uses it: a cheap-to-clone handle over any [`HcgStore`] that
 /// validates input and traces every operation.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Hcg {
     store: Arc<dyn HcgStore>,
-}
-
-impl fmt::Debug for Hcg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hcg").finish_non_exhaustive()
-    }
-}
-
-impl Default for Hcg {
-    fn default() -> Self {
-        Self::in_memory()
-    }
 }
 
 impl Hcg {

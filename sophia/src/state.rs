@@ -111,7 +111,7 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 /// Storage of the current state. Call it through [`Cwm`], which validates and traces.
-pub trait StateStore: Send + Sync {
+pub trait StateStore: Send + Sync + fmt::Debug {
     /// The current version.
     fn load(&self) -> Result<CwmState, StateError>;
 
@@ -145,21 +145,9 @@ impl StateStore for InMemoryStateStore {
 }
 
 /// The world state as the service uses it: a cheap-to-clone handle over any [`StateStore`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Cwm {
     store: Arc<dyn StateStore>,
-}
-
-impl fmt::Debug for Cwm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cwm").finish_non_exhaustive()
-    }
-}
-
-impl Default for Cwm {
-    fn default() -> Self {
-        Self::in_memory()
-    }
 }
 
 impl Cwm {

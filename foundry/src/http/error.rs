@@ -84,6 +84,26 @@ impl From<JsonRejection> for ErrorResponse {
     }
 }
 
+impl From<QueryRejection> for ErrorResponse {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<PathRejection> for ErrorResponse {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            rejection.body_text(),
+        )
+    }
+}
+
 /// `axum::Json` whose rejections answer in the error shape above (400 invalid JSON, 422 missing
 /// or mistyped fields, 413 over the body limit, 415 without a JSON content type).
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,15 +134,7 @@ where
     type Rejection = ErrorResponse;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(value) = Query::<T>::from_request_parts(parts, state).await.map_err(
-            |rejection: QueryRejection| {
-                ErrorResponse::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    rejection.body_text(),
-                )
-            },
-        )?;
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
     }
 }
@@ -140,15 +152,7 @@ where
     type Rejection = ErrorResponse;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(value) = Path::<T>::from_request_parts(parts, state).await.map_err(
-            |rejection: PathRejection| {
-                ErrorResponse::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    rejection.body_text(),
-                )
-            },
-        )?;
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
     }
 }
