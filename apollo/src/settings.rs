@@ -2,11 +2,8 @@
 //! each value comes from (flag, env, profile, default), secrets redacted. It calls no service: it
 //! shows what Sophia, Hermes and Apollo would take from this shell's environment and profile.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-
-use foundry::profile::{Effective, Loaded, Profile, SERVICES};
-use serde_json::{Value, json};
+use foundry::profile::Loaded;
+use serde_json::json;
 
 use crate::{cli::Report, config::Cli};
 
@@ -14,110 +11,45 @@ use crate::{cli::Report, config::Cli};
 /// `{"trace_id": null, "result": {"profile", "file", "services": {...}}}` with `json`.
 pub fn report(loaded: &Loaded<Cli>, json: bool) -> Report {
     let env = |name: &str| std::env::var(name).ok();
-    // The flags on this command line are Apollo's own; the other services would take theirs.
-    let none = BTreeMap::new();
-    let services: Vec<(&str, Vec<Effective>)> = SERVICES
-        .iter()
-        .map(|service| {
-            let flags = if *service == "apollo" {
-                &loaded.flags
-            } else {
-                &none
-            };
-            (*service, loaded.profile.effective(service, flags, env))
-        })
-        .collect();
+    let report = loaded.profile.report("apollo", &loaded.flags, env);
     Report {
         stdout: if json {
             format!(
                 "{}\n",
-                json!({"trace_id": null, "result": result(&loaded.profile, &services)})
+                json!({"trace_id": null, "result": report.to_json()})
             )
         } else {
-            human(&loaded.profile, &services)
+            format!("{report}trace_id: none (apollo config calls no service)\n")
         },
         stderr: None,
         exit_code: 0,
     }
 }
 
-/// The JSON result: each service's settings in order, as objects.
-pub fn result(profile: &Profile, services: &[(&str, Vec<Effective>)]) -> Value {
-    let services: serde_json::Map<String, Value> = services
-        .iter()
-        .map(|(service, settings)| {
-            let settings: Vec<Value> = settings
-                .iter()
-                .map(|e| {
-                    json!({
-                        "variable": e.setting.variable,
-                        "key": e.setting.key,
-                        "value": e.value,
-                        "source": e.source.to_string(),
-                        "profile_key": e.key,
-                    })
-                })
-                .collect();
-            ((*service).to_owned(), Value::from(settings))
-        })
-        .collect();
-    json!({
-        "profile": profile.name(),
-        "file": profile.file().map(|f| f.display().to_string()),
-        "services": services,
-    })
-}
-
-/// One table per service: variable, value, source (and the profile key a value came from).
-pub fn human(profile: &Profile, services: &[(&str, Vec<Effective>)]) -> String {
-    let mut out = String::new();
-    let file = profile.file().map_or_else(
-        || "no logos.toml: built-in defaults".to_owned(),
-        |f| f.display().to_string(),
-    );
-    let _ = writeln!(out, "profile: {} ({file})", profile.name());
-    for (service, settings) in services {
-        let _ = writeln!(out, "\n{service}");
-        for e in settings {
-            let value = e.value.as_deref().unwrap_or("(unset)");
-            let from = match &e.key {
-                Some(key) => format!("{} ({key})", e.source),
-                None => e.source.to_string(),
-            };
-            let _ = writeln!(out, "  {:<32} {:<34} {from}", e.setting.variable, value);
-        }
-    }
-    out.push_str("trace_id: none (apollo config calls no service)\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use foundry::profile::{Profile, Source};
+    use std::collections::BTreeMap;
+
+    use foundry::profile::Profile;
 
     use super::*;
 
     #[test]
     fn each_service_shows_its_settings_with_their_source() {
         // Arrange
-        let profile = Profile::default();
         let flags = BTreeMap::from([("SOPHIA_URL".to_owned(), "http://sophia:1".to_owned())]);
         let env = |name: &str| (name == "SOPHIA_API_KEY").then(|| "k3y".to_owned());
-        let services: Vec<(&str, Vec<Effective>)> = SERVICES
-            .iter()
-            .map(|s| (*s, profile.effective(s, &flags, env)))
-            .collect();
+        let report = Profile::default().report("apollo", &flags, env);
 
         // Act
-        let text = human(&profile, &services);
-        let json = result(&profile, &services);
+        let text = report.to_string();
+        let json = report.to_json();
 
         // Assert
         assert!(
             text.starts_with("profile: dev (no logos.toml: built-in defaults)"),
             "{text}"
         );
-        assert!(text.ends_with("trace_id: none (apollo config calls no service)\n"));
         let apollo = json["services"]["apollo"].as_array().expect("apollo");
         let find = |variable: &str| {
             apollo
@@ -126,17 +58,22 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {variable}"))
                 .clone()
         };
-        assert_eq!(find("SOPHIA_URL")["source"], Source::Flag.to_string());
+        assert_eq!(find("SOPHIA_URL")["source"], "flag");
         assert_eq!(find("SOPHIA_API_KEY")["value"], "***");
         assert_eq!(find("SOPHIA_API_KEY")["source"], "env");
         assert_eq!(find("APOLLO_PORT")["value"], "27000");
         assert_eq!(find("APOLLO_PORT")["source"], "default");
         assert_eq!(find("OTEL_SERVICE_NAME")["value"], "apollo");
         assert!(!text.contains("k3y") && !json.to_string().contains("k3y"));
-        for service in SERVICES {
+        for service in ["sophia", "hermes", "apollo"] {
             assert!(text.contains(&format!("\n{service}\n")), "{text}");
             assert!(json["services"][service].is_array(), "{json}");
         }
+        let sophia = json["services"]["sophia"].as_array().expect("sophia");
+        assert!(
+            sophia.iter().all(|s| s["source"] != "flag"),
+            "Apollo's flags are its own: {json}"
+        );
     }
 
     /// Every flag with a variable, of each service, as (variable, default).
@@ -169,10 +106,9 @@ mod tests {
             ("apollo", Cli::command()),
         ] {
             // Arrange
-            let table: Vec<(String, Option<String>)> = foundry::profile::SETTINGS
-                .iter()
-                .filter(|s| s.service == Some(service))
-                .map(|s| (s.variable.to_owned(), s.default.map(str::to_owned)))
+            let table: Vec<(String, Option<String>)> = foundry::testing::settings()
+                .filter(|(owner, _, _)| *owner == Some(service))
+                .map(|(_, variable, default)| (variable.to_owned(), default.map(str::to_owned)))
                 .collect();
 
             // Act
@@ -183,7 +119,7 @@ mod tests {
             table.sort();
             assert_eq!(
                 flags, table,
-                "{service}: its flags and foundry::profile::SETTINGS"
+                "{service}: its flags and foundry's settings table"
             );
         }
     }

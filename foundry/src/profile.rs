@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// The file's name, looked for in the working directory.
-pub const CONFIG_FILE: &str = "logos.toml";
+pub(crate) const CONFIG_FILE: &str = "logos.toml";
 /// The variable that says where the file is instead.
 pub(crate) const CONFIG_VARIABLE: &str = "LOGOS_CONFIG";
 /// The variable that picks the profile (the `--env` flag wins over it).
@@ -47,7 +47,7 @@ const ENV_ARG: &str = "logos_env";
 /// One setting of a service: the variable that sets it, the profile key that may set it, and its
 /// built-in default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Setting {
+pub(crate) struct Setting {
     /// The service it belongs to; `None`: every service (the telemetry settings).
     pub service: Option<&'static str>,
     /// Its key in a profile, below `[profiles.<name>]`; `None`: the environment only (secrets,
@@ -87,12 +87,12 @@ const fn secret(service: Option<&'static str>, variable: &'static str) -> Settin
 }
 
 /// The three services, in the order of the call chain's entry.
-pub const SERVICES: [&str; 3] = ["sophia", "hermes", "apollo"];
+pub(crate) const SERVICES: [&str; 3] = ["sophia", "hermes", "apollo"];
 
 /// Every setting of every service, in the order `apollo config` shows them. The services'
 /// defaults are those of their clap flags (a test in apollo compares them).
 #[rustfmt::skip]
-pub const SETTINGS: &[Setting] = &[
+pub(crate) const SETTINGS: &[Setting] = &[
     // Telemetry (foundry::config): every service.
     setting(None, None, "OTEL_SDK_DISABLED", Some("false")),
     setting(None, Some("telemetry.endpoint"), "OTEL_EXPORTER_OTLP_ENDPOINT", None),
@@ -302,7 +302,7 @@ impl Default for Profile {
 
 /// Where an effective value came from, highest precedence first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Source {
+pub(crate) enum Source {
     /// A command-line flag.
     Flag,
     /// An environment variable.
@@ -326,7 +326,7 @@ impl fmt::Display for Source {
 
 /// One setting of one service as it takes effect, secrets redacted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Effective {
+pub(crate) struct Effective {
     /// The setting.
     pub setting: Setting,
     /// Its value (`***` for a secret that is set); `None`: unset.
@@ -335,6 +335,70 @@ pub struct Effective {
     pub source: Source,
     /// The profile key that gave it, when it came from the profile.
     pub key: Option<String>,
+}
+
+/// Every service's settings as they take effect in one profile: what `apollo config` shows,
+/// as tables ([`fmt::Display`]) or JSON ([`Report::to_json`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    profile: String,
+    file: Option<PathBuf>,
+    services: Vec<(&'static str, Vec<Effective>)>,
+}
+
+impl Report {
+    /// `{"profile", "file", "services": {"<service>": [{"variable", "key", "value", "source",
+    /// "profile_key"}, ...]}}`, each service's settings in order.
+    pub fn to_json(&self) -> serde_json::Value {
+        let services: serde_json::Map<String, serde_json::Value> = self
+            .services
+            .iter()
+            .map(|(service, settings)| {
+                let settings: Vec<serde_json::Value> = settings
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "variable": e.setting.variable,
+                            "key": e.setting.key,
+                            "value": e.value,
+                            "source": e.source.to_string(),
+                            "profile_key": e.key,
+                        })
+                    })
+                    .collect();
+                ((*service).to_owned(), serde_json::Value::from(settings))
+            })
+            .collect();
+        serde_json::json!({
+            "profile": self.profile,
+            "file": self.file.as_ref().map(|f| f.display().to_string()),
+            "services": services,
+        })
+    }
+}
+
+/// The profile, then one table per service: variable, value, source (and the profile key a
+/// value came from).
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_ref().map_or_else(
+            || format!("no {CONFIG_FILE}: built-in defaults"),
+            |file| file.display().to_string(),
+        );
+        writeln!(f, "profile: {} ({file})", self.profile)?;
+        for (service, settings) in &self.services {
+            writeln!(f, "\n{service}")?;
+            for e in settings {
+                let value = e.value.as_deref().unwrap_or("(unset)");
+                let from = match &e.key {
+                    Some(key) => format!("{} ({key})", e.source),
+                    None => e.source.to_string(),
+                };
+                writeln!(f, "  {:<32} {:<34} {from}", e.setting.variable, value)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Profile {
@@ -482,9 +546,31 @@ impl Profile {
         })
     }
 
+    /// Every service's settings as they take effect ([`Profile::effective`]), `flags` being
+    /// those of `service`'s own command line (the others would take theirs).
+    pub fn report(
+        &self,
+        service: &str,
+        flags: &BTreeMap<String, String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Report {
+        let none = BTreeMap::new();
+        Report {
+            profile: self.name.clone(),
+            file: self.file.clone(),
+            services: SERVICES
+                .iter()
+                .map(|other| {
+                    let flags = if *other == service { flags } else { &none };
+                    (*other, self.effective(other, flags, &env))
+                })
+                .collect(),
+        }
+    }
+
     /// Every setting of `service` as it takes effect: `flags` (variable to value, from the command
     /// line), else the environment, else this profile, else the default; secrets redacted.
-    pub fn effective(
+    pub(crate) fn effective(
         &self,
         service: &str,
         flags: &BTreeMap<String, String>,

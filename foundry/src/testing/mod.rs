@@ -62,6 +62,17 @@ pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = crate::config::DEFAULT_OTLP_GRPC_EN
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = crate::config::DEFAULT_OTLP_HTTP_ENDPOINT;
 /// The instrumentation scope of every span and instrument foundry makes.
 pub const INSTRUMENTATION_SCOPE: &str = crate::telemetry::INSTRUMENTATION_SCOPE;
+/// The profiles' file, looked for in the working directory.
+pub const CONFIG_FILE: &str = crate::profile::CONFIG_FILE;
+
+/// Every setting the profiles cover, as (service, variable, default); the service is `None` for
+/// the settings of every service (telemetry).
+pub fn settings() -> impl Iterator<Item = (Option<&'static str>, &'static str, Option<&'static str>)>
+{
+    crate::profile::SETTINGS
+        .iter()
+        .map(|setting| (setting.service, setting.variable, setting.default))
+}
 
 /// An attribute value with its OTLP type, so tests can tell `200` from `"200"`.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,10 @@
 //! `staging` exports to the compose collector and `prod` to the Kubernetes agent, the image carries
 //! the file where `LOGOS_CONFIG` says, and each Kubernetes overlay picks the profile of its name.
 
-use foundry::profile::{CONFIG_FILE, Profile, SETTINGS};
+use foundry::{
+    profile::Profile,
+    testing::{CONFIG_FILE, settings},
+};
 
 use crate::support::{self, COLLECTOR_SERVICE, DOCKERFILE, host_port, workspace_root};
 
@@ -16,10 +19,9 @@ fn profile(name: &str) -> Profile {
 fn dev_sets_nothing_and_every_profile_loads() {
     // Arrange / Act
     let dev = profile("dev");
-    let set: Vec<&str> = SETTINGS
-        .iter()
-        .filter(|s| dev.get(s.variable).is_some())
-        .map(|s| s.variable)
+    let set: Vec<&str> = settings()
+        .map(|(_, variable, _)| variable)
+        .filter(|variable| dev.get(variable).is_some())
         .collect();
 
     // Assert
