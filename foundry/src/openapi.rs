@@ -43,7 +43,7 @@ pub struct ErrorDetail {
 
 /// The answer of `GET /health`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     /// Always `ok` when the service answers.
     pub status: String,
     /// The service's name, e.g. `sophia`.
@@ -82,7 +82,7 @@ macro_rules! error_set {
 
 error_set!(
     /// The errors of a route that reads a JSON body: 400 `invalid_json`, 413 `payload_too_large`
-    /// (over [`crate::http::MAX_BODY_BYTES`]), 415 `unsupported_media_type` (not `application/json`),
+    /// (over 1 MiB), 415 `unsupported_media_type` (not `application/json`),
     /// 422 `invalid_request` (missing or mistyped fields, or values out of range).
     JsonBodyErrors:
     (400, "`invalid_json`: the body is not JSON"),

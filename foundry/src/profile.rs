@@ -7,7 +7,7 @@
 //! `--env` (every binary, every command), else `LOGOS_ENV`, else `dev` picks the profile.
 //! Precedence, highest first: command-line flag, environment variable, profile, built-in default.
 //!
-//! Each key of a profile stands for one variable ([`SETTINGS`]): a value means the same in the file
+//! Each key of a profile stands for one variable (the table `SETTINGS`): a value means the same in the file
 //! as in the environment and goes through the same parser ([`TelemetryConfig::from_lookup`], the
 //! services' clap flags). figment reads the file, focuses each profile and names the key at fault;
 //! toml_edit (the parser under the toml crate) gives that key's line. A bad file, key or value is a
@@ -546,7 +546,7 @@ impl Profile {
         })
     }
 
-    /// Every service's settings as they take effect ([`Profile::effective`]), `flags` being
+    /// Every service's settings as they take effect, `flags` being
     /// those of `service`'s own command line (the others would take theirs).
     pub fn report(
         &self,

@@ -21,7 +21,7 @@ pub use serve::{Application, run_service};
 pub(crate) use server::{ServerLayer, UNTRACED_PATHS};
 
 /// The largest request body a service accepts; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Instruments every route of `router` and adds `/health` and `/metrics`, which stay untraced.
 pub fn instrument(router: Router, service: &'static str, version: &'static str) -> Router {

@@ -62,6 +62,8 @@ pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = crate::config::DEFAULT_OTLP_GRPC_EN
 pub const DEFAULT_OTLP_HTTP_ENDPOINT: &str = crate::config::DEFAULT_OTLP_HTTP_ENDPOINT;
 /// The instrumentation scope of every span and instrument foundry makes.
 pub const INSTRUMENTATION_SCOPE: &str = crate::telemetry::INSTRUMENTATION_SCOPE;
+/// The request body limit `http::instrument` sets.
+pub const MAX_BODY_BYTES: usize = crate::http::MAX_BODY_BYTES;
 /// The profiles' file, looked for in the working directory.
 pub const CONFIG_FILE: &str = crate::profile::CONFIG_FILE;
 

@@ -8,7 +8,7 @@ use foundry::testing::{Kind, ReceivedSpan, TestRouter};
 pub use foundry::testing::{Trace, assert_child_of, assert_error};
 
 /// Larger than foundry's 1 MiB body limit.
-pub const OVER_LIMIT_BYTES: usize = foundry::http::MAX_BODY_BYTES + 1;
+pub const OVER_LIMIT_BYTES: usize = foundry::testing::MAX_BODY_BYTES + 1;
 
 /// Hermes with an in-memory store and the echo provider, behind the span capture; requests go
 /// through foundry's [`TestRouter`].

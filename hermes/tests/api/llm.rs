@@ -226,7 +226,7 @@ async fn malformed_and_oversized_llm_bodies_are_rejected() {
     let app = TestApp::new();
     let oversized = format!(
         "{{\"prompt\": \"{}\"}}",
-        "a".repeat(foundry::http::MAX_BODY_BYTES)
+        "a".repeat(foundry::testing::MAX_BODY_BYTES)
     );
 
     // Act

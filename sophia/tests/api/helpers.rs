@@ -13,7 +13,7 @@ use http::{StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 
 /// Larger than foundry's 1 MiB body limit.
-pub const OVER_LIMIT_BYTES: usize = foundry::http::MAX_BODY_BYTES + 1;
+pub const OVER_LIMIT_BYTES: usize = foundry::testing::MAX_BODY_BYTES + 1;
 
 /// The goal most tests plan; Hermes splits it into three clauses.
 pub const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
