@@ -182,8 +182,8 @@ impl Cli {
 }
 
 /// A command's telemetry: its output is the answer, so only warnings are logged beside it unless
-/// `RUST_LOG` says otherwise; and its exports are not retried, so that with the collector down
-/// the flush at exit is one refused attempt, not the whole backoff.
+/// `RUST_LOG` says otherwise, and foundry's one-shot settings: no retries, and with the collector
+/// down one line at exit that says so.
 fn one_shot(
     mut config: foundry::config::TelemetryConfig,
     rust_log_set: bool,
@@ -191,7 +191,7 @@ fn one_shot(
     if !rust_log_set {
         config.log_filter = "warn".into();
     }
-    config.disable_retries();
+    config.one_shot();
     config
 }
 

@@ -75,6 +75,9 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `LOG_FORMAT`: human text or JSON lines.
     pub(crate) log_format: LogFormat,
+    /// Whether export errors are held back and said in one line at shutdown (a one-shot
+    /// command's), instead of logged as they happen.
+    pub(crate) export_errors_at_exit: bool,
 }
 
 /// The SDK's span limits, which can be compared (the SDK's type cannot).
@@ -465,6 +468,7 @@ impl TelemetryConfig {
                     &[("text", LogFormat::Text), ("json", LogFormat::Json)],
                 )?,
             },
+            export_errors_at_exit: false,
         })
     }
 }

@@ -51,6 +51,88 @@ pub(crate) fn request_log_spans() -> bool {
     REQUEST_LOG_SPANS.load(Ordering::Relaxed)
 }
 
+/// The export errors held back since [`hold_export_errors`]: how many, and the first in words
+/// (the first ERROR, else the first WARN). `None`: they are logged as they happen (a service's
+/// way).
+static HELD_EXPORT_ERRORS: Mutex<Option<HeldErrors>> = Mutex::new(None);
+
+/// Whether export errors are held back: a cheap check for the output's filter.
+static HOLDING_EXPORT_ERRORS: AtomicBool = AtomicBool::new(false);
+
+#[derive(Default)]
+struct HeldErrors {
+    count: u64,
+    first: String,
+    first_is_error: bool,
+}
+
+/// From now on, export errors are counted and the first kept instead of logged, until
+/// [`take_held_export_errors`] (a one-shot command's log: see `TelemetryConfig::one_shot`).
+pub(crate) fn hold_export_errors() {
+    *HELD_EXPORT_ERRORS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(HeldErrors::default());
+    HOLDING_EXPORT_ERRORS.store(true, Ordering::Relaxed);
+}
+
+/// The export errors held back, if any (how many, and the first), and an end to holding them.
+pub(crate) fn take_held_export_errors() -> Option<(u64, String)> {
+    HOLDING_EXPORT_ERRORS.store(false, Ordering::Relaxed);
+    HELD_EXPORT_ERRORS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .filter(|held| held.count > 0)
+        .map(|held| (held.count, held.first))
+}
+
+/// A warning or error of the exporters: the SDK's and opentelemetry-otlp's, and foundry's span
+/// export.
+fn is_export_error(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() <= tracing::Level::WARN
+        && (metadata.target().starts_with("opentelemetry")
+            || metadata.target() == "foundry::span_export")
+}
+
+/// The layer that keeps the export errors [`hold_export_errors`] holds back.
+pub(crate) struct HeldExportErrors;
+
+impl<S: Subscriber> Layer<S> for HeldExportErrors {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !HOLDING_EXPORT_ERRORS.load(Ordering::Relaxed) || !is_export_error(event.metadata()) {
+            return;
+        }
+        let mut held = HELD_EXPORT_ERRORS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(held) = held.as_mut() else {
+            return;
+        };
+        held.count += 1;
+        let is_error = *event.metadata().level() == tracing::Level::ERROR;
+        if held.first.is_empty() || (is_error && !held.first_is_error) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let name = fields.values.remove("name");
+            let mut first = match name {
+                Some(name) if fields.message.is_empty() => {
+                    name.as_str().unwrap_or_default().to_owned()
+                }
+                _ => fields.message,
+            };
+            for (key, value) in &fields.values {
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                let space = if first.is_empty() { "" } else { " " };
+                let _ = write!(first, "{space}{key}={value}");
+            }
+            held.first = first;
+            held.first_is_error = is_error;
+        }
+    }
+}
+
 /// The stderr log layer: `filter` (from `RUST_LOG`) decides which events print.
 pub(crate) fn layer<S>(
     format: LogFormat,
@@ -139,6 +221,9 @@ where
 
 fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
     static LAST_SEEN: Mutex<Option<HashMap<Identifier, Instant>>> = Mutex::new(None);
+    if HOLDING_EXPORT_ERRORS.load(Ordering::Relaxed) && is_export_error(metadata) {
+        return false;
+    }
     if !metadata.target().starts_with("opentelemetry") {
         return true;
     }

@@ -43,6 +43,9 @@ use crate::{
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
 /// [`crate::http::DRAIN_TIMEOUT`] a service exits within 5 s of SIGTERM.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The target of what shutdown says once the providers are gone: the log output only, since the
+/// OTLP log bridge has nowhere left to send it.
+const SHUTDOWN_TARGET: &str = "foundry::telemetry::shutdown";
 
 /// The instrumentation scope of every span foundry and the services create.
 pub(crate) const INSTRUMENTATION_SCOPE: &str = "logos";
@@ -180,8 +183,17 @@ impl Telemetry {
             });
         let finished = spawned.is_ok() && done_rx.recv_timeout(remaining()).is_ok();
         drop(export_runtime);
+        if let Some((count, first)) = logging::take_held_export_errors() {
+            tracing::warn!(
+                target: SHUTDOWN_TARGET,
+                name = "Telemetry.NotExported",
+                errors = i64::try_from(count).unwrap_or(i64::MAX),
+                "telemetry was not exported ({count} export errors); the first: {first}"
+            );
+        }
         if !finished {
             tracing::warn!(
+                target: SHUTDOWN_TARGET,
                 timeout_ms = SHUTDOWN_TIMEOUT.as_millis() as i64,
                 "telemetry shutdown timed out; unexported data was dropped"
             );
@@ -511,6 +523,11 @@ fn install(
     let subscriber = tracing_subscriber::registry()
         .with(span_filter(span_scoped))
         .with(logging::layer(config.log_format, log_filter, span_scoped))
+        .with(
+            config
+                .export_errors_at_exit
+                .then_some(logging::HeldExportErrors),
+        )
         .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {
             logging::EventsOnly::new(
@@ -524,6 +541,9 @@ fn install(
         }));
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    if config.export_errors_at_exit {
+        logging::hold_export_errors();
+    }
 
     install_globals(&tracer_provider, &meter_provider, registry);
     crate::propagators::install(&config.propagators);
@@ -620,6 +640,7 @@ fn no_telemetry_about_telemetry() -> Targets {
             logging::REQUEST_LOG_SPAN_TARGET,
             tracing::level_filters::LevelFilter::OFF,
         )
+        .with_target(SHUTDOWN_TARGET, tracing::level_filters::LevelFilter::OFF)
         .with_target(
             "opentelemetry_sdk",
             tracing::level_filters::LevelFilter::OFF,

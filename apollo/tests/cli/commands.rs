@@ -120,6 +120,52 @@ async fn an_unreachable_service_is_one_line_on_stderr_and_exit_code_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_one_warning_line_beside_the_answer() {
+    let (sophia, hermes) = services().await;
+    let collector = closed_url();
+    for protocol in ["grpc", "http/protobuf"] {
+        // Arrange
+        let mut command = apollo_command(&sophia, &hermes, &["state"]);
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol);
+
+        // Act
+        let output = run(command).await;
+
+        // Assert: the answer as usual, and one line for the spans, metrics and logs not exported.
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{protocol}: {stderr}");
+        assert!(stdout.contains("trace_id: "), "{protocol}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{protocol}: {stderr}");
+        assert!(
+            stderr.contains("WARN foundry::telemetry::shutdown: telemetry was not exported ("),
+            "{protocol}: {stderr}"
+        );
+        assert!(stderr.contains("ExportError"), "{protocol}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_collector_down_too_the_command_still_ends_on_its_one_error_line() {
+    let closed = closed_url();
+    let mut command = apollo_command(&closed, &closed, &["plan", "Open the door"]);
+    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", closed_url());
+
+    let output = run(command).await;
+
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("telemetry was not exported"), "{stderr}");
+    assert!(
+        lines[1].starts_with("apollo: sophia is unreachable at "),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_answer_is_reported_with_its_code_in_json() {
     let (sophia, hermes) = services().await;
 

@@ -200,8 +200,16 @@ impl TelemetryConfig {
         self.otlp.as_ref().map(|otlp| otlp.retries)
     }
 
-    /// Turns off the retries of every signal's OTLP export (a one-shot command's: see
-    /// `OtlpConfig::retries`).
+    /// A one-shot command's telemetry: its exports are not retried (with the collector down,
+    /// the flush at exit is one refused attempt, not the whole backoff), and their errors are
+    /// said in one log line at exit instead of one line per signal, beside the command's own
+    /// output.
+    pub fn one_shot(&mut self) {
+        self.disable_retries();
+        self.export_errors_at_exit = true;
+    }
+
+    /// Turns off the retries of every signal's OTLP export (see `OtlpConfig::retries`).
     pub fn disable_retries(&mut self) {
         if let Some(otlp) = &mut self.otlp {
             otlp.retries = false;
