@@ -67,6 +67,10 @@ pub struct TelemetryConfig {
     /// (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`);
     /// `None`: no limit.
     pub(crate) span_attribute_value_length_limit: Option<usize>,
+    /// What a log record keeps: attributes (`OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT`, else
+    /// `OTEL_ATTRIBUTE_COUNT_LIMIT`), and characters of a string attribute value
+    /// (`OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`).
+    pub(crate) log_record_limits: crate::value_limit::LogRecordLimits,
     /// The log record processor's queue, batch and schedule (`OTEL_BLRP_*`).
     pub(crate) log_batch: LogBatch,
     /// `LOGOS_TELEMETRY_PIPELINE`: foundry's export path, or the SDK's.
@@ -427,16 +431,20 @@ impl TelemetryConfig {
                 )?,
                 max_attributes_per_link: parse_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", var, 128)?,
             }),
-            span_attribute_value_length_limit: match var("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
-                Some(_) => {
-                    Some(parse_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", var, 0)? as usize)
-                }
-                None => match var("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") {
-                    Some(_) => {
-                        Some(parse_limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", var, 0)? as usize)
-                    }
-                    None => None,
-                },
+            span_attribute_value_length_limit: parse_length_limit(
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                var,
+            )?,
+            log_record_limits: crate::value_limit::LogRecordLimits {
+                attributes: parse_limit(
+                    "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+                    var,
+                    parse_limit("OTEL_ATTRIBUTE_COUNT_LIMIT", var, 128)?,
+                )? as usize,
+                value_length: parse_length_limit(
+                    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                    var,
+                )?,
             },
             log_batch: {
                 let max_queue = parse_count("OTEL_BLRP_MAX_QUEUE_SIZE", var, 2048)?;
@@ -599,7 +607,21 @@ fn parse_whole(
     }
 }
 
-/// A limit of spans: a whole number of attributes, events, links or characters (0 keeps none).
+/// A value length limit: `variable`, else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else none.
+fn parse_length_limit(
+    variable: &'static str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<usize>, ConfigError> {
+    for variable in [variable, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"] {
+        if var(variable).is_some() {
+            return Ok(Some(parse_limit(variable, &var, 0)? as usize));
+        }
+    }
+    Ok(None)
+}
+
+/// A limit of spans or log records: a whole number of attributes, events, links or characters
+/// (0 keeps none).
 fn parse_limit(
     variable: &'static str,
     var: impl Fn(&str) -> Option<String>,

@@ -37,7 +37,7 @@ use crate::{
     otlp::{LOCAL_BATCH_DELAY, LOCAL_METRIC_INTERVAL, LocalExporter, LocalSink},
     sampling,
     span_export::{BatchSettings, OtlpSpanProcessor},
-    value_limit::ValueLengthLimit,
+    value_limit::{LogRecordLimit, ValueLengthLimit},
 };
 
 /// How long [`Telemetry`]'s shutdown may take, collector up or down: with the request drain of
@@ -487,26 +487,28 @@ fn install(
                 .with_scheduled_delay(config.log_batch.schedule_delay)
                 .build();
             builder =
-                builder.with_log_processor(
+                builder.with_log_processor(LogRecordLimit::new(
                     opentelemetry_sdk::logs::BatchLogProcessor::builder(
                         ShutdownAwareLogExporter::new(retrying, once, log_shutdown.clone()),
                     )
                     .with_batch_config(batch)
                     .build(),
-                );
+                    config.log_record_limits,
+                ));
         }
         if let Some(sink) = &sink {
             let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
                 .with_scheduled_delay(LOCAL_BATCH_DELAY)
                 .build();
-            builder = builder.with_log_processor(
+            builder = builder.with_log_processor(LogRecordLimit::new(
                 opentelemetry_sdk::logs::BatchLogProcessor::builder(LocalExporter::new(
                     sink.clone(),
                     &resource,
                 ))
                 .with_batch_config(batch)
                 .build(),
-            );
+                config.log_record_limits,
+            ));
         }
         Some(builder.build())
     } else {

@@ -519,3 +519,82 @@ async fn the_log_batch_size_bounds_each_log_export() {
         }
     }
 }
+
+/// The child of the log record limit test: one record with three attributes, then shutdown.
+fn one_log_record_with_three_attributes() {
+    let telemetry = crate::export::init_child_telemetry();
+    tracing::info!(
+        detail = "abcdefgh",
+        first = 1_i64,
+        second = 2_i64,
+        "a log record"
+    );
+    println!("CHILD finished={}", telemetry.shutdown());
+}
+
+#[tokio::test]
+async fn the_log_record_limits_cut_values_and_drop_attributes() {
+    if is_child() {
+        return one_log_record_with_three_attributes();
+    }
+    let name = "signals::the_log_record_limits_cut_values_and_drop_attributes";
+    // (the limits, the value `detail` keeps, whether `second` is kept)
+    type Limits = &'static [(&'static str, &'static str)];
+    let cases: [(Limits, &str, bool); 4] = [
+        (&[], "abcdefgh", true),
+        (&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")], "abcd", true),
+        (
+            &[
+                ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4"),
+                ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "6"),
+            ],
+            "abcdef",
+            true,
+        ),
+        (
+            &[
+                ("OTEL_ATTRIBUTE_COUNT_LIMIT", "1"),
+                ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "2"),
+            ],
+            "abcdefgh",
+            false,
+        ),
+    ];
+    for (limits, detail, second) in cases {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ];
+        env.extend_from_slice(limits);
+
+        // Act
+        let output = run_child(name, &env).await;
+
+        // Assert: the string is cut to the record's limit, the attributes past the count dropped;
+        // the body and the trace context are kept.
+        assert_eq!(child_value(&output, "finished"), "true", "{limits:?}");
+        let records = receiver.log_records();
+        let record = records
+            .iter()
+            .find(|record| record.contains("a log record"))
+            .unwrap_or_else(|| panic!("{limits:?}: {records:#?}"));
+        assert!(
+            record.contains(&format!("StringValue(\"{detail}\")")),
+            "{limits:?}: {record}"
+        );
+        assert!(record.contains("key: \"first\""), "{limits:?}: {record}");
+        assert_eq!(
+            record.contains("key: \"second\""),
+            second,
+            "{limits:?}: {record}"
+        );
+        assert!(
+            record.contains("severity_text: \"INFO\""),
+            "{limits:?}: {record}"
+        );
+    }
+}
