@@ -16,7 +16,8 @@
 //! beyond it are dropped and counted), batches of `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, a batch at
 //! least every `OTEL_BSP_SCHEDULE_DELAY`, `force_flush`, and a shutdown that exports what is left
 //! within its timeout; and the exporter's: a batch refused for a transient reason is sent again
-//! with backoff (not at shutdown), while new spans queue behind it. When those retries are spent
+//! with backoff, or after the pause the collector's `RetryInfo` asks for (not at shutdown), while
+//! new spans queue behind it. When those retries are spent
 //! and the collector is still away, the batch goes back to the head of the queue and is tried
 //! again after a pause: a collector gone for less time than the queue takes to fill loses no
 //! span, and what the full queue drops is counted. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
@@ -50,8 +51,12 @@ use prost::{
     encoding::{WireType, encoded_len_varint, key_len},
 };
 use tonic::{codegen::http::uri::PathAndQuery, metadata::MetadataMap, transport::Channel};
+use tonic_types::StatusExt as _;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The longest pause a collector's `RetryInfo` is obeyed for (opentelemetry-otlp's cap too).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Export failures and dropped spans are logged at most this often, with counts.
 const WARNING_INTERVAL: Duration = Duration::from_secs(30);
@@ -447,16 +452,21 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                         break;
                     }
                     Err(failure) => {
+                        // The backoff's pause, or longer if the collector asked for longer.
                         let retry = failure.transient
                             && !shutdown
                             && delays.next().is_some_and(|delay| {
-                                Instant::now() + *delay < deadline && shared.pause(*delay)
+                                let delay = failure.retry_after.map_or(*delay, |d| d.max(*delay));
+                                Instant::now() + delay < deadline && shared.pause(delay)
                             });
                         if !retry {
                             if failure.transient && !shutdown && shared.settings.retries {
                                 // The rest of this round waits with it.
                                 held[index] = true;
-                                hold_until = Some(Instant::now() + HOLD_PAUSE);
+                                let pause = failure
+                                    .retry_after
+                                    .map_or(HOLD_PAUSE, |d| d.max(HOLD_PAUSE));
+                                hold_until = Some(Instant::now() + pause);
                                 warnings.export_waiting(&failure.error, SystemTime::now());
                             } else {
                                 warnings.export_failed(
@@ -523,11 +533,13 @@ struct Sender {
     runtime: tokio::runtime::Handle,
 }
 
-/// Why an export of `lost` spans failed, and whether trying again may help.
+/// Why an export of `lost` spans failed, whether trying again may help, and how long the
+/// collector asked to be left alone first (its `RetryInfo`).
 struct Failure {
     lost: usize,
     error: String,
     transient: bool,
+    retry_after: Option<Duration>,
 }
 
 impl Sender {
@@ -542,21 +554,31 @@ impl Sender {
                 lost: spans,
                 error: error.to_string(),
                 transient: true,
+                retry_after: None,
             })?;
             let codec = tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
             let response = client
                 .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
                 .await
-                .map_err(|status| Failure {
-                    lost: spans,
-                    error: format!("{}: {}", status.code(), status.message()),
-                    transient: is_transient(status.code()) || is_cut_off(&status),
+                .map_err(|status| {
+                    let retry_after = status
+                        .get_details_retry_info()
+                        .and_then(|info| info.retry_delay)
+                        .map(|delay| delay.min(MAX_RETRY_AFTER));
+                    Failure {
+                        lost: spans,
+                        error: format!("{}: {}", status.code(), status.message()),
+                        transient: is_transient(status.code(), retry_after.is_some())
+                            || is_cut_off(&status),
+                        retry_after,
+                    }
                 })?;
             match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_spans > 0 => Err(Failure {
                     lost: usize::try_from(partial.rejected_spans).unwrap_or(spans),
                     error: format!("the collector rejected spans: {}", partial.error_message),
                     transient: false,
+                    retry_after: None,
                 }),
                 _ => Ok(()),
             }
@@ -564,19 +586,20 @@ impl Sender {
     }
 }
 
-/// The gRPC codes the OTLP spec lists as retryable. `RESOURCE_EXHAUSTED` is retryable only with
-/// a `RetryInfo` detail, which this exporter does not read, so it is not retried.
-fn is_transient(code: tonic::Code) -> bool {
+/// The gRPC codes the OTLP spec lists as retryable; `RESOURCE_EXHAUSTED` only when the collector
+/// said, in a `RetryInfo` detail, when to try again.
+fn is_transient(code: tonic::Code, retry_info: bool) -> bool {
     use tonic::Code;
-    matches!(
-        code,
+    match code {
         Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::Unavailable
-            | Code::DataLoss
-    )
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => true,
+        Code::ResourceExhausted => retry_info,
+        _ => false,
+    }
 }
 
 /// A call that the connection cut off (the collector stopped mid-call, a reset) ends with no

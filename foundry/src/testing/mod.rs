@@ -389,9 +389,12 @@ struct Received {
     resources: BTreeMap<String, BTreeMap<String, AttributeValue>>,
     /// How every export arrived, in order.
     exports: Vec<ReceivedExport>,
-    /// Span exports still to refuse with `UNAVAILABLE`, and those refused so far.
+    /// Span exports still to refuse, and those refused so far.
     trace_refusals_left: usize,
     trace_refusals: usize,
+    /// How they are refused: the code, and the pause asked for in a `RetryInfo` detail
+    /// (`None`: `UNAVAILABLE`, without).
+    trace_refusal: Option<(tonic::Code, Option<Duration>)>,
 }
 
 /// How one export request arrived at an [`OtlpReceiver`].
@@ -581,9 +584,21 @@ impl TraceService for Sink {
             if received.trace_refusals_left > 0 {
                 received.trace_refusals_left -= 1;
                 received.trace_refusals += 1;
-                return Err(tonic::Status::unavailable(
-                    "the receiver is refusing, as asked",
-                ));
+                let (code, retry_after) = received
+                    .trace_refusal
+                    .unwrap_or((tonic::Code::Unavailable, None));
+                let message = "the receiver is refusing, as asked";
+                return Err(match retry_after {
+                    Some(delay) => {
+                        use tonic_types::{ErrorDetails, StatusExt as _};
+                        tonic::Status::with_error_details(
+                            code,
+                            message,
+                            ErrorDetails::with_retry_info(Some(delay)),
+                        )
+                    }
+                    None => tonic::Status::new(code, message),
+                });
             }
             received.trace_metadata = request.metadata().clone();
         }
@@ -1016,7 +1031,20 @@ impl OtlpReceiver {
     /// Answers the next `exports` span exports over gRPC with `UNAVAILABLE`, as a collector does
     /// under backpressure or while it restarts.
     pub fn refuse_span_exports(&self, exports: usize) {
-        self.sink.lock().trace_refusals_left = exports;
+        self.refuse_span_exports_with(exports, tonic::Code::Unavailable, None);
+    }
+
+    /// Answers the next `exports` span exports over gRPC with `code`, and with a `RetryInfo`
+    /// detail asking for `retry_after` when given, as a collector that sheds load does.
+    pub fn refuse_span_exports_with(
+        &self,
+        exports: usize,
+        code: tonic::Code,
+        retry_after: Option<Duration>,
+    ) {
+        let mut received = self.sink.lock();
+        received.trace_refusals_left = exports;
+        received.trace_refusal = Some((code, retry_after));
     }
 
     /// How many span exports were refused so far.

@@ -466,6 +466,74 @@ async fn a_span_export_refused_for_a_moment_is_sent_again_unless_retries_are_off
     }
 }
 
+#[tokio::test]
+async fn resource_exhausted_is_retried_only_when_the_collector_says_when() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "export::resource_exhausted_is_retried_only_when_the_collector_says_when";
+    for retry_after in [Some(Duration::from_millis(300)), None] {
+        // Arrange: a collector that sheds the first export, with or without a RetryInfo.
+        let receiver = OtlpReceiver::start().await.unwrap();
+        receiver.refuse_span_exports_with(1, tonic::Code::ResourceExhausted, retry_after);
+        let (trace_id, traceparent) = new_traceparent(true);
+        let endpoint = receiver.grpc_endpoint();
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("CHILD_TRACEPARENT", traceparent.as_str()),
+        ];
+
+        // Act
+        let wait = Duration::from_secs(if retry_after.is_some() { 10 } else { 1 });
+        let output = run_child_until_trace(name, &env, &receiver, &trace_id, wait).await;
+
+        // Assert: sent again after the pause asked for; without one, lost (as the OTLP spec says).
+        assert_eq!(child_value(&output, "status"), "200");
+        assert_eq!(receiver.refused_span_exports(), 1, "{retry_after:?}");
+        let expected = usize::from(retry_after.is_some());
+        assert_eq!(receiver.span_count(), expected, "{retry_after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_waits_as_long_as_the_collector_asks() {
+    if is_child() {
+        return child_service().await;
+    }
+    let name = "export::a_retry_waits_as_long_as_the_collector_asks";
+    // Arrange: a collector that sheds the first export and asks for 20 s: more than one export
+    // may take, so the batch waits in the queue for that long rather than the usual 100 ms.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    receiver.refuse_span_exports_with(1, tonic::Code::Unavailable, Some(Duration::from_secs(20)));
+    let (trace_id, traceparent) = new_traceparent(true);
+    let endpoint = receiver.grpc_endpoint();
+    let stop = std::env::temp_dir().join(format!("foundry-stop-{trace_id}"));
+    let stop_file = stop.to_string_lossy().into_owned();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("CHILD_TRACEPARENT", traceparent.as_str()),
+        ("CHILD_STOP_FILE", stop_file.as_str()),
+    ];
+
+    // Act: two seconds after the refusal, the child is stopped.
+    let (output, (refused, arrived)) = tokio::join!(run_child(name, &env), async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receiver.refused_span_exports() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seen = (receiver.refused_span_exports(), receiver.span_count());
+        std::fs::write(&stop, b"").unwrap();
+        seen
+    });
+    let _ = std::fs::remove_file(&stop);
+
+    // Assert: nothing was sent again within the pause; the shutdown's last attempt sends it.
+    assert_eq!(child_value(&output, "status"), "200");
+    assert_eq!((refused, arrived), (1, 0));
+    assert_eq!(receiver.span_count(), 1, "sent at shutdown");
+}
+
 /// A proxy in front of `target` that reads the first `cuts` connections for a moment and then
 /// closes them, as a collector that stops in the middle of a call does; later connections are
 /// passed through. Returns its address and the count of connections cut.
