@@ -15,9 +15,7 @@ use serde::Serialize;
 use utoipa::{
     IntoResponses, OpenApi, ToSchema,
     openapi::{
-        Content, InfoBuilder, OpenApi as Document, RefOr, Response, ResponseBuilder,
-        schema::Ref,
-        security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
+        Content, InfoBuilder, OpenApi as Document, RefOr, Response, ResponseBuilder, schema::Ref,
     },
 };
 
@@ -180,48 +178,6 @@ pub fn document(routes: Document, service: &str, version: &str) -> Document {
         )))
         .build();
     document
-}
-
-/// Documents a service that may require `Authorization: Bearer <token>`: a `bearer` security
-/// scheme, and on every operation but `/health` and `/metrics` (never behind the token) the
-/// requirement "the token or nothing" (whether one is needed is the service's configuration) and
-/// the 401 `unauthorized` it answers without a valid one.
-pub fn require_bearer_token(document: &mut Document, service: &str) {
-    document
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    let (status, unauthorized) = error(
-        401,
-        &format!(
-            "`unauthorized`: {service} requires a bearer token and the request has no valid one"
-        ),
-    );
-    for (path, item) in &mut document.paths.paths {
-        if crate::http::UNTRACED_PATHS.contains(&path.as_str()) {
-            continue;
-        }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            operation
-                .responses
-                .responses
-                .insert(status.clone(), unauthorized.clone());
-            operation.security = Some(vec![
-                SecurityRequirement::new("bearer", Vec::<String>::new()),
-                SecurityRequirement::default(),
-            ]);
-        }
-    }
 }
 
 /// Adds `GET /openapi.json`, answering `document`, to `router`.

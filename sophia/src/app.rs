@@ -2,15 +2,9 @@
 
 use std::time::Duration;
 
-use axum::{
-    Router,
-    extract::{Request, State},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
-};
+use axum::{Router, middleware};
 pub use foundry::http::Application;
-use foundry::http::{Downstream, ErrorResponse};
-use http::StatusCode;
+use foundry::http::Downstream;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{config::Config, hcg::Hcg, hermes::Hermes, routes, state::Cwm};
@@ -70,45 +64,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .split_for_parts();
     let mut document = foundry::openapi::document(api, "sophia", env!("CARGO_PKG_VERSION"));
-    foundry::openapi::require_bearer_token(&mut document, "sophia");
+    crate::auth::document(&mut document);
     let routes = foundry::openapi::with_document(routes, &document);
     let routes = match api_token {
-        Some(token) => routes.route_layer(middleware::from_fn_with_state(token, require_token)),
+        Some(token) => routes.route_layer(middleware::from_fn_with_state(
+            token,
+            crate::auth::require_token,
+        )),
         None => routes,
     };
     foundry::http::instrument(routes, "sophia", env!("CARGO_PKG_VERSION"))
-}
-
-/// 401 unless `Authorization: Bearer <token>` matches (the scheme's name in any case, as RFC
-/// 9110 says), with the `WWW-Authenticate` challenge a 401 must carry. The header is never
-/// recorded.
-async fn require_token(State(token): State<String>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim_matches(' '));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => (
-            [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"sophia\"")],
-            ErrorResponse::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-            ),
-        )
-            .into_response(),
-    }
-}
-
-/// Compares without an early exit, so response time does not leak how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Builds Sophia's state and binds its port (0 takes a free port).

@@ -4,6 +4,7 @@
 //! HTTP; the routes call them.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hcg;

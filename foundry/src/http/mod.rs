@@ -18,7 +18,7 @@ pub use client::{Downstream, DownstreamError, HttpClient, client, external_clien
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub(crate) use error_log::log_summaries as log_error_summaries;
 pub use serve::{Application, run_service};
-pub(crate) use server::{ServerLayer, UNTRACED_PATHS};
+pub(crate) use server::ServerLayer;
 
 /// The largest request body a service accepts; larger ones get 413.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
