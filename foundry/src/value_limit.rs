@@ -20,6 +20,24 @@ use opentelemetry_sdk::{
     trace::{Span, SpanData, SpanProcessor},
 };
 
+/// The processor methods both wrappers pass on as they are (the span and the log processor
+/// traits have them alike, but share no trait).
+macro_rules! forward_to_inner {
+    () => {
+        fn force_flush(&self) -> OTelSdkResult {
+            self.inner.force_flush()
+        }
+
+        fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+            self.inner.shutdown_with_timeout(timeout)
+        }
+
+        fn set_resource(&mut self, resource: &Resource) {
+            self.inner.set_resource(resource);
+        }
+    };
+}
+
 /// `inner`, given each ended span with its string values cut to `limit` characters; with no
 /// limit, the span as it is.
 #[derive(Debug)]
@@ -49,17 +67,7 @@ impl<P: SpanProcessor> SpanProcessor for ValueLengthLimit<P> {
         self.inner.on_end(span);
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    forward_to_inner!();
 }
 
 /// What a log record keeps.
@@ -149,17 +157,7 @@ impl<P: LogProcessor> LogProcessor for LogRecordLimit<P> {
         }
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
+    forward_to_inner!();
 }
 
 /// Whether a string in `value` (itself, or inside a list or map) is over `limit` characters.
