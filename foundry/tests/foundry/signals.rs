@@ -598,3 +598,54 @@ async fn the_log_record_limits_cut_values_and_drop_attributes() {
         );
     }
 }
+
+/// The child of the log queue test: fifty log records at once, then shutdown.
+fn fifty_log_records() {
+    let telemetry = crate::export::init_child_telemetry();
+    for record in 0..50 {
+        tracing::info!(record, "one of fifty");
+    }
+    println!("CHILD finished={}", telemetry.shutdown());
+}
+
+#[tokio::test]
+async fn a_full_log_queue_drops_what_does_not_fit() {
+    if is_child() {
+        return fifty_log_records();
+    }
+    let name = "signals::a_full_log_queue_drops_what_does_not_fit";
+    for queue in [None, Some("5")] {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.grpc_endpoint();
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ];
+        if let Some(queue) = queue {
+            env.push(("OTEL_BLRP_MAX_QUEUE_SIZE", queue));
+        }
+
+        // Act: fifty records in a few hundred microseconds, far faster than exports go.
+        let output = run_child(name, &env).await;
+
+        // Assert: the default queue holds them all; a queue of five (and so batches of five)
+        // cannot, and the SDK counts what it dropped.
+        assert_eq!(child_value(&output, "finished"), "true", "{queue:?}");
+        let received = receiver.log_export_sizes().iter().sum::<usize>();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if queue.is_none() {
+            assert_eq!(received, 50, "{stderr}");
+        } else {
+            let dropped: usize = stderr
+                .split("dropped_logs_count=")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|count| count.parse().ok())
+                .unwrap_or_else(|| panic!("no count of dropped records: {stderr}"));
+            assert!(received >= 5 && dropped > 0, "{received}, {dropped}");
+            assert_eq!(received + dropped, 50, "every record received or counted");
+        }
+    }
+}
