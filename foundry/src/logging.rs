@@ -66,42 +66,74 @@ struct HeldErrors {
     first_is_error: bool,
 }
 
+/// The export errors one shutdown says in one line.
+pub(crate) struct HeldExportErrors {
+    /// How many were held.
+    pub(crate) count: u64,
+    /// The first ERROR (else the first WARN), in words.
+    pub(crate) first: String,
+    /// Whether any was an ERROR.
+    pub(crate) error: bool,
+}
+
 /// From now on, export errors are counted and the first kept instead of logged, until
 /// [`take_held_export_errors`] (a one-shot command's log: see `TelemetryConfig::one_shot`).
 pub(crate) fn hold_export_errors() {
-    *HELD_EXPORT_ERRORS
+    let mut held = HELD_EXPORT_ERRORS
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(HeldErrors::default());
+        .unwrap_or_else(PoisonError::into_inner);
+    *held = Some(HeldErrors::default());
     HOLDING_EXPORT_ERRORS.store(true, Ordering::Relaxed);
 }
 
-/// The export errors held back, if any (how many, and the first), and an end to holding them.
-pub(crate) fn take_held_export_errors() -> Option<(u64, String)> {
-    HOLDING_EXPORT_ERRORS.store(false, Ordering::Relaxed);
-    HELD_EXPORT_ERRORS
+/// The export errors held back, if any, and an end to holding them.
+pub(crate) fn take_held_export_errors() -> Option<HeldExportErrors> {
+    let mut held = HELD_EXPORT_ERRORS
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
+        .unwrap_or_else(PoisonError::into_inner);
+    HOLDING_EXPORT_ERRORS.store(false, Ordering::Relaxed);
+    held.take()
         .filter(|held| held.count > 0)
-        .map(|held| (held.count, held.first))
+        .map(|held| HeldExportErrors {
+            count: held.count,
+            first: held.first,
+            error: held.first_is_error,
+        })
 }
 
-/// A warning or error of the exporters: the SDK's and opentelemetry-otlp's, and foundry's span
-/// export.
+/// A warning or error of an export: the SDK's and opentelemetry-otlp's (an event name about an
+/// export or a partial success), and every one of foundry's span export.
 fn is_export_error(metadata: &tracing::Metadata<'_>) -> bool {
     *metadata.level() <= tracing::Level::WARN
-        && (metadata.target().starts_with("opentelemetry")
+        && ((metadata.target().starts_with("opentelemetry")
+            && (metadata.name().contains("Export") || metadata.name().contains("PartialSuccess")))
             || metadata.target() == "foundry::span_export")
 }
 
 /// The layer that keeps the export errors [`hold_export_errors`] holds back.
-pub(crate) struct HeldExportErrors;
+pub(crate) struct HoldExportErrors;
 
-impl<S: Subscriber> Layer<S> for HeldExportErrors {
+impl<S: Subscriber> Layer<S> for HoldExportErrors {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         if !HOLDING_EXPORT_ERRORS.load(Ordering::Relaxed) || !is_export_error(event.metadata()) {
             return;
         }
+        // In words before the lock is taken: a field's formatting must not run under it.
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let name = fields.values.remove("name");
+        let mut text = match name {
+            Some(name) if fields.message.is_empty() => name.as_str().unwrap_or_default().to_owned(),
+            _ => fields.message,
+        };
+        for (key, value) in &fields.values {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            let space = if text.is_empty() { "" } else { " " };
+            let _ = write!(text, "{space}{key}={value}");
+        }
+        let is_error = *event.metadata().level() == tracing::Level::ERROR;
         let mut held = HELD_EXPORT_ERRORS
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -109,25 +141,8 @@ impl<S: Subscriber> Layer<S> for HeldExportErrors {
             return;
         };
         held.count += 1;
-        let is_error = *event.metadata().level() == tracing::Level::ERROR;
         if held.first.is_empty() || (is_error && !held.first_is_error) {
-            let mut fields = Fields::default();
-            event.record(&mut fields);
-            let name = fields.values.remove("name");
-            let mut first = match name {
-                Some(name) if fields.message.is_empty() => {
-                    name.as_str().unwrap_or_default().to_owned()
-                }
-                _ => fields.message,
-            };
-            for (key, value) in &fields.values {
-                let value = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned);
-                let space = if first.is_empty() { "" } else { " " };
-                let _ = write!(first, "{space}{key}={value}");
-            }
-            held.first = first;
+            held.first = text;
             held.first_is_error = is_error;
         }
     }

@@ -561,14 +561,15 @@ impl Sender {
                 .unary(request, PathAndQuery::from_static(EXPORT_PATH), codec)
                 .await
                 .map_err(|status| {
-                    let retry_after = status
-                        .get_details_retry_info()
+                    let retry_info = status.get_details_retry_info();
+                    let retry_after = retry_info
+                        .as_ref()
                         .and_then(|info| info.retry_delay)
                         .map(|delay| delay.min(MAX_RETRY_AFTER));
                     Failure {
                         lost: spans,
                         error: format!("{}: {}", status.code(), status.message()),
-                        transient: is_transient(status.code(), retry_after.is_some())
+                        transient: is_transient(status.code(), retry_info.is_some())
                             || is_cut_off(&status),
                         retry_after,
                     }
@@ -587,7 +588,7 @@ impl Sender {
 }
 
 /// The gRPC codes the OTLP spec lists as retryable; `RESOURCE_EXHAUSTED` only when the collector
-/// said, in a `RetryInfo` detail, when to try again.
+/// sent a `RetryInfo` detail (that it may recover; its pause, if it gives one, is waited out).
 fn is_transient(code: tonic::Code, retry_info: bool) -> bool {
     use tonic::Code;
     match code {

@@ -183,13 +183,18 @@ impl Telemetry {
             });
         let finished = spawned.is_ok() && done_rx.recv_timeout(remaining()).is_ok();
         drop(export_runtime);
-        if let Some((count, first)) = logging::take_held_export_errors() {
-            tracing::warn!(
-                target: SHUTDOWN_TARGET,
-                name = "Telemetry.NotExported",
-                errors = i64::try_from(count).unwrap_or(i64::MAX),
-                "telemetry was not exported ({count} export errors); the first: {first}"
+        if let Some(held) = logging::take_held_export_errors() {
+            let plural = if held.count == 1 { "" } else { "s" };
+            let message = format!(
+                "telemetry was not exported ({} export error{plural}); the first: {}",
+                held.count, held.first
             );
+            // At the level of the worst held, so that `RUST_LOG=error` still shows an error.
+            if held.error {
+                tracing::error!(target: SHUTDOWN_TARGET, name = "Telemetry.NotExported", "{message}");
+            } else {
+                tracing::warn!(target: SHUTDOWN_TARGET, name = "Telemetry.NotExported", "{message}");
+            }
         }
         if !finished {
             tracing::warn!(
@@ -528,7 +533,7 @@ fn install(
         .with(
             config
                 .export_errors_at_exit
-                .then_some(logging::HeldExportErrors),
+                .then_some(logging::HoldExportErrors),
         )
         .with(span_layer(&tracer_provider))
         .with(logger_provider.as_ref().map(|provider| {

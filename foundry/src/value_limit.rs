@@ -157,23 +157,39 @@ impl<P: LogProcessor> LogProcessor for LogRecordLimit<P> {
         }
     }
 
+    fn event_enabled(
+        &self,
+        level: opentelemetry::logs::Severity,
+        target: &str,
+        name: Option<&str>,
+    ) -> bool {
+        self.inner.event_enabled(level, target, name)
+    }
+
     forward_to_inner!();
 }
 
-/// Whether a string in `value` (itself, or inside a list or map) is over `limit` characters.
+/// Whether a string in `value` (itself, or inside a list or map) is over `limit` characters, or
+/// bytes over `limit` bytes.
 fn any_value_over(value: &AnyValue, limit: usize) -> bool {
     match value {
-        AnyValue::String(text) => text.as_str().chars().nth(limit).is_some(),
+        // No more bytes than the limit: no more characters either.
+        AnyValue::String(text) => {
+            text.as_str().len() > limit && text.as_str().chars().nth(limit).is_some()
+        }
+        AnyValue::Bytes(bytes) => bytes.len() > limit,
         AnyValue::ListAny(values) => values.iter().any(|value| any_value_over(value, limit)),
         AnyValue::Map(entries) => entries.values().any(|value| any_value_over(value, limit)),
         _ => false,
     }
 }
 
-/// Cuts every string in `value` (itself, or inside a list or map) to `limit` characters.
+/// Cuts every string in `value` (itself, or inside a list or map) to `limit` characters, and bytes
+/// to `limit` bytes.
 fn truncate_any_value(value: &mut AnyValue, limit: usize) {
     match value {
         AnyValue::String(text) => truncate(text, limit),
+        AnyValue::Bytes(bytes) => bytes.truncate(limit),
         AnyValue::ListAny(values) => {
             for value in values.iter_mut() {
                 truncate_any_value(value, limit);
@@ -271,7 +287,7 @@ mod tests {
         record.set_body("a body longer than the limit".into());
         record.set_trace_context(TraceId::from(1), SpanId::from(2), Some(TraceFlags::SAMPLED));
         record.add_attribute("nested", AnyValue::ListAny(Box::new(vec!["éééé".into()])));
-        record.add_attribute("short", "ab");
+        record.add_attribute("bytes", AnyValue::Bytes(Box::new(vec![1, 2, 3, 4])));
         record.add_attribute("dropped", 1);
         let within = processor.records.create_log_record();
 
@@ -307,7 +323,7 @@ mod tests {
                     "nested".to_owned(),
                     AnyValue::ListAny(Box::new(vec!["ééé".into()]))
                 ),
-                ("short".to_owned(), "ab".into()),
+                ("bytes".to_owned(), AnyValue::Bytes(Box::new(vec![1, 2, 3]))),
             ]
         );
         assert_eq!(

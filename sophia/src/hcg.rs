@@ -370,10 +370,18 @@ pub(crate) fn now_rfc3339() -> String {
 /// depend on timestamps, which tie within a millisecond. It holds at most `capacity` entities:
 /// past that, the oldest tenth is evicted with the edges that touch them, so a long-running
 /// Sophia keeps flat memory (a plan evicted that way is then unknown to `/simulate`).
-#[derive(Debug)]
 pub struct InMemoryHcg {
     graph: RwLock<Graph>,
     capacity: usize,
+}
+
+/// Its capacity, not its contents: a graph of 100 000 entities is no debug line.
+impl fmt::Debug for InMemoryHcg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryHcg")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Entities an in-memory graph keeps by default (a plan of three steps is five entities).

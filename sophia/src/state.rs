@@ -119,10 +119,15 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     fn save(&self, state: CwmState) -> Result<(), StateError>;
 }
 
-/// The state in memory, lost at exit; starts as an empty object.
-#[derive(Debug)]
+/// The state in memory, lost at exit; starts as an empty object. Its `Debug` leaves the state out.
 pub struct InMemoryStateStore {
     current: RwLock<CwmState>,
+}
+
+impl fmt::Debug for InMemoryStateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStateStore").finish_non_exhaustive()
+    }
 }
 
 impl Default for InMemoryStateStore {

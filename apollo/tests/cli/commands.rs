@@ -120,15 +120,23 @@ async fn an_unreachable_service_is_one_line_on_stderr_and_exit_code_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_collector_is_one_warning_line_beside_the_answer() {
+async fn an_unreachable_collector_is_one_line_on_stderr_beside_the_answer() {
     let (sophia, hermes) = services().await;
     let collector = closed_url();
-    for protocol in ["grpc", "http/protobuf"] {
+    // (the protocol, RUST_LOG): the line is an ERROR, so `RUST_LOG=error` shows it too.
+    for (protocol, filter) in [
+        ("grpc", None),
+        ("http/protobuf", None),
+        ("grpc", Some("error")),
+    ] {
         // Arrange
         let mut command = apollo_command(&sophia, &hermes, &["state"]);
         command
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol);
+        if let Some(filter) = filter {
+            command.env("RUST_LOG", filter);
+        }
 
         // Act
         let output = run(command).await;
@@ -139,7 +147,7 @@ async fn an_unreachable_collector_is_one_warning_line_beside_the_answer() {
         assert!(stdout.contains("trace_id: "), "{protocol}: {stdout}");
         assert_eq!(stderr.lines().count(), 1, "{protocol}: {stderr}");
         assert!(
-            stderr.contains("WARN foundry::telemetry::shutdown: telemetry was not exported ("),
+            stderr.contains("ERROR foundry::telemetry::shutdown: telemetry was not exported ("),
             "{protocol}: {stderr}"
         );
         assert!(stderr.contains("ExportError"), "{protocol}: {stderr}");
