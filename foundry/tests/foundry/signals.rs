@@ -473,37 +473,48 @@ async fn the_event_and_link_limits_bound_what_a_span_keeps() {
     }
 }
 
-/// The child of the log batch test: seven log records, then shutdown.
-fn seven_log_records() {
+/// A child of the log tests: telemetry, the records `log` writes, then shutdown.
+fn log_child(log: impl FnOnce()) {
     let telemetry = crate::export::init_child_telemetry();
-    for record in 0..7 {
-        tracing::info!(record, "a log record");
-    }
+    log();
     println!("CHILD finished={}", telemetry.shutdown());
+}
+
+/// Runs test `name` as a log child exporting its logs alone to a new receiver, with `env` added;
+/// returns the receiver and the child's output once it has stopped.
+async fn run_log_child(name: &str, env: &[(&str, &str)]) -> (OtlpReceiver, std::process::Output) {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let endpoint = receiver.grpc_endpoint();
+    let mut all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+    ];
+    all.extend_from_slice(env);
+    let output = run_child(name, &all).await;
+    (receiver, output)
 }
 
 #[tokio::test]
 async fn the_log_batch_size_bounds_each_log_export() {
     if is_child() {
-        return seven_log_records();
+        return log_child(|| {
+            for record in 0..7 {
+                tracing::info!(record, "a log record");
+            }
+        });
     }
     let name = "signals::the_log_batch_size_bounds_each_log_export";
     // (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, the largest export allowed)
     for (batch, largest) in [(None, 7), (Some("2"), 2)] {
         // Arrange
-        let receiver = OtlpReceiver::start().await.unwrap();
-        let endpoint = receiver.grpc_endpoint();
-        let mut env = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-        ];
-        if let Some(batch) = batch {
-            env.push(("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", batch));
-        }
+        let env: Vec<(&str, &str)> = batch
+            .map(|batch| ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", batch))
+            .into_iter()
+            .collect();
 
         // Act
-        let output = run_child(name, &env).await;
+        let (receiver, output) = run_log_child(name, &env).await;
 
         // Assert: all seven arrive, in exports no larger than the batch.
         assert_eq!(child_value(&output, "finished"), "true", "{batch:?}");
@@ -535,7 +546,14 @@ fn one_log_record_with_three_attributes() {
 #[tokio::test]
 async fn the_log_record_limits_cut_values_and_drop_attributes() {
     if is_child() {
-        return one_log_record_with_three_attributes();
+        return log_child(|| {
+            tracing::info!(
+                detail = "abcdefgh",
+                first = 1_i64,
+                second = 2_i64,
+                "a log record"
+            );
+        });
     }
     let name = "signals::the_log_record_limits_cut_values_and_drop_attributes";
     // (the limits, the value `detail` keeps, whether `second` is kept)
@@ -561,18 +579,8 @@ async fn the_log_record_limits_cut_values_and_drop_attributes() {
         ),
     ];
     for (limits, detail, second) in cases {
-        // Arrange
-        let receiver = OtlpReceiver::start().await.unwrap();
-        let endpoint = receiver.grpc_endpoint();
-        let mut env = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-        ];
-        env.extend_from_slice(limits);
-
         // Act
-        let output = run_child(name, &env).await;
+        let (receiver, output) = run_log_child(name, limits).await;
 
         // Assert: the string is cut to the record's limit, the attributes past the count dropped;
         // the body and the trace context are kept.
@@ -599,36 +607,25 @@ async fn the_log_record_limits_cut_values_and_drop_attributes() {
     }
 }
 
-/// The child of the log queue test: fifty log records at once, then shutdown.
-fn fifty_log_records() {
-    let telemetry = crate::export::init_child_telemetry();
-    for record in 0..50 {
-        tracing::info!(record, "one of fifty");
-    }
-    println!("CHILD finished={}", telemetry.shutdown());
-}
-
 #[tokio::test]
 async fn a_full_log_queue_drops_what_does_not_fit() {
     if is_child() {
-        return fifty_log_records();
+        return log_child(|| {
+            for record in 0..50 {
+                tracing::info!(record, "one of fifty");
+            }
+        });
     }
     let name = "signals::a_full_log_queue_drops_what_does_not_fit";
     for queue in [None, Some("5")] {
         // Arrange
-        let receiver = OtlpReceiver::start().await.unwrap();
-        let endpoint = receiver.grpc_endpoint();
-        let mut env = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-        ];
-        if let Some(queue) = queue {
-            env.push(("OTEL_BLRP_MAX_QUEUE_SIZE", queue));
-        }
+        let env: Vec<(&str, &str)> = queue
+            .map(|queue| ("OTEL_BLRP_MAX_QUEUE_SIZE", queue))
+            .into_iter()
+            .collect();
 
         // Act: fifty records in a few hundred microseconds, far faster than exports go.
-        let output = run_child(name, &env).await;
+        let (receiver, output) = run_log_child(name, &env).await;
 
         // Assert: the default queue holds them all; a queue of five (and so batches of five)
         // cannot, and the SDK counts what it dropped.
