@@ -531,18 +531,6 @@ async fn the_log_batch_size_bounds_each_log_export() {
     }
 }
 
-/// The child of the log record limit test: one record with three attributes, then shutdown.
-fn one_log_record_with_three_attributes() {
-    let telemetry = crate::export::init_child_telemetry();
-    tracing::info!(
-        detail = "abcdefgh",
-        first = 1_i64,
-        second = 2_i64,
-        "a log record"
-    );
-    println!("CHILD finished={}", telemetry.shutdown());
-}
-
 #[tokio::test]
 async fn the_log_record_limits_cut_values_and_drop_attributes() {
     if is_child() {
