@@ -839,8 +839,8 @@ fn fields(
     Ok(found)
 }
 
-/// A loopback address where nothing listens: a port the system gave out and took back (for a
-/// service that is down, or a receiver that appears there later).
+/// A loopback address where nothing listens: a port the system gave out and took back, for a
+/// service that is down (for a receiver that appears there later, see [`ReservedAddress`]).
 ///
 /// # Panics
 /// When no loopback port can be had.
@@ -848,6 +848,57 @@ pub fn closed_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .unwrap_or_else(|error| panic!("a free loopback port: {error}"))
+}
+
+/// A loopback port held, bound but not listening: connections to it are refused, as to a
+/// collector that is down, and no other socket can take it before a receiver starts there
+/// ([`OtlpReceiver::start_on`]).
+#[derive(Debug)]
+pub struct ReservedAddress {
+    socket: tokio::net::TcpSocket,
+    address: SocketAddr,
+}
+
+impl ReservedAddress {
+    /// Holds a free loopback port.
+    ///
+    /// # Panics
+    /// When no loopback port can be had.
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4()
+            .and_then(|socket| {
+                socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                Ok(socket)
+            })
+            .unwrap_or_else(|error| panic!("a free loopback port: {error}"));
+        let address = socket
+            .local_addr()
+            .unwrap_or_else(|error| panic!("a bound address: {error}"));
+        Self { socket, address }
+    }
+
+    /// The address held.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Default for ReservedAddress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where a receiver's gRPC server listens.
+enum GrpcPort {
+    At(SocketAddr),
+    Reserved(ReservedAddress),
+}
+
+impl From<SocketAddr> for GrpcPort {
+    fn from(address: SocketAddr) -> Self {
+        Self::At(address)
+    }
 }
 
 /// The address of a peer that accepts connections and never says a word, for as long as the
@@ -883,18 +934,13 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts both servers on free ports.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_at(
-            "127.0.0.1:0"
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-        )
-        .await
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)).into(), true, None).await
     }
 
-    /// Starts the gRPC server on `grpc_address` (a test may reserve a port first and start the
-    /// receiver there later) and the HTTP server on a free port.
-    pub async fn start_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
-        Self::start_with(grpc_address, true, None).await
+    /// Starts the gRPC server on the `reserved` port (a collector that appears where the services
+    /// have been exporting all along) and the HTTP server on a free port.
+    pub async fn start_on(reserved: ReservedAddress) -> std::io::Result<Self> {
+        Self::start_with(GrpcPort::Reserved(reserved), true, None).await
     }
 
     /// A receiver whose gRPC and HTTP servers speak TLS with the PEM `certificate` and `key`,
@@ -910,27 +956,35 @@ impl OtlpReceiver {
             key: key.to_vec(),
             client_ca: client_ca.to_vec(),
         };
-        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), true, Some(tls)).await
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            true,
+            Some(tls),
+        )
+        .await
     }
 
     /// A receiver that only counts spans, for benchmarks: [`Self::spans`] stays empty.
     pub async fn start_counting() -> std::io::Result<Self> {
-        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), false, None).await
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)).into(), false, None).await
     }
 
     /// [`Self::start_counting`] with the gRPC server on `grpc_address`: a receiver that stops
     /// and comes back on the same port, for the soak.
     pub async fn start_counting_at(grpc_address: SocketAddr) -> std::io::Result<Self> {
-        Self::start_with(grpc_address, false, None).await
+        Self::start_with(grpc_address.into(), false, None).await
     }
 
     async fn start_with(
-        grpc_address: SocketAddr,
+        grpc: GrpcPort,
         keep_spans: bool,
         tls: Option<ServerTls>,
     ) -> std::io::Result<Self> {
         let sink = Sink::default();
-        let grpc_listener = tokio::net::TcpListener::bind(grpc_address).await?;
+        let grpc_listener = match grpc {
+            GrpcPort::At(address) => tokio::net::TcpListener::bind(address).await?,
+            GrpcPort::Reserved(reserved) => reserved.socket.listen(1024)?,
+        };
         let grpc_address = grpc_listener.local_addr()?;
         let http_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let http_address = http_listener.local_addr()?;

@@ -18,9 +18,10 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn with_the_receiver_down_the_chain_works_and_export_starts_when_it_appears() {
-    // Arrange: the services export to a port nobody listens on.
-    let address = foundry::testing::closed_address();
-    let export = Export::to(&format!("http://{address}"));
+    // Arrange: the services export to a port held for the receiver, which refuses connections
+    // until the receiver starts there.
+    let reserved = foundry::testing::ReservedAddress::new();
+    let export = Export::to(&format!("http://{}", reserved.address()));
     let hermes = Service::hermes(&export).await;
     let sophia = Service::sophia(&export, &hermes.url).await;
 
@@ -37,9 +38,9 @@ async fn with_the_receiver_down_the_chain_works_and_export_starts_when_it_appear
     );
 
     // Act: a receiver appears where they export; the same services, not restarted.
-    let receiver = OtlpReceiver::start_at(address)
+    let receiver = OtlpReceiver::start_on(reserved)
         .await
-        .expect("the port is still free");
+        .expect("a receiver on the held port");
     let exported = apollo(&export, &sophia.url, &hermes.url, &["plan", GOAL]).await;
 
     // Assert: the whole trace arrives, from all three processes.
