@@ -54,19 +54,13 @@ pub(crate) fn request_log_spans() -> bool {
 /// The export errors held back since [`hold_export_errors`]: how many, and the first in words
 /// (the first ERROR, else the first WARN). `None`: they are logged as they happen (a service's
 /// way).
-static HELD_EXPORT_ERRORS: Mutex<Option<HeldErrors>> = Mutex::new(None);
+static HELD_EXPORT_ERRORS: Mutex<Option<HeldExportErrors>> = Mutex::new(None);
 
 /// Whether export errors are held back: a cheap check for the output's filter.
 static HOLDING_EXPORT_ERRORS: AtomicBool = AtomicBool::new(false);
 
-#[derive(Default)]
-struct HeldErrors {
-    count: u64,
-    first: String,
-    first_is_error: bool,
-}
-
 /// The export errors one shutdown says in one line.
+#[derive(Default)]
 pub(crate) struct HeldExportErrors {
     /// How many were held.
     pub(crate) count: u64,
@@ -82,7 +76,7 @@ pub(crate) fn hold_export_errors() {
     let mut held = HELD_EXPORT_ERRORS
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    *held = Some(HeldErrors::default());
+    *held = Some(HeldExportErrors::default());
     HOLDING_EXPORT_ERRORS.store(true, Ordering::Relaxed);
 }
 
@@ -92,13 +86,7 @@ pub(crate) fn take_held_export_errors() -> Option<HeldExportErrors> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     HOLDING_EXPORT_ERRORS.store(false, Ordering::Relaxed);
-    held.take()
-        .filter(|held| held.count > 0)
-        .map(|held| HeldExportErrors {
-            count: held.count,
-            first: held.first,
-            error: held.first_is_error,
-        })
+    held.take().filter(|held| held.count > 0)
 }
 
 /// A warning or error of an export: the SDK's and opentelemetry-otlp's (an event name about an
@@ -141,9 +129,9 @@ impl<S: Subscriber> Layer<S> for HoldExportErrors {
             return;
         };
         held.count += 1;
-        if held.first.is_empty() || (is_error && !held.first_is_error) {
+        if held.first.is_empty() || (is_error && !held.error) {
             held.first = text;
-            held.first_is_error = is_error;
+            held.error = is_error;
         }
     }
 }
