@@ -573,64 +573,79 @@ fn from_proto(
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
+impl Sink {
+    /// The refusal of a span export while [`OtlpReceiver::refuse_span_exports_with`] asks for
+    /// one; else the request's metadata, kept.
+    fn refuse_or_keep_metadata(
         &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        {
-            let mut received = self.lock();
-            if received.trace_refusals_left > 0 {
-                received.trace_refusals_left -= 1;
-                received.trace_refusals += 1;
-                let (code, retry_after) = received
-                    .trace_refusal
-                    .unwrap_or((tonic::Code::Unavailable, None));
-                let message = "the receiver is refusing, as asked";
-                return Err(match retry_after {
-                    Some(delay) => {
-                        use tonic_types::{ErrorDetails, StatusExt as _};
-                        tonic::Status::with_error_details(
-                            code,
-                            message,
-                            ErrorDetails::with_retry_info(Some(delay)),
-                        )
-                    }
-                    None => tonic::Status::new(code, message),
-                });
-            }
-            received.trace_metadata = request.metadata().clone();
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), tonic::Status> {
+        let mut received = self.lock();
+        if received.trace_refusals_left == 0 {
+            received.trace_metadata = metadata.clone();
+            return Ok(());
         }
-        self.record_grpc("traces", &request);
-        self.traces(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        received.trace_refusals_left -= 1;
+        received.trace_refusals += 1;
+        let (code, retry_after) = received
+            .trace_refusal
+            .unwrap_or((tonic::Code::Unavailable, None));
+        let message = "the receiver is refusing, as asked";
+        Err(match retry_after {
+            Some(delay) => {
+                use tonic_types::{ErrorDetails, StatusExt as _};
+                tonic::Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_retry_info(Some(delay)),
+                )
+            }
+            None => tonic::Status::new(code, message),
+        })
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.record_grpc("metrics", &request);
-        self.metrics(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
+/// The gRPC service of one signal: its export is recorded, then kept by `$keep`; spans may be
+/// refused first.
+macro_rules! grpc_service {
+    ($service:ident, $request:ty, $response:ty, $signal:literal, $keep:ident $(, $refuse:ident)?) => {
+        #[tonic::async_trait]
+        impl $service for Sink {
+            async fn export(
+                &self,
+                request: tonic::Request<$request>,
+            ) -> Result<tonic::Response<$response>, tonic::Status> {
+                $(self.$refuse(request.metadata())?;)?
+                self.record_grpc($signal, &request);
+                self.$keep(request.into_inner());
+                Ok(tonic::Response::new(<$response>::default()))
+            }
+        }
+    };
 }
 
-#[tonic::async_trait]
-impl LogsService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.record_grpc("logs", &request);
-        self.logs(request.into_inner());
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
+grpc_service!(
+    TraceService,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    "traces",
+    traces,
+    refuse_or_keep_metadata
+);
+grpc_service!(
+    MetricsService,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+    "metrics",
+    metrics
+);
+grpc_service!(
+    LogsService,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    "logs",
+    logs
+);
 
 /// The PEM files of a receiver's mTLS: its certificate and key, and the CA of its clients.
 struct ServerTls {
