@@ -87,25 +87,6 @@ pub async fn plan(State(services): State<Services>, JsonBody(body): JsonBody<Val
     perform(&services, Action::Plan(body), true).await
 }
 
-/// `POST /api/simulate` `{"plan_id", "k_steps"?, "initial_state"?}`.
-#[utoipa::path(
-    post,
-    path = "/api/simulate",
-    tag = "api",
-    request_body(content = Object, description = "`{\"plan_id\", \"k_steps\"?, \"initial_state\"?}`, passed on to Sophia's `POST /simulate`"),
-    responses(
-        (status = 201, description = "Sophia's simulation", body = Object),
-        JsonBodyErrors,
-        Forwarded,
-    )
-)]
-pub async fn simulate(
-    State(services): State<Services>,
-    JsonBody(body): JsonBody<Value>,
-) -> Response {
-    perform_with(&services, body, Action::Simulate, true).await
-}
-
 /// `GET /api/state`.
 #[utoipa::path(
     get,
@@ -120,50 +101,64 @@ pub async fn state(State(services): State<Services>) -> Response {
     perform(&services, Action::State, false).await
 }
 
-/// `POST /api/embed` `{"text", "model"?}`.
-#[utoipa::path(
-    post,
-    path = "/api/embed",
-    tag = "api",
-    request_body(content = Object, description = "`{\"text\", \"model\"?}`, passed on to Hermes' `POST /embed_text`"),
-    responses(
-        (status = 200, description = "Hermes' embedding", body = Object),
-        JsonBodyErrors,
-        Forwarded,
-    )
-)]
-pub async fn embed(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    perform_with(&services, body, Action::Embed, false).await
+/// A route that passes its JSON object on to Sophia or Hermes as one action: its path, what its
+/// body holds, its success, and the action (all but `plan`, which rewrites its body, and `state`).
+macro_rules! forwarding_route {
+    ($(#[doc = $doc:literal])* $name:ident, $path:literal, $body:literal,
+     ($status:literal, $answer:literal), $action:expr) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "api",
+            request_body(content = Object, description = $body),
+            responses(
+                (status = $status, description = $answer, body = Object),
+                JsonBodyErrors,
+                Forwarded,
+            )
+        )]
+        pub async fn $name(
+            State(services): State<Services>,
+            JsonBody(body): JsonBody<Value>,
+        ) -> Response {
+            perform_with(&services, body, $action, $status == 201).await
+        }
+    };
 }
 
-/// `POST /api/search` `{"text", "top_k"?}`.
-#[utoipa::path(
-    post,
-    path = "/api/search",
-    tag = "api",
-    request_body(content = Object, description = "`{\"text\", \"top_k\"?}`, passed on to Hermes' `POST /search`"),
-    responses(
-        (status = 200, description = "Hermes' search results", body = Object),
-        JsonBodyErrors,
-        Forwarded,
-    )
-)]
-pub async fn search(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    perform_with(&services, body, Action::Search, false).await
-}
+forwarding_route!(
+    /// `POST /api/simulate` `{"plan_id", "k_steps"?, "initial_state"?}`.
+    simulate,
+    "/api/simulate",
+    "`{\"plan_id\", \"k_steps\"?, \"initial_state\"?}`, passed on to Sophia's `POST /simulate`",
+    (201, "Sophia's simulation"),
+    Action::Simulate
+);
 
-/// `POST /api/chat` `{"prompt" or "messages", "provider"?, "model"?, "max_tokens"?}`.
-#[utoipa::path(
-    post,
-    path = "/api/chat",
-    tag = "api",
-    request_body(content = Object, description = "`{\"prompt\" or \"messages\", \"provider\"?, \"model\"?, \"max_tokens\"?}`, passed on to Hermes' `POST /llm`"),
-    responses(
-        (status = 200, description = "Hermes' completion", body = Object),
-        JsonBodyErrors,
-        Forwarded,
-    )
-)]
-pub async fn chat(State(services): State<Services>, JsonBody(body): JsonBody<Value>) -> Response {
-    perform_with(&services, body, Action::Chat, false).await
-}
+forwarding_route!(
+    /// `POST /api/embed` `{"text", "model"?}`.
+    embed,
+    "/api/embed",
+    "`{\"text\", \"model\"?}`, passed on to Hermes' `POST /embed_text`",
+    (200, "Hermes' embedding"),
+    Action::Embed
+);
+
+forwarding_route!(
+    /// `POST /api/search` `{"text", "top_k"?}`.
+    search,
+    "/api/search",
+    "`{\"text\", \"top_k\"?}`, passed on to Hermes' `POST /search`",
+    (200, "Hermes' search results"),
+    Action::Search
+);
+
+forwarding_route!(
+    /// `POST /api/chat` `{"prompt" or "messages", "provider"?, "model"?, "max_tokens"?}`.
+    chat,
+    "/api/chat",
+    "`{\"prompt\" or \"messages\", \"provider\"?, \"model\"?, \"max_tokens\"?}`, passed on to Hermes' `POST /llm`",
+    (200, "Hermes' completion"),
+    Action::Chat
+);
