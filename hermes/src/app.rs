@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Builds Hermes' state and binds its port (0 takes a free port).
-pub async fn build(config: &Config) -> anyhow::Result<Application> {
-    let state = AppState::from_config(config)?;
+pub async fn build(config: Config) -> anyhow::Result<Application> {
+    let state = AppState::from_config(&config)?;
     Ok(Application::bind(&config.host, config.port, router(state)).await?)
 }

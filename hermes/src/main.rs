@@ -1,6 +1,6 @@
 //! The hermes binary: configuration, telemetry, and the application until it is stopped.
 
-use hermes::{app, config::Config};
+use hermes::app;
 
 /// Telemetry allocates on every span; mimalloc makes those small, short-lived allocations cheap.
 #[global_allocator]
@@ -8,11 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    foundry::http::run_service(
-        "hermes",
-        env!("CARGO_PKG_VERSION"),
-        |config: Config| async move { app::build(&config).await },
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!(error))
+    foundry::http::run_service("hermes", env!("CARGO_PKG_VERSION"), app::build)
+        .await
+        .map_err(|error| anyhow::anyhow!(error))
 }

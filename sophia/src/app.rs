@@ -77,7 +77,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Builds Sophia's state and binds its port (0 takes a free port).
-pub async fn build(config: &Config) -> anyhow::Result<Application> {
+pub async fn build(config: Config) -> anyhow::Result<Application> {
     let state = AppState::new(
         &config.hermes_url,
         Duration::from_millis(config.hermes_timeout_ms),
