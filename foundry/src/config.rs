@@ -4,11 +4,14 @@
 //! variable, never a silent default and never a panic. The fields are public so a binary's CLI can
 //! override what the environment said.
 
+pub(crate) mod propagators;
 pub(crate) mod signals;
 
 use std::{collections::HashMap, fmt, time::Duration};
 
 use opentelemetry_sdk::trace::SpanLimits;
+
+use crate::url::without_userinfo;
 
 /// The collector endpoint documented for OTLP over gRPC (the stack's collector, docs/architecture.md section 6).
 pub(crate) const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -40,7 +43,7 @@ pub struct TelemetryConfig {
     /// Extra resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, in their given order.
     pub(crate) resource_attributes: Vec<(String, String)>,
     /// `OTEL_PROPAGATORS`: the context formats read and written, in order.
-    pub(crate) propagators: Vec<crate::propagators::Propagator>,
+    pub(crate) propagators: Vec<crate::config::propagators::Propagator>,
     /// The head sampler, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
     pub(crate) sampler: SamplerConfig,
     /// `OTEL_METRIC_EXPORT_INTERVAL`: time between OTLP metric exports.
@@ -404,7 +407,7 @@ impl TelemetryConfig {
             console: parse_bool("OTEL_EXPORT_CONSOLE", var("OTEL_EXPORT_CONSOLE"))?,
             signals,
             resource_attributes,
-            propagators: crate::propagators::parse(var("OTEL_PROPAGATORS").as_deref())?,
+            propagators: crate::config::propagators::parse(var("OTEL_PROPAGATORS").as_deref())?,
             sampler: parse_sampler(
                 var("OTEL_TRACES_SAMPLER").as_deref(),
                 var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
@@ -482,23 +485,13 @@ impl TelemetryConfig {
 }
 
 pub(crate) fn parse_endpoint(variable: &'static str, value: &str) -> Result<String, ConfigError> {
-    crate::http::parse_service_url(value).map_err(|reason| {
+    crate::url::parse_service_url(value).map_err(|reason| {
         ConfigError::new(
             variable,
             &without_userinfo(value),
             format!("{reason}, such as {DEFAULT_OTLP_GRPC_ENDPOINT}"),
         )
     })
-}
-
-/// `value` without any `user:password@`, for error messages.
-pub(crate) fn without_userinfo(value: &str) -> String {
-    match (value.find("://"), value.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***@{}", &value[..scheme_end + 3], &value[at + 1..])
-        }
-        _ => value.to_owned(),
-    }
 }
 
 pub(crate) fn parse_protocol(variable: &'static str, value: &str) -> Result<Protocol, ConfigError> {
@@ -945,11 +938,6 @@ mod tests {
         let error = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:s3cret@collector")])
             .expect_err("ftp");
         assert!(!error.to_string().contains("s3cret"), "{error}");
-        assert_eq!(
-            without_userinfo("http://a:b@host:1/x"),
-            "http://***@host:1/x"
-        );
-        assert_eq!(without_userinfo("http://host:1"), "http://host:1");
     }
 
     #[test]

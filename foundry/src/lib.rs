@@ -28,6 +28,7 @@
 pub mod config;
 mod console;
 mod context;
+mod error_log;
 pub mod http;
 mod log_export;
 mod logging;
@@ -36,13 +37,13 @@ pub mod openapi;
 pub mod otlp;
 pub mod profile;
 mod propagation;
-mod propagators;
 mod sampling;
 mod shutdown;
 mod span_export;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod url;
 mod value_limit;
 
 pub(crate) use shutdown::shutdown_signal;

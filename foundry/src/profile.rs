@@ -29,8 +29,8 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Deserialize;
 
 use crate::{
-    config::{ConfigError, TelemetryConfig, without_userinfo},
-    http::parse_service_url,
+    config::{ConfigError, TelemetryConfig},
+    url::{parse_service_url, without_userinfo},
 };
 
 /// The file's name, looked for in the working directory.

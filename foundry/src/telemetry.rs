@@ -162,7 +162,7 @@ impl Telemetry {
         } = providers;
         log_shutdown.begin();
         // What the error log held back is said before the logs are flushed.
-        crate::http::log_error_summaries(true);
+        crate::error_log::log_summaries(true);
         let (done_tx, done_rx) = mpsc::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         // What is left of the one budget: a collector that never answers the traces must not
@@ -553,7 +553,7 @@ fn install(
     }
 
     install_globals(&tracer_provider, &meter_provider, registry);
-    crate::propagators::install(&config.propagators);
+    crate::config::propagators::install(&config.propagators);
     drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {
@@ -583,7 +583,7 @@ fn meter_provider(
 }
 
 /// Sets the global providers and the registry behind `/metrics` (the propagators are
-/// `OTEL_PROPAGATORS`'s, installed by [`crate::propagators::install`]).
+/// `OTEL_PROPAGATORS`'s, installed by [`crate::config::propagators::install`]).
 fn install_globals(
     tracer_provider: &SdkTracerProvider,
     meter_provider: &SdkMeterProvider,

@@ -469,7 +469,7 @@ impl Downstream {
             }
             _ => DownstreamError::Unreachable {
                 service: self.service,
-                url: crate::config::without_userinfo(url),
+                url: crate::url::without_userinfo(url),
             },
         }
     }

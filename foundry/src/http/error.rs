@@ -13,7 +13,7 @@ use axum::{
 use http::{StatusCode, request::Parts};
 use serde::de::DeserializeOwned;
 
-use super::error_log::ErrorDetails;
+use crate::error_log::ErrorDetails;
 
 /// A JSON error answer with a status and a stable machine-readable `code`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,17 +6,15 @@
 
 mod client;
 mod error;
-mod error_log;
 mod protocol_errors;
 mod serve;
 pub(crate) mod server;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
-use http::Uri;
 
+pub use crate::url::parse_service_url;
 pub use client::{Downstream, DownstreamError, HttpClient, client, external_client};
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
-pub(crate) use error_log::log_summaries as log_error_summaries;
 pub use serve::{Application, run_service};
 pub(crate) use server::ServerLayer;
 
@@ -56,19 +54,4 @@ async fn method_not_allowed() -> ErrorResponse {
         "method_not_allowed",
         "this route does not accept that method",
     )
-}
-
-/// Parses a service base URL given on a command line (`--hermes-url`, `--sophia-url`): only
-/// absolute http(s) URLs, so a typo fails at startup with a clear message, not on the first
-/// request. The trailing slash is dropped.
-pub fn parse_service_url(value: &str) -> Result<String, String> {
-    let uri: Uri = value
-        .parse()
-        .map_err(|error| format!("not a URL: {error}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err("expected an absolute http:// or https:// URL".into()),
-    }
 }

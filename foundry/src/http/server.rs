@@ -26,11 +26,9 @@ use opentelemetry::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::{
-    ErrorResponse,
-    error_log::{self, ErrorDetails},
-};
+use super::ErrorResponse;
 use crate::{
+    error_log::{self, ErrorDetails},
     metrics::HttpInstruments,
     propagation::{HeaderExtractor, HeaderInjector, W3cTraceContextPropagator},
 };

@@ -6,6 +6,7 @@
 mod client;
 mod export;
 mod fuzz;
+mod modules;
 mod propagators;
 mod server;
 mod signals;

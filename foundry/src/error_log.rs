@@ -23,7 +23,7 @@ pub(crate) const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const TARGET: &str = "foundry::http::errors";
 
 /// What an error answer holds for the log, left in the response's extensions by
-/// [`super::ErrorResponse`] for the server layer, which knows the route.
+/// [`crate::http::ErrorResponse`] for the server layer, which knows the route.
 #[derive(Clone, Debug)]
 pub(crate) struct ErrorDetails {
     pub(crate) code: Cow<'static, str>,
