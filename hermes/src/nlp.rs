@@ -346,6 +346,10 @@ fn scan_word(chars: &[char], mut i: usize) -> usize {
     }
 }
 
+/// Longer words are left as they are: no English word that long has a suffix worth taking off,
+/// and the rules' cost grows with the length.
+const MAX_STEMMED_CHARS: usize = 40;
+
 /// The lower-cased dictionary form of one word: an irregular table first, then suffix rules
 /// (plural and third-person `-s`/`-es`/`-ies`, past `-ed`, progressive `-ing`) with the usual
 /// repairs (undoubling "stopped" to "stop", restoring the "e" of "placed" to "place").
@@ -362,7 +366,9 @@ pub fn lemmatize_word(word: &str) -> String {
         .or_else(|| lower.strip_suffix("\u{2019}s"))
         .map_or(lower.clone(), str::to_owned);
     let length = lower.chars().count();
-    if length <= 3 || !lower.chars().all(char::is_alphabetic) || KEEP_AS_IS.contains(lower.as_str())
+    if !(4..=MAX_STEMMED_CHARS).contains(&length)
+        || !lower.chars().all(char::is_alphabetic)
+        || KEEP_AS_IS.contains(lower.as_str())
     {
         return lower;
     }
@@ -402,8 +408,16 @@ fn irregular_lemma(word: &str) -> Option<&'static str> {
 fn is_vowel(chars: &[char], i: usize) -> bool {
     match chars[i] {
         'a' | 'e' | 'i' | 'o' | 'u' => true,
-        // "y" is a vowel after a consonant ("try"), a consonant otherwise ("play", "yes").
-        'y' => i > 0 && !is_vowel(chars, i - 1),
+        // "y" is a vowel after a consonant ("try"), a consonant otherwise ("play", "yes"); in a
+        // run of "y"s they alternate from the letter before the run (counted, not recursed: a
+        // long run must not exhaust the stack).
+        'y' => {
+            let run = chars[..=i].iter().rev().take_while(|&&c| c == 'y').count();
+            let first = i + 1 - run;
+            let first_is_vowel =
+                first > 0 && !matches!(chars[first - 1], 'a' | 'e' | 'i' | 'o' | 'u');
+            first_is_vowel == (run % 2 == 1)
+        }
         _ => false,
     }
 }
@@ -1025,6 +1039,36 @@ impl<'a> Document<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn y_is_a_vowel_after_a_consonant_also_in_a_long_run() {
+        // The definition, recursively, for the short words it can afford.
+        fn by_definition(chars: &[char], i: usize) -> bool {
+            match chars[i] {
+                'a' | 'e' | 'i' | 'o' | 'u' => true,
+                'y' => i > 0 && !by_definition(chars, i - 1),
+                _ => false,
+            }
+        }
+        for word in [
+            "yyyyy", "ayyyy", "byyyy", "played", "trying", "yes", "syzygy", "eye",
+        ] {
+            let chars: Vec<char> = word.chars().collect();
+            for i in 0..chars.len() {
+                assert_eq!(
+                    is_vowel(&chars, i),
+                    by_definition(&chars, i),
+                    "{word} at {i}"
+                );
+            }
+        }
+        // A run as long as a request may hold: neither the stack nor the time it takes grows
+        // with it (the rules are not applied to words this long).
+        let long = format!("{}ed", "y".repeat(200_000));
+        assert_eq!(lemmatize_word(&long), long);
+        let chars: Vec<char> = long.chars().collect();
+        assert!(is_vowel(&chars, 199_999) && !is_vowel(&chars, 199_998));
+    }
     use crate::text::MAX_TEXT_CHARS;
 
     const GOAL: &str = "Pick up the red block, then place it on the table and report the result.";
