@@ -19,7 +19,7 @@ use foundry::otlp::proto::{
     logs::v1::LogRecord,
     trace::v1::{Span, span::SpanKind, status::StatusCode},
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value, json};
 
 /// The longest string value kept, in bytes; a longer one is cut and ends with `…`.
@@ -271,27 +271,31 @@ impl Trace {
     /// Adds `span`, or replaces the one of the same id (a span received twice, directly and
     /// through a collector, is kept once). Returns the change in the span count.
     fn insert(&mut self, span: StoredSpan) -> isize {
+        if let Some(&position) = self.index.get(&span.span_id) {
+            // Rare (a resent span): what the replaced copy said may no longer hold.
+            self.spans[position] = span;
+            self.recompute();
+            return 0;
+        }
         self.bytes += span.bytes;
         self.start = self.start.min(span.start_time_unix_nano);
         self.end = self.end.max(span.end_time_unix_nano);
         self.error |= span.error;
-        let is_root = span.parent_span_id.is_none();
-        let (position, added) = match self.index.get(&span.span_id) {
-            Some(&position) => {
-                let replaced = std::mem::replace(&mut self.spans[position], span);
-                self.bytes -= replaced.bytes;
-                (position, 0)
-            }
-            None => {
-                self.index.insert(span.span_id, self.spans.len());
-                self.spans.push(span);
-                (self.spans.len() - 1, 1)
-            }
-        };
-        if is_root {
-            self.root = Some(position);
+        if span.parent_span_id.is_none() {
+            self.root = Some(self.spans.len());
         }
-        added
+        self.index.insert(span.span_id, self.spans.len());
+        self.spans.push(span);
+        1
+    }
+
+    /// Derives the index, size, extent, error and root again from the spans held.
+    fn recompute(&mut self) {
+        let mut fresh = Self::new(self.arrival);
+        for span in std::mem::take(&mut self.spans) {
+            fresh.insert(span);
+        }
+        *self = fresh;
     }
 
     fn summary(&self, trace_id: &TraceId) -> TraceSummary {
@@ -423,7 +427,8 @@ impl Window {
     /// Stores `spans`, then evicts the oldest traces until the window is under its cap again.
     pub fn insert_spans(&mut self, spans: Vec<(TraceId, StoredSpan)>) -> Ingested {
         let mut ingested = Ingested::default();
-        let mut touched: Vec<TraceId> = Vec::new();
+        // In order of arrival, and a set beside it: a batch may hold thousands of traces.
+        let (mut touched, mut seen) = (Vec::new(), FxHashSet::default());
         for (trace_id, span) in spans {
             let trace = self.traces.entry(trace_id).or_insert_with(|| {
                 let arrival = self.next_arrival;
@@ -436,7 +441,7 @@ impl Window {
             self.span_count = self.span_count.saturating_add_signed(added);
             self.bytes = self.bytes - before + trace.bytes;
             ingested.accepted += 1;
-            if !touched.contains(&trace_id) {
+            if seen.insert(trace_id) {
                 touched.push(trace_id);
             }
         }
@@ -459,9 +464,17 @@ impl Window {
                 continue;
             }
             if self.arrivals.is_empty() {
-                // The one trace left is over the whole cap: keep its latest spans.
+                // The one trace left is over the whole cap: keep its latest spans, or none.
                 evicted += self.trim_last(&trace_id);
-                self.arrivals.push_back((trace_id, arrival));
+                if self
+                    .traces
+                    .get(&trace_id)
+                    .is_some_and(|trace| trace.spans.is_empty())
+                {
+                    self.traces.remove(&trace_id);
+                } else {
+                    self.arrivals.push_back((trace_id, arrival));
+                }
                 break;
             }
             if let Some(trace) = self.traces.remove(&trace_id) {
@@ -487,17 +500,7 @@ impl Window {
             excess += 1;
         }
         trace.spans.drain(..excess);
-        trace.bytes = trace.spans.iter().map(|span| span.bytes).sum();
-        trace.index = trace
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(position, span)| (span.span_id, position))
-            .collect();
-        trace.root = trace
-            .spans
-            .iter()
-            .position(|span| span.parent_span_id.is_none());
+        trace.recompute();
         self.span_count = spans;
         self.bytes = bytes;
         excess as u64
@@ -815,6 +818,52 @@ mod tests {
         assert_eq!(window.span_count(), 12);
         assert_eq!(evicted, 38);
         assert_eq!(window.traces(&all())[0].trace_id, "32".repeat(16));
+    }
+
+    #[test]
+    fn a_span_larger_than_the_whole_window_leaves_no_empty_trace() {
+        // Room for one span, so 2 KiB; the span carries 3 000 bytes.
+        let mut window = Window::new(1, 10);
+        let mut otlp = span(1, 1, None, 1, 100_000_000);
+        otlp.attributes = vec![KeyValue {
+            key: "blob".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("x".repeat(3000))),
+            }),
+            ..KeyValue::default()
+        }];
+
+        let ingested = window.insert_spans(vec![stored("sophia", otlp)]);
+
+        assert_eq!(ingested.evicted, 1);
+        assert!(ingested.traces.is_empty(), "{:?}", ingested.traces);
+        assert_eq!(
+            (window.span_count(), window.trace_count(), window.bytes()),
+            (0, 0, 0)
+        );
+        assert!(window.traces(&all()).is_empty());
+        assert!(window.trace(&[1; 16]).is_none());
+    }
+
+    #[test]
+    fn a_resent_span_replaces_what_its_first_copy_said() {
+        let mut window = Window::new(10, 10);
+        let mut failing = span(1, 1, None, 1_000_000, 6_000_000);
+        failing.status = Some(Status {
+            message: "boom".into(),
+            code: StatusCode::Error as i32,
+        });
+
+        window.insert_spans(vec![stored("apollo", failing)]);
+        window.insert_spans(vec![stored("apollo", span(1, 1, None, 1_000_000, 3_000_000))]);
+
+        let summary = &window.traces(&all())[0];
+        assert!(!summary.error);
+        assert!(
+            (summary.duration_ms - 2.0).abs() < 1e-9,
+            "{}",
+            summary.duration_ms
+        );
     }
 
     #[test]
