@@ -282,8 +282,12 @@ impl LlmStats {
             self.errors += 1;
         }
         let tokens = |key| span.attribute(key).and_then(Value::as_i64).unwrap_or(0);
-        self.input_tokens += tokens("gen_ai.usage.input_tokens");
-        self.output_tokens += tokens("gen_ai.usage.output_tokens");
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(tokens("gen_ai.usage.input_tokens"));
+        self.output_tokens = self
+            .output_tokens
+            .saturating_add(tokens("gen_ai.usage.output_tokens"));
     }
 }
 

@@ -37,6 +37,16 @@ const MAX_READINGS: usize = 32;
 /// services send.
 const MAX_SERIES: usize = 4096;
 
+/// The most buckets a point may have (the services' histograms have 15): a point with more, or
+/// with counts that do not match its bounds, is not one of ours and is left out.
+const MAX_BUCKETS: usize = 256;
+
+/// The longest attribute set a series may be keyed by, in bytes, for the same reason.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// The longest `service.name` kept, in bytes; a longer one is cut and ends with `…`.
+pub const MAX_SERVICE_NAME_BYTES: usize = 256;
+
 /// One cumulative reading of a series.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Reading {
@@ -122,6 +132,10 @@ impl RedTable {
     }
 
     fn record(&mut self, service: &str, point: &HistogramDataPoint, delta: bool) {
+        let buckets = point.bucket_counts.len();
+        if buckets > MAX_BUCKETS || (buckets > 0 && buckets != point.explicit_bounds.len() + 1) {
+            return;
+        }
         let mut attributes: Vec<String> = point
             .attributes
             .iter()
@@ -129,7 +143,9 @@ impl RedTable {
             .collect();
         attributes.sort_unstable();
         let key = (service.to_owned(), attributes.join(","));
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+        if key.1.len() > MAX_KEY_BYTES
+            || (!self.series.contains_key(&key) && self.series.len() >= MAX_SERIES)
+        {
             return;
         }
         let series = self.series.entry(key).or_insert_with(|| Series {
@@ -151,9 +167,9 @@ impl RedTable {
         if delta && latest.time != 0 {
             // A delta point adds to what came before: kept as one running total.
             reading.start = latest.start;
-            reading.count += latest.count;
+            reading.count = reading.count.saturating_add(latest.count);
             for (bucket, before) in reading.buckets.iter_mut().zip(&latest.buckets) {
-                *bucket += before;
+                *bucket = bucket.saturating_add(*before);
             }
         }
         if reading.time <= latest.time {
@@ -192,10 +208,10 @@ impl RedTable {
                 });
             let recent = series.recent();
             let latest = series.latest().cloned().unwrap_or_default();
-            row.total += latest.count;
-            row.count += recent.count;
+            row.total = row.total.saturating_add(latest.count);
+            row.count = row.count.saturating_add(recent.count);
             if series.error {
-                row.errors += recent.count;
+                row.errors = row.errors.saturating_add(recent.count);
             }
             row.seconds = row
                 .seconds
@@ -206,7 +222,7 @@ impl RedTable {
                     row.buckets.resize(recent.buckets.len(), 0);
                 }
                 for (sum, count) in row.buckets.iter_mut().zip(&recent.buckets) {
-                    *sum += count;
+                    *sum = sum.saturating_add(*count);
                 }
             }
         }
@@ -244,7 +260,9 @@ struct Row {
 /// The `q` quantile in milliseconds of a histogram with `bounds` in seconds: linear within the
 /// bucket that holds it; the last finite bound for the overflow bucket; `None` when empty.
 fn quantile_ms(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
+    let total = buckets
+        .iter()
+        .fold(0u64, |sum, count| sum.saturating_add(*count));
     if total == 0 {
         return None;
     }
@@ -252,7 +270,7 @@ fn quantile_ms(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
     let mut seen = 0u64;
     for (index, count) in buckets.iter().enumerate() {
         let before = seen;
-        seen += count;
+        seen = seen.saturating_add(*count);
         if (seen as f64) < rank || *count == 0 {
             continue;
         }
@@ -268,9 +286,18 @@ fn quantile_ms(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
 
 /// The `service.name` among resource attributes (`unknown_service` without one, as the SDKs say).
 pub fn service_name(resource: Option<&Resource>) -> String {
-    resource
+    let mut name = resource
         .and_then(|resource| attribute(&resource.attributes, "service.name"))
-        .unwrap_or_else(|| "unknown_service".into())
+        .unwrap_or_else(|| "unknown_service".into());
+    if name.len() > MAX_SERVICE_NAME_BYTES {
+        let mut end = MAX_SERVICE_NAME_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
 }
 
 fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
@@ -424,5 +451,56 @@ mod tests {
             Some(200.0)
         );
         assert_eq!(quantile_ms(0.5, &[0.1], &[0, 0]), None);
+    }
+
+    #[test]
+    fn counts_near_the_top_of_u64_saturate_instead_of_overflowing() {
+        let mut table = RedTable::default();
+        let huge = u64::MAX - 10;
+
+        table.ingest(&export(10, [huge, 0, 0], [huge, 0, 0]));
+
+        let row = &table.rows()[0];
+        assert_eq!(row["requests"], u64::MAX);
+        assert!(row["p50_ms"].as_f64().is_some(), "{row}");
+    }
+
+    #[test]
+    fn points_that_are_not_the_services_histograms_are_left_out() {
+        let mut table = RedTable::default();
+        let mut request = export(10, [1, 0, 0], [1, 0, 0]);
+        let Some(metric::Data::Histogram(histogram)) =
+            &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            unreachable!("export makes a histogram");
+        };
+        // Far too many buckets; counts that do not match the bounds.
+        histogram.data_points[0].bucket_counts = vec![1; MAX_BUCKETS + 1];
+        histogram.data_points[0].explicit_bounds = vec![0.5; MAX_BUCKETS];
+        histogram.data_points[1].bucket_counts = vec![1; 2];
+
+        table.ingest(&request);
+
+        assert!(table.rows().is_empty(), "{:?}", table.rows());
+    }
+
+    #[test]
+    fn a_long_service_name_is_cut() {
+        let resource = Resource {
+            attributes: vec![kv(
+                "service.name",
+                any_value::Value::StringValue("é".repeat(MAX_SERVICE_NAME_BYTES)),
+            )],
+            ..Resource::default()
+        };
+
+        let name = service_name(Some(&resource));
+
+        assert!(
+            name.len() <= MAX_SERVICE_NAME_BYTES + '…'.len_utf8(),
+            "{}",
+            name.len()
+        );
+        assert!(name.ends_with('…'));
     }
 }

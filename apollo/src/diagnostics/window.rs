@@ -96,6 +96,7 @@ impl StoredSpan {
         let attributes = attributes(span.attributes);
         let bytes = RECORD_OVERHEAD
             + name.len()
+            + service.len()
             + message.len()
             + events.iter().map(json_bytes).sum::<usize>()
             + attributes
@@ -855,7 +856,10 @@ mod tests {
         });
 
         window.insert_spans(vec![stored("apollo", failing)]);
-        window.insert_spans(vec![stored("apollo", span(1, 1, None, 1_000_000, 3_000_000))]);
+        window.insert_spans(vec![stored(
+            "apollo",
+            span(1, 1, None, 1_000_000, 3_000_000),
+        )]);
 
         let summary = &window.traces(&all())[0];
         assert!(!summary.error);

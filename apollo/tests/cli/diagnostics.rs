@@ -442,3 +442,40 @@ async fn the_page_and_its_assets_are_served_with_a_content_security_policy() {
         json!({"jaeger": "http://jaeger.example:16686", "grafana": null})
     );
 }
+
+#[tokio::test]
+async fn token_counts_at_the_top_of_i64_saturate_instead_of_crashing_the_export() {
+    // Arrange: two LLM calls that claim the most tokens an i64 holds.
+    let diagnostics = Diagnostics::new(1000);
+    let router = apollo(&diagnostics);
+    let span = |id: &str| {
+        json!({
+            "traceId": id.repeat(16), "spanId": id.repeat(8), "name": "hermes.llm",
+            "kind": 1, "startTimeUnixNano": "1000", "endTimeUnixNano": "2000",
+            "attributes": [{"key": "gen_ai.usage.input_tokens",
+                            "value": {"intValue": i64::MAX.to_string()}}],
+        })
+    };
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "hermes"}}]},
+        "scopeSpans": [{"spans": [span("0a"), span("0b")]}],
+    }]});
+
+    // Act
+    let answer = TestResponse::of(
+        &router,
+        post(
+            "/v1/traces",
+            "application/json",
+            None,
+            body.to_string().into_bytes(),
+        ),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(answer.status, Http::OK, "{}", answer.text);
+    let llm = &diagnostics.telemetry()["llm"];
+    assert_eq!(llm["calls"], 2, "{llm}");
+    assert_eq!(llm["input_tokens"], i64::MAX, "{llm}");
+}
