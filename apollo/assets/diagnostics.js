@@ -12,6 +12,7 @@ const state = {
   services: [],      // stable colour order
   refetch: null,
   render: null,
+  reload: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -72,7 +73,7 @@ function matchesFilters(trace) {
   const f = filters();
   if (f.errors && !trace.error) return false;
   if (f.service && !trace.services.includes(f.service)) return false;
-  return true; // a name filter is checked by the server on the next full load
+  return true;
 }
 
 function renderTraces() {
@@ -269,6 +270,11 @@ function scheduleRender() {
   }, 250);
 }
 
+function scheduleReload() {
+  if (state.reload) return;
+  state.reload = setTimeout(() => { state.reload = null; loadTraces(); }, 1000);
+}
+
 function scheduleRefetch() {
   if (state.refetch) return;
   state.refetch = setTimeout(() => { state.refetch = null; loadTrace(); }, 300);
@@ -293,7 +299,11 @@ function connect() {
     if (message.type === "telemetry") {
       renderTelemetry(message);
     } else if (message.type === "trace") {
-      if (matchesFilters(message.trace)) {
+      if (filters().name && !state.traces.has(message.trace.trace_id)) {
+        // A summary names services, not spans: whether a new trace has a span of that name,
+        // the server says, in a reload shortly after.
+        scheduleReload();
+      } else if (matchesFilters(message.trace)) {
         state.traces.set(message.trace.trace_id, message.trace);
         scheduleRender();
       }

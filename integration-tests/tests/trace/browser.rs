@@ -85,6 +85,12 @@ impl Browser {
     /// Opens `url` and waits until `script` (a JavaScript expression) is true.
     async fn open_until(&self, url: &str, script: &str) {
         self.client.goto(url).await.expect("the page loads");
+        self.wait_until(script).await;
+    }
+
+    /// Waits until `script` (a JavaScript expression) is true on the page as it is.
+    async fn wait_until(&self, script: &str) {
+        let url = self.client.current_url().await.expect("a page is open");
         let deadline = std::time::Instant::now() + PAGE_DEADLINE;
         loop {
             let ready = self
@@ -232,6 +238,51 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
     assert_eq!(
         browser.eval("window.pwned === undefined").await,
         json!(true)
+    );
+
+    // Act: a span-name filter, then two traces live, only the second with a span of that name.
+    browser
+        .open_until(
+            &format!("{}/diagnostics", window.serve.url),
+            "document.querySelectorAll('#traces li').length > 0 && document.getElementById('connection').textContent === 'live'",
+        )
+        .await;
+    browser
+        .eval("(() => { const input = document.getElementById('filter-name'); input.value = 'filtered.span'; input.dispatchEvent(new Event('change')); return true; })()")
+        .await;
+    browser
+        .wait_until("document.querySelectorAll('#traces li').length === 0")
+        .await;
+    let (other, named) = ("c1".repeat(16), "c2".repeat(16));
+    for (trace_id, name) in [(&other, "other.span"), (&named, "filtered.span")] {
+        let export = json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "sophia"}}]},
+            "scopeSpans": [{"spans": [{
+                "traceId": trace_id, "spanId": "c3".repeat(8), "name": name, "kind": 2,
+                "startTimeUnixNano": "1000000", "endTimeUnixNano": "2000000",
+            }]}],
+        }]});
+        let stored = http()
+            .post(format!("{}/v1/traces", window.serve.url))
+            .header("content-type", "application/json")
+            .body(export.to_string())
+            .send()
+            .await
+            .expect("the export is sent");
+        assert!(stored.status().is_success());
+    }
+
+    // Assert: the list shows the trace with that span, and not the other one.
+    browser
+        .wait_until(&format!(
+            "document.querySelector('#traces li[data-trace-id=\"{named}\"]') !== null"
+        ))
+        .await;
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#traces li')].map(item => item.dataset.traceId)")
+            .await,
+        json!([named])
     );
     let _ = browser.client.close().await;
 }
