@@ -120,6 +120,26 @@ async fn an_unreachable_service_is_one_line_on_stderr_and_exit_code_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_service_urls_without_their_credentials() {
+    let closed = closed_url().replace("http://", "http://admin:s3cret@");
+
+    for flags in [&["status"][..], &["--json", "status"][..]] {
+        let output = apollo(&closed, &closed, flags).await;
+
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{flags:?}");
+        assert!(
+            stdout.contains("http://***@127.0.0.1:"),
+            "{flags:?}: {stdout}"
+        );
+        assert!(
+            !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+            "{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_is_one_line_on_stderr_beside_the_answer() {
     let (sophia, hermes) = services().await;
     let collector = closed_url();

@@ -245,7 +245,7 @@ impl std::fmt::Debug for Downstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Downstream")
             .field("service", &self.service)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url())
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
@@ -383,9 +383,9 @@ impl Downstream {
         self.service
     }
 
-    /// The service's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// The service's base URL as a report shows it: without any `user:password@` it holds.
+    pub fn base_url(&self) -> String {
+        crate::url::without_userinfo(&self.base_url)
     }
 
     /// `GET {base}{path}`, decoding a JSON answer. `path` is a route template (no ids): it
