@@ -261,6 +261,16 @@ impl InstrumentedStore {
     }
 }
 
+/// A vector's length, in `f64`: in `f32` the squares of components near the ends of its range
+/// underflow to 0 or overflow to infinity, and a score of 0/0 or ∞/∞ is NaN.
+fn norm(vector: &[f32]) -> f64 {
+    vector
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// `top_k` as the count the backend takes, when it is in `1..=MAX_TOP_K`.
 fn validate_top_k(top_k: i64) -> Result<usize, StoreError> {
     usize::try_from(top_k)
@@ -288,7 +298,7 @@ struct Entry {
     id: String,
     text: String,
     vector: Vec<f32>,
-    norm: f32,
+    norm: f64,
 }
 
 #[derive(Default)]
@@ -348,7 +358,7 @@ impl MemoryVectorStore {
 
     fn insert_now(&self, text: String, vector: Vec<f32>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm = norm(&vector);
         let mut inner = self.inner.write();
         while inner.entries.len() >= self.capacity
             || (!inner.entries.is_empty() && inner.text_bytes + text.len() > self.text_budget_bytes)
@@ -372,15 +382,21 @@ impl MemoryVectorStore {
     }
 
     fn search_now(&self, query: &[f32], top_k: usize) -> Vec<SearchHit> {
-        let query_norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let query_norm = norm(query);
         let inner = self.inner.read();
         // A bounded heap whose top is the worst kept candidate keeps the scan O(n log k) without
         // allocating per entry.
         let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(top_k + 1);
         for (position, entry) in inner.entries.iter().enumerate() {
-            let dot: f32 = entry.vector.iter().zip(query).map(|(a, b)| a * b).sum();
+            let dot: f64 = entry
+                .vector
+                .iter()
+                .zip(query)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             let candidate = Candidate {
-                score: dot / (entry.norm * query_norm),
+                // A cosine, within -1..=1: nothing is lost but precision.
+                score: (dot / (entry.norm * query_norm)) as f32,
                 sequence: entry.sequence,
                 position,
             };
@@ -519,6 +535,30 @@ mod tests {
         assert!((hits[0].score - 1.0).abs() < 1e-6);
         assert!((hits[1].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
         assert!(hits[2].score.abs() < 1e-6);
+    }
+
+    #[tokio::test]
+    async fn vectors_near_the_ends_of_the_f32_range_have_finite_scores() {
+        let store = store(10);
+        for (text, component) in [("tiny", 1e-30_f32), ("huge", 3e38_f32)] {
+            store
+                .insert(text.into(), vec![component; 3])
+                .await
+                .expect("stored");
+        }
+
+        for query in [[1e-30_f32; 3], [3e38_f32; 3], [-3e38_f32, 0.0, 1e-30]] {
+            let hits = store.search(&query, 2).await.expect("search");
+
+            assert_eq!(hits.len(), 2);
+            for hit in hits {
+                assert!(
+                    (-1.0..=1.0).contains(&hit.score),
+                    "{query:?}: {}",
+                    hit.score
+                );
+            }
+        }
     }
 
     #[tokio::test]
