@@ -147,7 +147,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     secret(Some("hermes"), "HERMES_LLM_API_KEY"),
     setting(Some("hermes"), None, "HERMES_LLM_BASE_URL", Some("https://api.openai.com/v1")),
     setting(Some("hermes"), None, "HERMES_LLM_MODEL", Some("gpt-4o-mini")),
-    setting(Some("hermes"), None, "HERMES_LLM_TIMEOUT_MS", Some("60000")),
+    setting(Some("hermes"), None, "HERMES_LLM_TIMEOUT_MS", Some("55000")),
     setting(Some("hermes"), None, "HERMES_VECTOR_CAPACITY", Some("10000")),
     // Apollo (the CLI, and `apollo serve`).
     setting(Some("apollo"), Some("apollo.host"), "APOLLO_HOST", Some("127.0.0.1")),

@@ -32,8 +32,9 @@ pub struct Config {
     /// Model asked for when a request names none.
     #[arg(long, env = "HERMES_LLM_MODEL", default_value = "gpt-4o-mini")]
     pub llm_model: String,
-    /// How long one call to the provider may take, in milliseconds.
-    #[arg(long, env = "HERMES_LLM_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    /// How long one call to the provider may take, in milliseconds: under the 60 s a request is
+    /// given, so that a slow provider is answered `504 llm_timeout`, not the request's timeout.
+    #[arg(long, env = "HERMES_LLM_TIMEOUT_MS", default_value_t = 55_000, value_parser = clap::value_parser!(u64).range(1..=59_000))]
     pub llm_timeout_ms: u64,
     /// The most embeddings the in-memory vector store keeps; the oldest go first.
     #[arg(long, env = "HERMES_VECTOR_CAPACITY", default_value_t = crate::vector_store::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -51,5 +52,20 @@ impl std::fmt::Debug for Config {
             .field("llm_model", &self.llm_model)
             .field("vector_capacity", &self.vector_capacity)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Config;
+
+    #[test]
+    fn a_call_ends_before_the_request_it_serves() {
+        // Every request is given 60 s (foundry's server layer).
+        assert!(Config::try_parse_from(["hermes", "--llm-timeout-ms", "60000"]).is_err());
+        let config = Config::try_parse_from(["hermes"]).expect("the defaults parse");
+        assert!(config.llm_timeout_ms < 60_000);
     }
 }

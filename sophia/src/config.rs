@@ -19,8 +19,9 @@ pub struct Config {
     /// Where Hermes answers.
     #[arg(long, env = "HERMES_URL", default_value = "http://127.0.0.1:17000", value_parser = foundry::http::parse_service_url)]
     pub hermes_url: String,
-    /// How long one call to Hermes may take, in milliseconds.
-    #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    /// How long one call to Hermes may take, in milliseconds: under the 60 s a request is given,
+    /// so that a slow Hermes is answered `504 hermes_timeout`, not the request's timeout.
+    #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=59_000))]
     pub hermes_timeout_ms: u64,
     /// The most entities the in-memory graph keeps; the oldest go first.
     #[arg(long, env = "SOPHIA_HCG_CAPACITY", default_value_t = crate::hcg::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -40,5 +41,20 @@ impl std::fmt::Debug for Config {
             .field("hcg_capacity", &self.hcg_capacity)
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Config;
+
+    #[test]
+    fn a_call_ends_before_the_request_it_serves() {
+        // Every request is given 60 s (foundry's server layer).
+        assert!(Config::try_parse_from(["sophia", "--hermes-timeout-ms", "60000"]).is_err());
+        let config = Config::try_parse_from(["sophia"]).expect("the defaults parse");
+        assert!(config.hermes_timeout_ms < 60_000);
     }
 }
