@@ -606,8 +606,7 @@ impl OpenAiProvider {
             .await
             .map_err(|err| self.transport_error(err.is_timeout(), &err))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let (bytes, cut) = read_at_most(response, MAX_RESPONSE_BYTES)
             .await
             .map_err(|err| self.transport_error(err.is_timeout(), &err))?;
         if !status.is_success() {
@@ -630,6 +629,12 @@ impl OpenAiProvider {
             provider: OPENAI,
             reason: self.config.api_key.scrub(&reason),
         };
+        if cut {
+            return Err(malformed(format!(
+                "the answer is larger than {} MiB",
+                MAX_RESPONSE_BYTES >> 20
+            )));
+        }
         let wire: WireResponse =
             serde_json::from_slice(&bytes).map_err(|err| malformed(err.to_string()))?;
         if wire.choices.is_empty() {
@@ -828,6 +833,27 @@ impl LlmService {
             }
         }
     }
+}
+
+/// The most of a provider's answer that is read: a completion is kilobytes, and a provider that
+/// sends more must not fill Hermes' memory.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Up to `limit` bytes of `response`'s body, and whether it had more.
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 #[cfg(test)]
@@ -1151,6 +1177,18 @@ mod tests {
                     .into_response(),
                 "malformed" => (StatusCode::OK, format!("<html>{auth}</html>")).into_response(),
                 "no-choices" => axum::Json(json!({"choices": []})).into_response(),
+                // An endless answer, in chunks of 1 MiB without a length.
+                "endless" | "endless-fail" => {
+                    let status = if scenario == "endless" {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    };
+                    let chunks = futures_util::stream::repeat_with(|| {
+                        Ok::<_, std::io::Error>(vec![b' '; 1 << 20])
+                    });
+                    (status, axum::body::Body::from_stream(chunks)).into_response()
+                }
                 _ => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     StatusCode::OK.into_response()
@@ -1288,6 +1326,29 @@ mod tests {
             assert!(!err.is_client_error());
             assert_key_hidden(&err);
         }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_its_limit() {
+        let (addr, _) = fake_openai().await;
+
+        let ok = openai_service(format!("http://{addr}/endless/v1"))
+            .complete(&prompt("hi"))
+            .await
+            .expect_err("too large");
+        let failed = openai_service(format!("http://{addr}/endless-fail/v1"))
+            .complete(&prompt("hi"))
+            .await
+            .expect_err("too large");
+
+        assert!(
+            matches!(&ok, LlmError::MalformedResponse { reason, .. } if reason.contains("larger than 8 MiB")),
+            "{ok:?}"
+        );
+        assert!(
+            matches!(&failed, LlmError::UpstreamStatus { status: 500, .. }),
+            "{failed:?}"
+        );
     }
 
     #[tokio::test]
