@@ -42,6 +42,13 @@ impl From<ApiError> for ErrorResponse {
             ApiError::Simulate(SimulateError::InitialState(error)) => {
                 state_error("initial_state", error)
             }
+            ApiError::Simulate(error @ SimulateError::TooManyImaginedBytes { .. }) => {
+                ErrorResponse::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    error.to_string(),
+                )
+            }
             ApiError::Simulate(SimulateError::Hcg(error)) | ApiError::Hcg(error) => {
                 hcg_error(error)
             }

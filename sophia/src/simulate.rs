@@ -24,6 +24,9 @@ use crate::state::{Cwm, StateError, validate_state};
 pub const DEFAULT_K_STEPS: i64 = 5;
 /// Largest `k_steps` accepted.
 pub const MAX_K_STEPS: i64 = 100;
+/// The most imagined states an answer may hold, in bytes of the state times `k_steps`: each step
+/// copies the whole state, so a large state over many steps would be hundreds of megabytes.
+pub const MAX_IMAGINED_BYTES: usize = 2 * 1024 * 1024;
 /// Per-step confidence factor for an action the planner knows.
 pub const KNOWN_ACTION_DECAY: f64 = 0.95;
 /// Per-step confidence factor for any other action: less is known about its effect.
@@ -50,6 +53,18 @@ pub enum SimulateError {
     /// `initial_state` is not an object (400/422) or too large (413).
     #[error("initial_state {0}")]
     InitialState(#[source] StateError),
+    /// The state times `k_steps` is over [`MAX_IMAGINED_BYTES`] (413).
+    #[error(
+        "{k_steps} steps of a state of {state_bytes} bytes would be more than the {} KiB of \
+         imagined states an answer may hold; ask for fewer steps or a smaller state",
+        MAX_IMAGINED_BYTES / 1024
+    )]
+    TooManyImaginedBytes {
+        /// The steps asked for.
+        k_steps: usize,
+        /// The state's size, serialized.
+        state_bytes: usize,
+    },
     /// Reading the CWM state failed (500).
     #[error("reading the current state failed: {0}")]
     State(#[source] StateError),
@@ -157,6 +172,13 @@ pub fn simulate(
     if plan.steps.is_empty() {
         return Err(SimulateError::EmptyPlan {
             plan_id: plan.plan_id.clone(),
+        });
+    }
+    let state_bytes = serde_json::to_vec(&initial_state).map_or(usize::MAX, |json| json.len());
+    if state_bytes.saturating_mul(k) > MAX_IMAGINED_BYTES {
+        return Err(SimulateError::TooManyImaginedBytes {
+            k_steps: k,
+            state_bytes,
         });
     }
     let mut state = initial_state;
@@ -477,6 +499,27 @@ mod tests {
         assert!(matches!(
             run(&hcg, &cwm, request(Some(json!([])))),
             Err(SimulateError::InitialState(StateError::NotAnObject { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_state_too_large_for_its_steps_is_refused_before_it_is_copied() {
+        let hcg = Hcg::in_memory();
+        let cwm = Cwm::in_memory();
+        let plan = stored_example(&hcg);
+        // About 40 KiB: five steps of it fit in the budget, a hundred do not.
+        let state = json!({"readings": vec![1_000_000; 5_000]});
+        let request = |k_steps| SimulationRequest {
+            plan_id: plan.plan_id.clone(),
+            k_steps,
+            initial_state: Some(state.clone()),
+        };
+
+        assert!(run(&hcg, &cwm, request(5)).is_ok());
+        assert!(matches!(
+            run(&hcg, &cwm, request(100)),
+            Err(SimulateError::TooManyImaginedBytes { k_steps: 100, state_bytes })
+                if state_bytes * 100 > MAX_IMAGINED_BYTES
         ));
     }
 

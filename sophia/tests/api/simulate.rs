@@ -210,7 +210,7 @@ async fn bad_simulation_requests_get_their_error_codes() {
     let app = TestApp::with_hermes().await;
     let plan_id = app.create_plan().await["plan_id"].clone();
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
-    let cases: [(&str, String, StatusCode, &str); 11] = [
+    let cases: [(&str, String, StatusCode, &str); 12] = [
         (
             "invalid JSON",
             "{\"plan_id\" \"x\"}".into(),
@@ -268,6 +268,12 @@ async fn bad_simulation_requests_get_their_error_codes() {
         (
             "initial_state over 256 KiB",
             json!({"plan_id": plan_id, "initial_state": oversized_state()}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "100 steps of a 40 KiB state",
+            json!({"plan_id": plan_id, "k_steps": 100, "initial_state": {"readings": vec![1_000_000; 5_000]}}).to_string(),
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
         ),
