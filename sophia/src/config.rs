@@ -23,7 +23,8 @@ pub struct Config {
     /// so that a slow Hermes is answered `504 hermes_timeout`, not the request's timeout.
     #[arg(long, env = "SOPHIA_HERMES_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=59_000))]
     pub hermes_timeout_ms: u64,
-    /// The most entities the in-memory graph keeps; the oldest go first.
+    /// The most entities the in-memory graph keeps, and about 2 KiB of memory for each; the
+    /// oldest go first.
     #[arg(long, env = "SOPHIA_HCG_CAPACITY", default_value_t = crate::hcg::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub hcg_capacity: u64,
     /// When set, every route but /health and /metrics requires `Authorization: Bearer <token>`.

@@ -373,6 +373,7 @@ pub(crate) fn now_rfc3339() -> String {
 pub struct InMemoryHcg {
     graph: RwLock<Graph>,
     capacity: usize,
+    max_bytes: usize,
 }
 
 /// Its capacity, not its contents: a graph of 100 000 entities is no debug line.
@@ -380,12 +381,18 @@ impl fmt::Debug for InMemoryHcg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryHcg")
             .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
             .finish_non_exhaustive()
     }
 }
 
 /// Entities an in-memory graph keeps by default (a plan of three steps is five entities).
 pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// The memory budget of an in-memory graph per entity of its capacity, in bytes (as
+/// [`entity_bytes`] counts them): most entities are a few hundred bytes, but a goal and its plan
+/// may each carry a target state of 256 KiB, and the budget, not the count, bounds those.
+pub const BYTES_PER_ENTITY: usize = 2 * 1024;
 
 impl Default for InMemoryHcg {
     fn default() -> Self {
@@ -394,13 +401,40 @@ impl Default for InMemoryHcg {
 }
 
 impl InMemoryHcg {
-    /// A graph that keeps at most `capacity` entities (at least 10).
+    /// A graph that keeps at most `capacity` entities (at least 10), and about
+    /// [`BYTES_PER_ENTITY`] for each of them; the oldest go first.
     pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(10);
         Self {
             graph: RwLock::new(Graph::default()),
-            capacity: capacity.max(10),
+            capacity,
+            max_bytes: capacity.saturating_mul(BYTES_PER_ENTITY),
         }
     }
+}
+
+/// About what `entity` takes in memory: its strings, and a few words for each JSON value (a
+/// state of a thousand numbers is a thousand values, whatever its text).
+fn entity_bytes(entity: &Entity) -> usize {
+    const VALUE: usize = 32;
+    fn value_bytes(value: &Value) -> usize {
+        VALUE
+            + match value {
+                Value::String(text) => text.len(),
+                Value::Array(items) => items.iter().map(value_bytes).sum(),
+                Value::Object(map) => map
+                    .iter()
+                    .map(|(key, value)| key.len() + VALUE + value_bytes(value))
+                    .sum(),
+                Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+            }
+    }
+    4 * VALUE
+        + entity.id.len()
+        + entity.entity_type.len()
+        + entity.name.len()
+        + entity.created_at.len()
+        + value_bytes(&entity.properties)
 }
 
 #[derive(Debug, Default)]
@@ -412,6 +446,8 @@ struct Graph {
     /// How many entities were evicted from the front so far.
     evicted: usize,
     edges: Vec<Edge>,
+    /// The entities' [`entity_bytes`], summed.
+    bytes: usize,
 }
 
 impl Graph {
@@ -422,11 +458,22 @@ impl Graph {
     }
 
     /// Drops the oldest entities until at most `keep` remain, and every edge that touched them.
-    fn evict_to(&mut self, keep: usize) {
-        let excess = self.entities.len().saturating_sub(keep);
+    /// Evicts the oldest entities until at most `keep` are left and they hold at most
+    /// `keep_bytes`.
+    fn evict_to(&mut self, keep: usize, keep_bytes: usize) {
+        let mut excess = self.entities.len().saturating_sub(keep);
+        let mut bytes = self.bytes;
+        for entity in self.entities.iter().take(excess) {
+            bytes -= entity_bytes(entity);
+        }
+        while bytes > keep_bytes && excess < self.entities.len() {
+            bytes -= entity_bytes(&self.entities[excess]);
+            excess += 1;
+        }
         if excess == 0 {
             return;
         }
+        self.bytes = bytes;
         for entity in self.entities.drain(..excess) {
             self.index.remove(&entity.id);
         }
@@ -461,12 +508,16 @@ impl HcgStore for InMemoryHcg {
         for entity in batch.entities {
             let sequence = graph.evicted + graph.entities.len();
             graph.index.insert(entity.id.clone(), sequence);
+            graph.bytes += entity_bytes(&entity);
             graph.entities.push_back(entity);
         }
         graph.edges.extend(batch.edges);
-        if graph.entities.len() > self.capacity {
+        if graph.entities.len() > self.capacity || graph.bytes > self.max_bytes {
             // A tenth at a time, so the edge sweep is paid rarely.
-            graph.evict_to(self.capacity - self.capacity / 10);
+            graph.evict_to(
+                self.capacity - self.capacity / 10,
+                self.max_bytes - self.max_bytes / 10,
+            );
         }
         Ok(())
     }
@@ -559,6 +610,37 @@ mod tests {
             "edges to evicted entities went with them"
         );
         assert!(snapshot.edges.iter().all(|e| e.from != all[1].id));
+    }
+
+    #[test]
+    fn large_entities_are_evicted_by_their_bytes_before_the_count() {
+        // Room for 100 entities, so 200 KiB; each carries a state of 2 000 numbers (about 64 KiB).
+        let hcg = InMemoryHcg::with_capacity(100);
+        let large = |i: usize| {
+            let mut properties = Map::new();
+            properties.insert("target_state".into(), json!({"readings": vec![i; 2_000]}));
+            Entity::new(TYPE_GOAL, &format!("goal {i}"), properties)
+        };
+        let mut all = Vec::new();
+
+        for i in 0..20 {
+            let goal = large(i);
+            all.push(goal.id.clone());
+            hcg.insert_batch(HcgBatch {
+                entities: vec![goal],
+                edges: vec![],
+            })
+            .expect("insert");
+        }
+
+        let bytes = hcg.graph.read().bytes;
+        assert!(bytes <= 100 * BYTES_PER_ENTITY, "{bytes}");
+        let kept = hcg.snapshot(100).expect("snapshot").entity_count;
+        assert!((1..20).contains(&kept), "{kept}");
+        assert!(hcg.entity(&all[19]).is_ok(), "the newest is kept");
+        assert!(hcg.entity(&all[0]).is_err(), "the oldest went");
+        let counted: usize = hcg.graph.read().entities.iter().map(entity_bytes).sum();
+        assert_eq!(counted, bytes);
     }
 
     fn ids(entities: &[Entity]) -> Vec<&str> {
