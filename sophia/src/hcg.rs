@@ -619,7 +619,7 @@ mod tests {
         let large = |i: usize| {
             let mut properties = Map::new();
             properties.insert("target_state".into(), json!({"readings": vec![i; 2_000]}));
-            Entity::new(TYPE_GOAL, &format!("goal {i}"), properties)
+            Entity::new(TYPE_GOAL, format!("goal {i}"), properties)
         };
         let mut all = Vec::new();
 
