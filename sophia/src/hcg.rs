@@ -390,7 +390,7 @@ impl fmt::Debug for InMemoryHcg {
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// The memory budget of an in-memory graph per entity of its capacity, in bytes (as
-/// [`entity_bytes`] counts them): most entities are a few hundred bytes, but a goal and its plan
+/// `entity_bytes` counts them): most entities are a few hundred bytes, but a goal and its plan
 /// may each carry a target state of 256 KiB, and the budget, not the count, bounds those.
 pub const BYTES_PER_ENTITY: usize = 2 * 1024;
 
