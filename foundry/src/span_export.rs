@@ -134,6 +134,17 @@ struct State {
     spare: Vec<Vec<u8>>,
 }
 
+impl State {
+    /// Counts `spans` dropped for want of room in the queue, for the next report.
+    fn drop_spans(&mut self, spans: usize) {
+        self.dropped += spans as u64;
+        // When, for the report: it may be said long after the queue has room again.
+        let now = SystemTime::now();
+        self.dropped_first.get_or_insert(now);
+        self.dropped_last = Some(now);
+    }
+}
+
 #[derive(Default)]
 struct EncodedResource {
     /// `ResourceSpans.resource`.
@@ -297,11 +308,7 @@ impl SpanProcessor for OtlpSpanProcessor {
             let mut guard = self.shared.lock();
             let state = &mut *guard;
             if state.shutdown || state.queued >= self.shared.settings.max_queue {
-                state.dropped += 1;
-                // When, for the report: it may be said long after the queue has room again.
-                let now = SystemTime::now();
-                state.dropped_first.get_or_insert(now);
-                state.dropped_last = Some(now);
+                state.drop_spans(1);
                 return;
             }
             state
@@ -508,9 +515,20 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 buffer
             });
         let mut state = shared.lock();
-        // Back at the head of the queue, in order, and counted in it: while they wait, new
-        // spans are dropped (and counted) once the queue is full, as ever.
-        for batch in kept.into_iter().rev() {
+        // Back at the head of the queue, in order, and counted in it, as far as it has room: new
+        // spans came in while these were out, and the queue never holds more than its size
+        // however long the collector stays away (the rest are dropped, and counted).
+        let mut room = shared.settings.max_queue.saturating_sub(state.queued);
+        let mut back = Vec::new();
+        for batch in kept {
+            if batch.spans <= room {
+                room -= batch.spans;
+                back.push(batch);
+            } else {
+                state.drop_spans(batch.spans);
+            }
+        }
+        for batch in back.into_iter().rev() {
             state.queued += batch.spans;
             state.full.push_front(batch);
         }

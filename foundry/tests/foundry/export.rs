@@ -18,7 +18,8 @@ use axum::{
     routing::get,
 };
 use foundry::testing::{
-    AttributeValue, Kind, OtlpReceiver, closed_address, new_traceparent, silent_address,
+    AttributeValue, Kind, OtlpReceiver, ReservedAddress, closed_address, new_traceparent,
+    silent_address,
 };
 
 const CHILD: &str = "FOUNDRY_TEST_CHILD";
@@ -1106,4 +1107,77 @@ async fn a_full_span_queue_drops_new_spans_counts_them_and_never_blocks() {
         })
         .sum();
     assert!((80..=90).contains(&dropped), "{dropped} dropped: {stderr}");
+}
+
+#[tokio::test]
+async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size() {
+    if is_child() {
+        let telemetry = init_child_telemetry();
+        // Ten spans every 100 ms for 3 s: thirty export rounds with the collector away.
+        for round in 0..30 {
+            for i in 0..10 {
+                tracing::info_span!("work", round = round as i64, item = i as i64).in_scope(|| {});
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::fs::write(std::env::var("CHILD_PRODUCED_FILE").unwrap(), b"").unwrap();
+        let stop = std::env::var("CHILD_STOP_FILE").unwrap();
+        let started = Instant::now();
+        while !std::path::Path::new(&stop).exists() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The pause of held batches ends, and what the queue kept goes out.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let _ = telemetry.shutdown();
+        return;
+    }
+    // Arrange: a collector that is down (connections refused) while 300 spans end, and a
+    // queue of 10.
+    let reserved = ReservedAddress::new();
+    let endpoint = format!("http://{}", reserved.address());
+    let files = std::env::temp_dir().join(format!("foundry-queue-{}", std::process::id()));
+    let (produced, stop) = (
+        files.with_extension("produced"),
+        files.with_extension("stop"),
+    );
+    let (produced_file, stop_file) = (
+        produced.to_string_lossy().into_owned(),
+        stop.to_string_lossy().into_owned(),
+    );
+
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+        ("CHILD_PRODUCED_FILE", produced_file.as_str()),
+        ("CHILD_STOP_FILE", stop_file.as_str()),
+    ];
+
+    // Act: once the spans have ended, the collector appears where the service exports.
+    let (output, receiver) = tokio::join!(
+        run_child(
+            "export::a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size",
+            &env,
+        ),
+        async {
+            let started = Instant::now();
+            while !produced.exists() && started.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let receiver = OtlpReceiver::start_on(reserved).await.unwrap();
+            std::fs::write(&stop, b"").unwrap();
+            receiver
+        }
+    );
+    let _ = (std::fs::remove_file(&produced), std::fs::remove_file(&stop));
+
+    // Assert: what waited arrived, and it was never more than the queue holds (ten queued, and
+    // ten more in the export thread's hands at most); the rest were dropped and counted.
+    let received = receiver.span_count();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        (1..=20).contains(&received),
+        "{received} spans arrived: {stderr}"
+    );
+    assert!(stderr.contains("SpanExport.QueueFull"), "{stderr}");
 }
