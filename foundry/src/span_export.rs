@@ -125,6 +125,9 @@ struct State {
     dropped_last: Option<SystemTime>,
     flush_requested: u64,
     flush_done: u64,
+    /// Spans the last flush's round did not deliver (held for the collector, or failed), so that
+    /// the flush says so instead of succeeding.
+    flush_undelivered: usize,
     shutdown: bool,
     /// The export thread has ended: nothing is exported any more, and nobody waits for it.
     stopped: bool,
@@ -260,7 +263,12 @@ impl OtlpSpanProcessor {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        Ok(())
+        match state.flush_undelivered {
+            0 => Ok(()),
+            spans => Err(OTelSdkError::InternalFailure(format!(
+                "{spans} spans were not exported: the collector did not take them"
+            ))),
+        }
     }
 }
 
@@ -440,10 +448,12 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         // The batches kept for another attempt: the collector is away for a moment, and the
         // queue holds them rather than losing them (see `HOLD_PAUSE`).
         let mut held = vec![false; batches.len()];
+        let mut undelivered = 0;
         for (index, batch) in batches.iter().enumerate() {
             // At shutdown every batch gets its last attempt, whatever the pause.
             if !shutdown && hold_until.is_some_and(|until| until > Instant::now()) {
                 held[index] = true;
+                undelivered += batch.spans;
                 continue;
             }
             let mut request = Vec::new();
@@ -467,6 +477,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                                 Instant::now() + delay < deadline && shared.pause(delay)
                             });
                         if !retry {
+                            undelivered += batch.spans;
                             if failure.transient && !shutdown && shared.settings.retries {
                                 // The rest of this round waits with it.
                                 held[index] = true;
@@ -536,7 +547,10 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         let keep = shared.settings.max_queue / shared.settings.max_batch + 2;
         state.spare.extend(spare);
         state.spare.truncate(keep);
-        state.flush_done = state.flush_done.max(flush);
+        if flush > state.flush_done {
+            state.flush_done = flush;
+            state.flush_undelivered = undelivered;
+        }
         shared.flushed.notify_all();
         if shutdown {
             return;
@@ -1143,6 +1157,43 @@ mod tests {
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
     use super::*;
+
+    #[test]
+    fn a_flush_whose_spans_the_collector_did_not_take_is_an_error() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        // A port given out and taken back: connections are refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        // Without retries the batch fails; with them, it is held for the collector.
+        for retries in [false, true] {
+            let settings = BatchSettings {
+                max_queue: 100,
+                max_batch: 10,
+                schedule_delay: Duration::from_secs(60),
+                retries,
+            };
+            let processor = OtlpSpanProcessor::new(
+                &format!("http://{closed}"),
+                Duration::from_millis(500),
+                MetadataMap::new(),
+                settings,
+                runtime.handle().clone(),
+            )
+            .expect("a processor");
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .build();
+
+            opentelemetry::trace::Span::end(&mut provider.tracer("test").start("lost"));
+
+            assert!(provider.force_flush().is_err(), "retries: {retries}");
+        }
+    }
 
     /// What happens to the export thread, at a time in seconds from the start.
     #[derive(Clone, Copy)]
