@@ -132,20 +132,32 @@ function tree(spans) {
   const children = new Map();
   const roots = [];
   for (const span of spans) {
-    if (span.parent_span_id && ids.has(span.parent_span_id)) {
-      if (!children.has(span.parent_span_id)) children.set(span.parent_span_id, []);
-      children.get(span.parent_span_id).push(span);
+    const parent = span.parent_span_id;
+    if (parent && parent !== span.span_id && ids.has(parent)) {
+      if (!children.has(parent)) children.set(parent, []);
+      children.get(parent).push(span);
     } else {
       roots.push(span);
     }
   }
   const byStart = (a, b) => a.start_time_unix_nano - b.start_time_unix_nano;
   const ordered = [];
-  const visit = (span, depth) => {
-    ordered.push([span, depth]);
-    (children.get(span.span_id) || []).sort(byStart).forEach((kid) => visit(kid, depth + 1));
+  const seen = new Set();
+  // Depth first with a stack of its own: a trace may nest deeper than the call stack.
+  const walk = (root) => {
+    const stack = [[root, 0]];
+    while (stack.length > 0) {
+      const [span, depth] = stack.pop();
+      if (seen.has(span.span_id)) continue;
+      seen.add(span.span_id);
+      ordered.push([span, depth]);
+      const kids = (children.get(span.span_id) || []).slice().sort(byStart);
+      for (let i = kids.length - 1; i >= 0; i -= 1) stack.push([kids[i], depth + 1]);
+    }
   };
-  roots.sort(byStart).forEach((root) => visit(root, 0));
+  roots.sort(byStart).forEach(walk);
+  // Spans whose parents form a loop are reached from no root: they are shown too, as roots.
+  spans.filter((span) => !seen.has(span.span_id)).sort(byStart).forEach(walk);
   return ordered;
 }
 

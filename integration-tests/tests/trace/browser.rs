@@ -240,6 +240,36 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
         json!(true)
     );
 
+    // Act: a trace whose spans' parents form loops (one its own parent, two each other's).
+    let looped = "d1".repeat(16);
+    let span = |id: &str, parent: &str| {
+        json!({
+            "traceId": looped, "spanId": id.repeat(8), "parentSpanId": parent.repeat(8),
+            "name": format!("looped.{id}"), "kind": 2,
+            "startTimeUnixNano": "1000000", "endTimeUnixNano": "2000000",
+        })
+    };
+    let export = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "sophia"}}]},
+        "scopeSpans": [{"spans": [span("d2", "d2"), span("d3", "d4"), span("d4", "d3")]}],
+    }]});
+    let stored = http()
+        .post(format!("{}/v1/traces", window.serve.url))
+        .header("content-type", "application/json")
+        .body(export.to_string())
+        .send()
+        .await
+        .expect("the export is sent");
+    assert!(stored.status().is_success());
+
+    // Assert: every span has its row.
+    browser
+        .open_until(
+            &format!("{}/diagnostics?trace={looped}", window.serve.url),
+            "document.querySelectorAll('#waterfall .row').length === 3",
+        )
+        .await;
+
     // Act: a span-name filter, then two traces live, only the second with a span of that name.
     browser
         .open_until(
