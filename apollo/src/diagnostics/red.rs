@@ -18,7 +18,7 @@ use foundry::otlp::proto::{
 };
 use serde_json::{Value, json};
 
-use super::window::rfc3339;
+use super::window::{cut, rfc3339};
 
 /// The metric the table is made of.
 pub const SERVER_DURATION: &str = "http.server.request.duration";
@@ -286,18 +286,10 @@ fn quantile_ms(q: f64, bounds: &[f64], buckets: &[u64]) -> Option<f64> {
 
 /// The `service.name` among resource attributes (`unknown_service` without one, as the SDKs say).
 pub fn service_name(resource: Option<&Resource>) -> String {
-    let mut name = resource
+    let name = resource
         .and_then(|resource| attribute(&resource.attributes, "service.name"))
         .unwrap_or_else(|| "unknown_service".into());
-    if name.len() > MAX_SERVICE_NAME_BYTES {
-        let mut end = MAX_SERVICE_NAME_BYTES;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
-        name.push('…');
-    }
-    name
+    cut(name, MAX_SERVICE_NAME_BYTES)
 }
 
 fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {

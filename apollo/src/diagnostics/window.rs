@@ -612,9 +612,14 @@ fn json_bytes(value: &Value) -> usize {
     }
 }
 
-fn truncated(mut text: String) -> String {
-    if text.len() > MAX_VALUE_BYTES {
-        let mut end = MAX_VALUE_BYTES;
+fn truncated(text: String) -> String {
+    cut(text, MAX_VALUE_BYTES)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending with `…` when it was.
+pub(super) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }

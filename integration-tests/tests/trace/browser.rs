@@ -136,6 +136,18 @@ impl Browser {
     }
 }
 
+/// Sends `export` (OTLP/JSON spans) to Apollo's receiver.
+async fn store(window: &Window, export: &Value) {
+    let stored = http()
+        .post(format!("{}/v1/traces", window.serve.url))
+        .header("content-type", "application/json")
+        .body(export.to_string())
+        .send()
+        .await
+        .expect("the export is sent");
+    assert!(stored.status().is_success());
+}
+
 #[tokio::test]
 async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
     let (chromium, driver) = match browser() {
@@ -165,14 +177,7 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
             "status": {"code": 2, "message": markup},
         }]}],
     }]});
-    let stored = http()
-        .post(format!("{}/v1/traces", window.serve.url))
-        .header("content-type", "application/json")
-        .body(export.to_string())
-        .send()
-        .await
-        .expect("the export is sent");
-    assert!(stored.status().is_success());
+    store(&window, &export).await;
     let browser = Browser::start(&chromium, &driver).await;
 
     // Act
@@ -253,14 +258,7 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "sophia"}}]},
         "scopeSpans": [{"spans": [span("d2", "d2"), span("d3", "d4"), span("d4", "d3")]}],
     }]});
-    let stored = http()
-        .post(format!("{}/v1/traces", window.serve.url))
-        .header("content-type", "application/json")
-        .body(export.to_string())
-        .send()
-        .await
-        .expect("the export is sent");
-    assert!(stored.status().is_success());
+    store(&window, &export).await;
 
     // Assert: every span has its row.
     browser
@@ -292,14 +290,7 @@ async fn the_page_opens_a_trace_of_three_services_and_shows_markup_as_text() {
                 "startTimeUnixNano": "1000000", "endTimeUnixNano": "2000000",
             }]}],
         }]});
-        let stored = http()
-            .post(format!("{}/v1/traces", window.serve.url))
-            .header("content-type", "application/json")
-            .body(export.to_string())
-            .send()
-            .await
-            .expect("the export is sent");
-        assert!(stored.status().is_success());
+        store(&window, &export).await;
     }
 
     // Assert: the list shows the trace with that span, and not the other one.
