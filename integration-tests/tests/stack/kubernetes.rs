@@ -393,13 +393,36 @@ fn the_collector_runs_in_two_tiers_that_agree_on_ports() {
             .flat_map(|p| strings(at(pipelines, &[&p]).get("exporters")))
             .collect();
         assert_eq!(metrics_exporters, ["prometheusremotewrite"]);
+        // Every replica's series carry its name: two writers of one series would interleave.
+        assert!(
+            strings(at(pipelines, &["metrics"]).get("processors"))
+                .contains(&"resource/gateway".to_owned()),
+            "{overlay}"
+        );
+        assert_eq!(
+            str_at(
+                at(
+                    &gateway_config,
+                    &["processors", "resource/gateway", "attributes"]
+                )
+                .as_sequence()
+                .and_then(|attributes| attributes.first())
+                .expect("an attribute"),
+                &["value"]
+            ),
+            "${env:POD_NAME}"
+        );
         let env: Vec<String> = at(container(gateway), &["env"])
             .as_sequence()
             .into_iter()
             .flatten()
             .map(|e| str_at(e, &["name"]).to_owned())
             .collect();
-        for var in ["TEMPO_OTLP_ENDPOINT", "PROMETHEUS_REMOTE_WRITE_URL"] {
+        for var in [
+            "TEMPO_OTLP_ENDPOINT",
+            "PROMETHEUS_REMOTE_WRITE_URL",
+            "POD_NAME",
+        ] {
             assert!(
                 env.contains(&var.to_owned()),
                 "{overlay}: the gateway needs {var}"
