@@ -60,7 +60,7 @@ otel-up-grafana: stack-preflight
 	@echo "otel: starting; 'make otel-status' shows which UIs answer (Grafana, Tempo, Prometheus)."
 
 otel-up-all: stack-preflight
-	OTEL_COLLECTOR_TRACES_EXPORTERS=otlp_grpc/jaeger APOLLO_OTLP_ENDPOINT=apollo:27000 $(STACK_COMPOSE) --profile jaeger --profile services up -d --build
+	OTEL_COLLECTOR_TRACES_EXPORTERS=otlp_grpc/jaeger OTEL_COLLECTOR_APOLLO=on APOLLO_OTLP_ENDPOINT=apollo:27000 $(STACK_COMPOSE) --profile jaeger --profile services up -d --build
 	@echo "otel: starting the stack and the services (first build: several minutes); 'make otel-status' shows what answers."
 
 otel-down: stack-preflight

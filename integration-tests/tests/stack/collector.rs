@@ -392,6 +392,27 @@ fn each_make_target_exports_traces_to_the_backends_its_profile_runs() {
 }
 
 #[test]
+fn a_make_target_that_points_the_feed_at_apollo_turns_the_feed_on() {
+    let makefile = support::read(STACK_MK);
+    let launches: Vec<&str> = makefile
+        .lines()
+        .filter(|line| line.contains("APOLLO_OTLP_ENDPOINT="))
+        .collect();
+
+    assert!(
+        !launches.is_empty(),
+        "otel-up-all points the feed at apollo"
+    );
+    for line in launches {
+        assert!(
+            line.split_whitespace()
+                .any(|word| word == format!("{APOLLO_VAR}=on")),
+            "stack.mk: `{line}` names Apollo's address without {APOLLO_VAR}=on"
+        );
+    }
+}
+
+#[test]
 fn apollos_feed_carries_every_signal_when_on_and_nothing_when_off() {
     for file in [COLLECTOR_CONFIG, COLLECTOR_PRODUCTION_CONFIG] {
         for state in ["off", "on"] {

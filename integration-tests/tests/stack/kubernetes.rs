@@ -27,7 +27,10 @@ fn overlay_dir(overlay: &str) -> String {
 
 /// An overlay rendered by kubectl, as its objects; `None` when kubectl is missing (skipped).
 fn render(overlay: &str) -> Option<(String, Vec<Value>)> {
-    let kubectl = tools::tool("kubectl", "kubectl, or Debian package kubernetes-client")?;
+    let kubectl = tools::tool(
+        "kubectl",
+        "kubectl 1.22 or later (Debian's kubernetes-client is too old for `labels`)",
+    )?;
     let output = tools::run(&kubectl, &["kustomize".into(), overlay_dir(overlay).into()]);
     let text = String::from_utf8(output.stdout).expect("kubectl prints UTF-8");
     let objects = text
