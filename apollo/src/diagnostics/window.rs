@@ -28,6 +28,10 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 pub const MAX_ATTRIBUTES: usize = 128;
 /// The most events kept per span.
 pub const MAX_EVENTS: usize = 128;
+/// The most a span's or a log record's values (its attributes, its events' attributes, a record's
+/// body) may take together, in bytes as the window counts them: each value is bounded above, but a
+/// nested one may hold thousands of others. What does not fit is left out.
+pub const MAX_RECORD_VALUE_BYTES: usize = 64 * 1024;
 /// The memory budget of the window per span (and per log record) of its cap, in bytes.
 pub const BYTES_PER_SPAN: usize = 2048;
 /// What a stored span or log record takes besides its strings: the struct, the map, the ids.
@@ -80,6 +84,8 @@ impl StoredSpan {
             ),
             None => ("unset", String::new()),
         };
+        let mut budget = Budget(MAX_RECORD_VALUE_BYTES);
+        let attributes = attributes(&span.attributes, &mut budget);
         let events: Vec<Value> = span
             .events
             .into_iter()
@@ -88,12 +94,11 @@ impl StoredSpan {
                 json!({
                     "name": truncated(event.name),
                     "time_unix_nano": event.time_unix_nano,
-                    "attributes": attributes(event.attributes),
+                    "attributes": self::attributes(&event.attributes, &mut budget),
                 })
             })
             .collect();
         let name = truncated(span.name);
-        let attributes = attributes(span.attributes);
         let bytes = RECORD_OVERHEAD
             + name.len()
             + service.len()
@@ -182,15 +187,20 @@ impl StoredLog {
         } else {
             record.time_unix_nano
         };
+        let mut budget = Budget(MAX_RECORD_VALUE_BYTES);
+        let body = record
+            .body
+            .as_ref()
+            .map_or(Value::Null, |body| value(body, &mut budget));
         let json = json!({
             "time_unix_nano": time,
             "service": &**service,
             "severity": truncated(record.severity_text),
             "severity_number": record.severity_number,
-            "body": record.body.as_ref().map_or(Value::Null, value),
+            "body": body,
             "trace_id": trace_id.as_ref().map(|id| hex(id)),
             "span_id": span_id.as_ref().map(|id| hex(id)),
-            "attributes": attributes(record.attributes),
+            "attributes": attributes(&record.attributes, &mut budget),
         });
         let bytes = RECORD_OVERHEAD + json_bytes(&json);
         Self {
@@ -629,39 +639,76 @@ pub(super) fn cut(mut text: String, max: usize) -> String {
     text
 }
 
-fn attributes(attributes: Vec<KeyValue>) -> Map<String, Value> {
-    attributes
-        .into_iter()
-        .take(MAX_ATTRIBUTES)
-        .map(|KeyValue { key, value, .. }| {
-            (
-                truncated(key),
-                value.as_ref().map_or(Value::Null, self::value),
-            )
-        })
-        .collect()
+/// What is left of a record's [`MAX_RECORD_VALUE_BYTES`].
+struct Budget(usize);
+
+impl Budget {
+    /// Takes `bytes`, if they fit; once something does not, nothing more does.
+    fn take(&mut self, bytes: usize) -> bool {
+        match self.0.checked_sub(bytes) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => {
+                self.0 = 0;
+                false
+            }
+        }
+    }
 }
 
-/// An OTLP value as JSON of its type: an integer stays a number, bytes become hex.
-fn value(value: &AnyValue) -> Value {
-    match &value.value {
+fn attributes(attributes: &[KeyValue], budget: &mut Budget) -> Map<String, Value> {
+    let mut map = Map::new();
+    for KeyValue { key, value, .. } in attributes.iter().take(MAX_ATTRIBUTES) {
+        let key = truncated(key.clone());
+        if !budget.take(48 + key.len()) {
+            break;
+        }
+        let value = value
+            .as_ref()
+            .map_or(Value::Null, |value| self::value(value, budget));
+        map.insert(key, value);
+    }
+    map
+}
+
+/// An OTLP value as JSON of its type: an integer stays a number, bytes become hex; `null` when
+/// the record's budget is spent.
+fn value(value: &AnyValue, budget: &mut Budget) -> Value {
+    let value = match &value.value {
         Some(any_value::Value::StringValue(text)) => Value::String(truncated(text.clone())),
         Some(any_value::Value::BoolValue(flag)) => Value::Bool(*flag),
         Some(any_value::Value::IntValue(number)) => Value::from(*number),
         Some(any_value::Value::DoubleValue(number)) => {
             serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number)
         }
-        Some(any_value::Value::ArrayValue(array)) => Value::Array(
-            array
-                .values
-                .iter()
-                .take(MAX_ATTRIBUTES)
-                .map(self::value)
-                .collect(),
-        ),
-        Some(any_value::Value::KvlistValue(list)) => Value::Object(attributes(list.values.clone())),
+        Some(any_value::Value::ArrayValue(array)) => {
+            if !budget.take(24) {
+                return Value::Null;
+            }
+            let mut values = Vec::new();
+            for item in array.values.iter().take(MAX_ATTRIBUTES) {
+                if budget.0 == 0 {
+                    break;
+                }
+                values.push(self::value(item, budget));
+            }
+            return Value::Array(values);
+        }
+        Some(any_value::Value::KvlistValue(list)) => {
+            if !budget.take(24) {
+                return Value::Null;
+            }
+            return Value::Object(attributes(&list.values, budget));
+        }
         Some(any_value::Value::BytesValue(bytes)) => Value::String(truncated(hex(bytes))),
         Some(any_value::Value::StringValueStrindex(_)) | None => Value::Null,
+    };
+    if budget.take(json_bytes(&value)) {
+        value
+    } else {
+        Value::Null
     }
 }
 
@@ -873,6 +920,61 @@ mod tests {
             "{}",
             summary.duration_ms
         );
+    }
+
+    #[test]
+    fn nested_values_are_bounded_per_record() {
+        // A body of 100 lists of 100 strings of 4 KiB: 40 MB of text, each value within bounds.
+        let leaf = AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(MAX_VALUE_BYTES))),
+        };
+        let list = AnyValue {
+            value: Some(any_value::Value::ArrayValue(
+                foundry::otlp::proto::common::v1::ArrayValue {
+                    values: vec![leaf; 100],
+                },
+            )),
+        };
+        let body = AnyValue {
+            value: Some(any_value::Value::KvlistValue(
+                foundry::otlp::proto::common::v1::KeyValueList {
+                    values: (0..100)
+                        .map(|i| KeyValue {
+                            key: format!("list.{i}"),
+                            value: Some(list.clone()),
+                            ..KeyValue::default()
+                        })
+                        .collect(),
+                },
+            )),
+        };
+        let record = LogRecord {
+            body: Some(body.clone()),
+            ..Default::default()
+        };
+        let mut otlp = span(1, 1, None, 1, 2);
+        otlp.attributes = (0..100)
+            .map(|i| KeyValue {
+                key: format!("nested.{i}"),
+                value: Some(body.clone()),
+                ..KeyValue::default()
+            })
+            .collect();
+
+        let log = StoredLog::from_otlp(&Arc::from("hermes"), record);
+        let (_, span) = stored("hermes", otlp);
+
+        for (what, bytes) in [("log", log.bytes), ("span", span.bytes)] {
+            assert!(
+                bytes <= RECORD_OVERHEAD + 1024 + MAX_RECORD_VALUE_BYTES,
+                "{what}: {bytes}"
+            );
+            assert!(
+                bytes > MAX_RECORD_VALUE_BYTES / 2,
+                "{what} keeps what fits: {bytes}"
+            );
+        }
+        assert!(log.json()["body"]["list.0"][0].is_string());
     }
 
     #[test]
