@@ -263,6 +263,8 @@ struct Trace {
     end: u64,
     error: bool,
     root: Option<usize>,
+    /// A span was replaced since the fields above were derived (see [`Trace::recompute`]).
+    stale: bool,
 }
 
 impl Trace {
@@ -276,6 +278,7 @@ impl Trace {
             end: 0,
             error: false,
             root: None,
+            stale: false,
         }
     }
 
@@ -283,9 +286,10 @@ impl Trace {
     /// through a collector, is kept once). Returns the change in the span count.
     fn insert(&mut self, span: StoredSpan) -> isize {
         if let Some(&position) = self.index.get(&span.span_id) {
-            // Rare (a resent span): what the replaced copy said may no longer hold.
+            // A resent span: what the replaced copy said may no longer hold, which the batch's
+            // end derives again, once however many copies it held.
             self.spans[position] = span;
-            self.recompute();
+            self.stale = true;
             return 0;
         }
         self.bytes += span.bytes;
@@ -454,6 +458,15 @@ impl Window {
             ingested.accepted += 1;
             if seen.insert(trace_id) {
                 touched.push(trace_id);
+            }
+        }
+        for trace_id in &touched {
+            if let Some(trace) = self.traces.get_mut(trace_id)
+                && trace.stale
+            {
+                let before = trace.bytes;
+                trace.recompute();
+                self.bytes = self.bytes - before + trace.bytes;
             }
         }
         ingested.evicted = self.evict();
@@ -975,6 +988,27 @@ mod tests {
             );
         }
         assert!(log.json()["body"]["list.0"][0].is_string());
+    }
+
+    #[test]
+    fn many_copies_of_a_span_in_one_batch_are_kept_once_and_counted_once() {
+        let mut window = Window::new(1000, 10);
+        window.insert_spans(
+            (1..=100u8)
+                .map(|id| stored("sophia", span(1, id, None, 1, 2)))
+                .collect(),
+        );
+        let bytes = window.bytes();
+
+        let copies = (0..500)
+            .map(|_| stored("sophia", span(1, 7, None, 1, 2)))
+            .collect();
+        let ingested = window.insert_spans(copies);
+
+        assert_eq!(ingested.accepted, 500);
+        assert_eq!(window.span_count(), 100);
+        assert_eq!(window.bytes(), bytes);
+        assert_eq!(window.traces(&all())[0].span_count, 100);
     }
 
     #[test]
