@@ -34,6 +34,13 @@ pub const DEFAULT_MAX_SPANS: usize = 100_000;
 /// Messages a WebSocket client may fall behind by before it skips the oldest.
 const LIVE_BACKLOG: usize = 1024;
 
+/// The most WebSockets open at once: each costs a task and a share of the live channel.
+pub const MAX_WEBSOCKETS: usize = 64;
+
+/// How long a `telemetry` message is reused: every WebSocket asks for one each interval, and
+/// building it reads the whole RED table under the window's lock.
+const TELEMETRY_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The LLM figures of the `telemetry` message, from Hermes' `hermes.llm` spans.
 #[derive(Debug, Default)]
 struct LlmStats {
@@ -69,6 +76,8 @@ struct Inner {
     state: Mutex<State>,
     live: broadcast::Sender<Arc<str>>,
     websockets: AtomicUsize,
+    /// The last `telemetry` message, and when it was made.
+    telemetry: Mutex<Option<(std::time::Instant, Arc<str>)>>,
     /// Made at first use: the global meter provider is set after the window exists.
     counters: std::sync::OnceLock<Counters>,
 }
@@ -94,6 +103,7 @@ impl Diagnostics {
             }),
             live: broadcast::channel(LIVE_BACKLOG).0,
             websockets: AtomicUsize::new(0),
+            telemetry: Mutex::new(None),
             counters: std::sync::OnceLock::new(),
         }))
     }
@@ -135,10 +145,30 @@ impl Diagnostics {
         self.0.live.subscribe()
     }
 
-    /// Counts an open WebSocket until the returned guard is dropped.
-    pub fn websocket_opened(&self) -> WebSocketGuard {
-        self.0.websockets.fetch_add(1, Ordering::Relaxed);
-        WebSocketGuard(self.clone())
+    /// Counts an open WebSocket until the returned guard is dropped; `None` when
+    /// [`MAX_WEBSOCKETS`] are open.
+    pub fn websocket_opened(&self) -> Option<WebSocketGuard> {
+        self.0
+            .websockets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < MAX_WEBSOCKETS).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| WebSocketGuard(self.clone()))
+    }
+
+    /// The `telemetry` message as text, made at most once per [`TELEMETRY_REUSE`] however many
+    /// viewers ask.
+    pub fn telemetry_text(&self) -> Arc<str> {
+        let mut cached = self.0.telemetry.lock();
+        if let Some((made, text)) = &*cached
+            && made.elapsed() < TELEMETRY_REUSE
+        {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = Arc::from(self.telemetry().to_string());
+        *cached = Some((std::time::Instant::now(), Arc::clone(&text)));
+        text
     }
 
     /// Stores the spans of one export; tells the live clients which traces grew.

@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::diagnostics::{
-    Diagnostics,
+    Diagnostics, MAX_WEBSOCKETS, WebSocketGuard,
     window::{TraceFilter, TraceSummary, parse_trace_id},
 };
 
@@ -302,16 +302,27 @@ fn invalid_query(message: impl Into<String>) -> ErrorResponse {
         (status = 101, description = "The WebSocket: JSON messages of type `telemetry`, `trace`, `log`, `pong` and `error` (the README gives their shapes)"),
         (status = 400, description = "`websocket_upgrade_required`: the request is not a WebSocket upgrade", body = ErrorBody),
         (status = 426, description = "`websocket_upgrade_required`: the connection cannot be upgraded", body = ErrorBody),
+        (status = 503, description = "`too_many_viewers`: as many WebSockets as Apollo serves at once are open", body = ErrorBody),
     )
 )]
 async fn websocket(
     State(viewer): State<Viewer>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let Some(open) = viewer.diagnostics.websocket_opened() else {
+        return ErrorResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_viewers",
+            format!("{MAX_WEBSOCKETS} WebSockets are open, as many as Apollo serves at once"),
+        )
+        .into_response();
+    };
     match upgrade {
+        // A client's messages are pings: a frame, like a message, is small.
         Ok(upgrade) => upgrade
-            .max_message_size(64 * 1024)
-            .on_upgrade(move |socket| live(socket, viewer.diagnostics)),
+            .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+            .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+            .on_upgrade(move |socket| live(socket, viewer.diagnostics, open)),
         Err(rejection) => ErrorResponse::new(
             rejection.status(),
             "websocket_upgrade_required",
@@ -321,13 +332,15 @@ async fn websocket(
     }
 }
 
-async fn live(mut socket: WebSocket, diagnostics: Diagnostics) {
-    let _open = diagnostics.websocket_opened();
+/// The largest message or frame a viewer may send.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+
+async fn live(mut socket: WebSocket, diagnostics: Diagnostics, _open: WebSocketGuard) {
     let mut arrivals = diagnostics.subscribe();
     let mut tick = tokio::time::interval(TELEMETRY_INTERVAL);
     loop {
         let outgoing: String = tokio::select! {
-            _ = tick.tick() => diagnostics.telemetry().to_string(),
+            _ = tick.tick() => diagnostics.telemetry_text().to_string(),
             arrival = arrivals.recv() => match arrival {
                 Ok(text) => text.to_string(),
                 // A client that fell behind skips what it missed; Apollo never waits for it.

@@ -566,3 +566,57 @@ async fn grpc_exports_of_spans_without_ids_or_past_the_size_limit_are_refused() 
     let (health, _) = window.get("/health").await;
     assert_eq!(health, 200, "apollo serve lives on");
 }
+
+#[tokio::test]
+async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_close_the_socket() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    // Arrange: `apollo serve` alone, and as many viewers as it serves.
+    binary("apollo");
+    let closed = format!("http://{}", foundry::testing::closed_address());
+    let serve = Service::start(
+        "apollo",
+        &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
+        &Export::none(),
+    )
+    .await;
+    let address = format!("{}/ws/diagnostics", serve.url.replace("http://", "ws://"));
+    let mut open = Vec::new();
+    // Apollo's MAX_WEBSOCKETS.
+    for _ in 0..64 {
+        let (socket, _) = tokio_tungstenite::connect_async(&address)
+            .await
+            .expect("a WebSocket within the cap opens");
+        open.push(socket);
+    }
+
+    // Act
+    let refused = tokio_tungstenite::connect_async(&address).await;
+
+    // Assert: the one over is a JSON 503; once a viewer leaves, a new one gets in.
+    let Err(Error::Http(response)) = refused else {
+        panic!("the WebSocket over the cap opened");
+    };
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+        .expect("a JSON body");
+    assert_eq!(body["error"]["code"], "too_many_viewers", "{body}");
+    let mut viewer = open.pop().expect("a viewer");
+    viewer
+        .send(Message::text("x".repeat(100 * 1024)))
+        .await
+        .expect("the frame goes out");
+    // The socket over its message limit is closed, which frees its place.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        match tokio_tungstenite::connect_async(&address).await {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("no place came free: {error}"),
+        }
+    };
+    drop((reopened, open, viewer));
+}
