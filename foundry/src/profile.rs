@@ -470,10 +470,10 @@ impl Profile {
         let top: FileKeys = figment.extract().map_err(|e| key_error(&[], e))?;
 
         let mut chosen = None;
-        for profile in top.profiles.keys() {
-            let keys: ProfileKeys = figment
-                .focus(&format!("profiles.{profile}"))
-                .extract()
+        for (profile, value) in &top.profiles {
+            // Read from the value itself: a name with a dot is a key of its own, not a path.
+            let keys: ProfileKeys = value
+                .deserialize()
                 .map_err(|e| key_error(&["profiles", profile], e))?;
             let values = values(&keys)
                 .into_iter()
@@ -1098,6 +1098,12 @@ url = "http://hermes:17000"
                 "[profiles.prod]\napollo = { url = \"nowhere\" }\n",
                 "profiles.prod.apollo.url",
                 2,
+            ),
+            // A profile whose name holds a dot is read as that one profile, and checked.
+            (
+                "[profiles.\"qa.eu\".telemetry]\nendpoint = \"http://c:4317\"\nsampler = \"sometimes\"\n",
+                "profiles.qa.eu.telemetry.sampler",
+                3,
             ),
             // A table the file does not know.
             ("[profile.prod]\n", "profile", 1),
