@@ -3,13 +3,18 @@
 //! These commands read the window; they are not user actions, so they make no trace of their own
 //! (watching must not fill what is watched).
 
-use std::{collections::HashMap, fmt::Write as _, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 
 use crate::{
     cli::Report,
     config::{Cli, Command},
+    diagnostics::window::parse_trace_id,
 };
 
 /// Columns of the widest bar: the whole trace.
@@ -20,10 +25,18 @@ const NAME_WIDTH: usize = 44;
 /// Runs `trace` or `traces` against `apollo serve`; `None` for every other command.
 pub async fn run(cli: &Cli) -> Option<Report> {
     let (path, render): (String, fn(&Value) -> String) = match &cli.command {
-        Command::Trace { trace_id } => (
-            format!("/api/diagnostics/traces/{}", trace_id.trim()),
-            render_trace,
-        ),
+        Command::Trace { trace_id } => {
+            // Checked here, so that what reaches the URL is 32 hex digits and nothing else.
+            let trace_id = trace_id.trim();
+            if parse_trace_id(trace_id).is_none() {
+                return Some(failure(
+                    cli.json,
+                    "invalid_trace_id",
+                    &format!("a trace id is 32 hex digits, not all zero: {trace_id:?}"),
+                ));
+            }
+            (format!("/api/diagnostics/traces/{trace_id}"), render_trace)
+        }
         Command::Traces {
             service,
             errors,
@@ -56,16 +69,21 @@ pub async fn run(cli: &Cli) -> Option<Report> {
             stderr: None,
             exit_code: 0,
         },
-        Err((code, message)) => Report {
-            stdout: if cli.json {
-                format!("{}\n", json!({"error": {"code": code, "message": message}}))
-            } else {
-                String::new()
-            },
-            stderr: Some(format!("apollo: {message}")),
-            exit_code: 1,
-        },
+        Err((code, message)) => failure(cli.json, &code, &message),
     })
+}
+
+/// A failed command: one line on stderr (and the error object with `--json`), exit code 1.
+fn failure(json: bool, code: &str, message: &str) -> Report {
+    Report {
+        stdout: if json {
+            format!("{}\n", json!({"error": {"code": code, "message": message}}))
+        } else {
+            String::new()
+        },
+        stderr: Some(format!("apollo: {message}")),
+        exit_code: 1,
+    }
 }
 
 /// The JSON answer of `GET {base}{path}`, or the error's code and message.
@@ -134,7 +152,7 @@ pub fn render_list(body: &Value) -> String {
             text(&trace["trace_id"]),
             text(&trace["start_time"]),
             clip(&text(&trace["root_name"]), 24),
-            trace["span_count"],
+            trace["span_count"].as_u64().unwrap_or_default(),
             trace["duration_ms"].as_f64().unwrap_or_default(),
             if trace["error"] == true { " ✗" } else { "  " },
             trace["services"]
@@ -181,7 +199,12 @@ pub fn render_trace(body: &Value) -> String {
         let offset = scaled(from.saturating_sub(start), total).min(BAR_WIDTH - 1);
         let width = scaled(to.saturating_sub(from), total).clamp(1, BAR_WIDTH - offset);
         let error = span["status"]["code"] == "error";
-        let name = format!("{}{}", "  ".repeat(depth), text(&span["name"]));
+        // Deeper than the column is wide, the indentation would be clipped away anyway.
+        let name = format!(
+            "{}{}",
+            "  ".repeat(depth.min(NAME_WIDTH / 2)),
+            text(&span["name"])
+        );
         let _ = writeln!(
             out,
             "{:<7} {:<NAME_WIDTH$} {} {:>9.2} ms  {}{}",
@@ -197,32 +220,65 @@ pub fn render_trace(body: &Value) -> String {
 }
 
 /// The spans in tree order (each after its parent, siblings by start), with their depth; a span
-/// whose parent is not in the trace starts a tree of its own.
+/// whose parent is not in the trace starts a tree of its own, and so do spans whose parents form
+/// a loop (which no root reaches), after the rest.
 fn tree(spans: &[Value]) -> Vec<(&Value, usize)> {
-    let ids: Vec<&str> = spans
-        .iter()
-        .map(|span| span["span_id"].as_str().unwrap_or_default())
-        .collect();
+    let ids: HashSet<&str> = spans.iter().map(span_id).collect();
     let mut children: HashMap<&str, Vec<&Value>> = HashMap::new();
     let mut roots = Vec::new();
     for span in spans {
         match span["parent_span_id"].as_str() {
-            Some(parent) if ids.contains(&parent) => children.entry(parent).or_default().push(span),
+            Some(parent) if ids.contains(parent) && parent != span_id(span) => {
+                children.entry(parent).or_default().push(span);
+            }
             _ => roots.push(span),
         }
     }
-    let by_start = |span: &&Value| span["start_time_unix_nano"].as_u64().unwrap_or(0);
-    roots.sort_by_key(by_start);
+    for kids in children.values_mut() {
+        kids.sort_by_key(start_of);
+    }
+    roots.sort_by_key(start_of);
     let mut ordered = Vec::with_capacity(spans.len());
-    let mut stack: Vec<(&Value, usize)> = roots.into_iter().rev().map(|span| (span, 0)).collect();
+    let mut seen = HashSet::new();
+    for root in roots {
+        walk(root, &children, &mut seen, &mut ordered);
+    }
+    let mut unreached: Vec<&Value> = spans
+        .iter()
+        .filter(|span| !seen.contains(span_id(span)))
+        .collect();
+    unreached.sort_by_key(start_of);
+    for span in unreached {
+        walk(span, &children, &mut seen, &mut ordered);
+    }
+    ordered
+}
+
+/// Appends `root` and the spans below it, depth first, each once.
+fn walk<'a>(
+    root: &'a Value,
+    children: &HashMap<&str, Vec<&'a Value>>,
+    seen: &mut HashSet<&'a str>,
+    ordered: &mut Vec<(&'a Value, usize)>,
+) {
+    let mut stack = vec![(root, 0)];
     while let Some((span, depth)) = stack.pop() {
+        if !seen.insert(span_id(span)) {
+            continue;
+        }
         ordered.push((span, depth));
-        if let Some(kids) = children.get_mut(span["span_id"].as_str().unwrap_or_default()) {
-            kids.sort_by_key(by_start);
+        if let Some(kids) = children.get(span_id(span)) {
             stack.extend(kids.iter().rev().map(|kid| (*kid, depth + 1)));
         }
     }
-    ordered
+}
+
+fn span_id(span: &Value) -> &str {
+    span["span_id"].as_str().unwrap_or_default()
+}
+
+fn start_of(span: &&Value) -> u64 {
+    span["start_time_unix_nano"].as_u64().unwrap_or(0)
 }
 
 fn scaled(part: u64, total: u64) -> usize {
@@ -299,6 +355,38 @@ mod tests {
         let waterfall = render_trace(&body);
 
         assert!(waterfall.contains("\nsophia  op-x "), "{waterfall}");
+    }
+
+    #[test]
+    fn spans_whose_parents_form_a_loop_are_shown_too() {
+        let body = json!({"trace_id": "ab".repeat(16), "spans": [
+            span("a", None, "apollo", 0, 10),
+            span("b", Some("a"), "apollo", 1, 10),
+            span("s", Some("s"), "sophia", 2, 10),
+            span("x", Some("y"), "hermes", 3, 10),
+            span("y", Some("x"), "hermes", 4, 10),
+        ]});
+
+        let waterfall = render_trace(&body);
+
+        let lines: Vec<&str> = waterfall.lines().skip(1).collect();
+        assert_eq!(lines.len(), 5, "{waterfall}");
+        for name in ["op-a", "op-b", "op-s", "op-x", "op-y"] {
+            assert!(waterfall.contains(name), "{name}: {waterfall}");
+        }
+    }
+
+    #[test]
+    fn the_list_aligns_its_span_counts() {
+        let trace = json!({"trace_id": "ab".repeat(16), "start_time": "t", "root_name": "r",
+            "span_count": 7, "duration_ms": 1.0, "error": false, "services": ["apollo"]});
+
+        let list = render_list(&json!({"traces": [trace]}));
+
+        // The count ends where its heading does.
+        let lines: Vec<&str> = list.lines().collect();
+        let heading_end = lines[0].find("spans").expect("a heading") + "spans".len();
+        assert_eq!(lines[1].chars().nth(heading_end - 1), Some('7'), "{list}");
     }
 
     #[test]

@@ -120,6 +120,26 @@ async fn an_unreachable_service_is_one_line_on_stderr_and_exit_code_1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_refuses_what_is_not_a_trace_id_before_asking_apollo_serve() {
+    let closed = closed_url();
+
+    for id in ["../metrics", "", "abc", &"0".repeat(32), &"g".repeat(32)] {
+        let output = apollo_command(&closed, &closed, &["trace", id])
+            .env("APOLLO_URL", &closed)
+            .output()
+            .await
+            .unwrap();
+
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{id:?}: {stdout}");
+        assert!(
+            stderr.starts_with("apollo: a trace id is 32 hex digits"),
+            "{id:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_service_urls_without_their_credentials() {
     let closed = closed_url().replace("http://", "http://admin:s3cret@");
 
