@@ -417,6 +417,7 @@ impl InMemoryHcg {
 /// state of a thousand numbers is a thousand values, whatever its text).
 fn entity_bytes(entity: &Entity) -> usize {
     const VALUE: usize = 32;
+    /// A value's share: its node, its strings, and its members'.
     fn value_bytes(value: &Value) -> usize {
         VALUE
             + match value {
@@ -457,16 +458,16 @@ impl Graph {
             .and_then(|&sequence| self.entities.get(sequence - self.evicted))
     }
 
-    /// Drops the oldest entities until at most `keep` remain, and every edge that touched them.
-    /// Evicts the oldest entities until at most `keep` are left and they hold at most
-    /// `keep_bytes`.
-    fn evict_to(&mut self, keep: usize, keep_bytes: usize) {
-        let mut excess = self.entities.len().saturating_sub(keep);
+    /// Drops the oldest entities, and every edge that touched them, until at most `keep` are left
+    /// and they hold at most `keep_bytes`; the `newest` entities (the batch just written) stay.
+    fn evict_to(&mut self, keep: usize, keep_bytes: usize, newest: usize) {
+        let oldest = self.entities.len().saturating_sub(newest);
+        let mut excess = self.entities.len().saturating_sub(keep).min(oldest);
         let mut bytes = self.bytes;
         for entity in self.entities.iter().take(excess) {
             bytes -= entity_bytes(entity);
         }
-        while bytes > keep_bytes && excess < self.entities.len() {
+        while bytes > keep_bytes && excess < oldest {
             bytes -= entity_bytes(&self.entities[excess]);
             excess += 1;
         }
@@ -505,6 +506,7 @@ impl HcgStore for InMemoryHcg {
                 return Err(invalid_edge(edge, "target entity does not exist"));
             }
         }
+        let written = batch.entities.len();
         for entity in batch.entities {
             let sequence = graph.evicted + graph.entities.len();
             graph.index.insert(entity.id.clone(), sequence);
@@ -517,6 +519,7 @@ impl HcgStore for InMemoryHcg {
             graph.evict_to(
                 self.capacity - self.capacity / 10,
                 self.max_bytes - self.max_bytes / 10,
+                written,
             );
         }
         Ok(())
@@ -641,6 +644,32 @@ mod tests {
         assert!(hcg.entity(&all[0]).is_err(), "the oldest went");
         let counted: usize = hcg.graph.read().entities.iter().map(entity_bytes).sum();
         assert_eq!(counted, bytes);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_budget_is_kept_and_the_older_entities_go() {
+        // Room for 10 entities, so 20 KiB; the goal's state alone counts about 64 KiB.
+        let hcg = InMemoryHcg::with_capacity(10);
+        let older = entity(TYPE_STEP, "older");
+        hcg.insert_batch(HcgBatch {
+            entities: vec![older.clone()],
+            edges: vec![],
+        })
+        .expect("insert");
+        let mut properties = Map::new();
+        properties.insert("target_state".into(), json!({"readings": vec![0; 2_000]}));
+        let goal = Entity::new(TYPE_GOAL, "large", properties);
+        let plan = entity(TYPE_PLAN, "p");
+
+        hcg.insert_batch(HcgBatch {
+            entities: vec![goal.clone(), plan.clone()],
+            edges: vec![Edge::new(&goal.id, &plan.id, REL_HAS_PLAN)],
+        })
+        .expect("insert");
+
+        assert!(hcg.entity(&older.id).is_err(), "the older entity went");
+        assert!(hcg.entity(&goal.id).is_ok() && hcg.entity(&plan.id).is_ok());
+        assert_eq!(hcg.snapshot(100).expect("snapshot").edge_count, 1);
     }
 
     fn ids(entities: &[Entity]) -> Vec<&str> {

@@ -157,7 +157,7 @@ impl Diagnostics {
             .map(|_| WebSocketGuard(self.clone()))
     }
 
-    /// The `telemetry` message as text, made at most once per [`TELEMETRY_REUSE`] however many
+    /// The `telemetry` message as text, made at most once a second however many
     /// viewers ask.
     pub fn telemetry_text(&self) -> Arc<str> {
         let mut cached = self.0.telemetry.lock();
