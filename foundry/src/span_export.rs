@@ -20,7 +20,10 @@
 //! new spans queue behind it. When those retries are spent
 //! and the collector is still away, the batch goes back to the head of the queue and is tried
 //! again after a pause: a collector gone for less time than the queue takes to fill loses no
-//! span, and what the full queue drops is counted. OTLP/HTTP and TLS keep the SDK's processor and the upstream exporter.
+//! span. The queue holds no more than its size all along: while batches are out, new spans take
+//! their room, and held batches that no longer fit are dropped (the oldest spans go first);
+//! everything dropped is counted. OTLP/HTTP and TLS keep the SDK's processor and the upstream
+//! exporter.
 
 use std::{
     cell::RefCell,
@@ -125,9 +128,9 @@ struct State {
     dropped_last: Option<SystemTime>,
     flush_requested: u64,
     flush_done: u64,
-    /// Spans the last flush's round did not deliver (held for the collector, or failed), so that
-    /// the flush says so instead of succeeding.
-    flush_undelivered: usize,
+    /// The last flush whose round did not deliver every span (held for the collector, or
+    /// failed), and how many it did not: a flush at or before it says so instead of succeeding.
+    flush_undelivered: (u64, usize),
     shutdown: bool,
     /// The export thread has ended: nothing is exported any more, and nobody waits for it.
     stopped: bool,
@@ -263,11 +266,13 @@ impl OtlpSpanProcessor {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        // A later round's failure may be reported for this flush too (two flushes at once):
+        // never a success for spans that were not delivered.
         match state.flush_undelivered {
-            0 => Ok(()),
-            spans => Err(OTelSdkError::InternalFailure(format!(
+            (flush, spans) if flush >= wanted => Err(OTelSdkError::InternalFailure(format!(
                 "{spans} spans were not exported: the collector did not take them"
             ))),
+            _ => Ok(()),
         }
     }
 }
@@ -549,7 +554,9 @@ fn export_loop(shared: &Shared, sender: &Sender) {
         state.spare.truncate(keep);
         if flush > state.flush_done {
             state.flush_done = flush;
-            state.flush_undelivered = undelivered;
+            if undelivered > 0 {
+                state.flush_undelivered = (flush, undelivered);
+            }
         }
         shared.flushed.notify_all();
         if shutdown {

@@ -1113,8 +1113,9 @@ async fn a_full_span_queue_drops_new_spans_counts_them_and_never_blocks() {
 async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size() {
     if is_child() {
         let telemetry = init_child_telemetry();
-        // Ten spans every 100 ms for 3 s: thirty export rounds with the collector away.
-        for round in 0..30 {
+        // Ten spans every 100 ms for 5 s with the collector away: with retries and the pause
+        // between them, about three rounds, each of which grew the queue by its size before.
+        for round in 0..50 {
             for i in 0..10 {
                 tracing::info_span!("work", round = round as i64, item = i as i64).in_scope(|| {});
             }
@@ -1131,7 +1132,7 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
         let _ = telemetry.shutdown();
         return;
     }
-    // Arrange: a collector that is down (connections refused) while 300 spans end, and a
+    // Arrange: a collector that is down (connections refused) while 500 spans end, and a
     // queue of 10.
     let reserved = ReservedAddress::new();
     let endpoint = format!("http://{}", reserved.address());
