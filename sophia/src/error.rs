@@ -42,7 +42,7 @@ impl From<ApiError> for ErrorResponse {
             ApiError::Simulate(SimulateError::InitialState(error)) => {
                 state_error("initial_state", error)
             }
-            ApiError::Simulate(error @ SimulateError::TooManyImaginedBytes { .. }) => {
+            ApiError::Simulate(error @ SimulateError::TooManyImaginedBytes { given: true, .. }) => {
                 ErrorResponse::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",

@@ -53,17 +53,22 @@ pub enum SimulateError {
     /// `initial_state` is not an object (400/422) or too large (413).
     #[error("initial_state {0}")]
     InitialState(#[source] StateError),
-    /// The state times `k_steps` is over [`MAX_IMAGINED_BYTES`] (413).
+    /// The state times `k_steps` is over [`MAX_IMAGINED_BYTES`]: 413 when the request gave the
+    /// state, 422 when it is the current world state.
     #[error(
-        "{k_steps} steps of a state of {state_bytes} bytes would be more than the {} KiB of \
-         imagined states an answer may hold; ask for fewer steps or a smaller state",
-        MAX_IMAGINED_BYTES / 1024
+        "{k_steps} steps of {} ({state_bytes} bytes) would be more than the {} KiB of imagined \
+         states an answer may hold; ask for fewer steps{}",
+        if *given { "initial_state" } else { "the current world state" },
+        MAX_IMAGINED_BYTES / 1024,
+        if *given { " or a smaller state" } else { "" }
     )]
     TooManyImaginedBytes {
         /// The steps asked for.
         k_steps: usize,
         /// The state's size, serialized.
         state_bytes: usize,
+        /// Whether the request gave the state (`initial_state`).
+        given: bool,
     },
     /// Reading the CWM state failed (500).
     #[error("reading the current state failed: {0}")]
@@ -179,6 +184,7 @@ pub fn simulate(
         return Err(SimulateError::TooManyImaginedBytes {
             k_steps: k,
             state_bytes,
+            given: true,
         });
     }
     let mut state = initial_state;
@@ -299,11 +305,24 @@ pub fn run(hcg: &Hcg, cwm: &Cwm, request: SimulationRequest) -> Result<Simulatio
         .transpose()
         .map_err(SimulateError::InitialState)?;
     let plan = load_plan(hcg, &request.plan_id)?;
+    let given = given_state.is_some();
     let initial_state = match given_state {
         Some(state) => state,
         None => cwm.read().map_err(SimulateError::State)?.state,
     };
-    let SimulationOutcome { simulation, batch } = simulate(&plan, request.k_steps, initial_state)?;
+    let SimulationOutcome { simulation, batch } = simulate(&plan, request.k_steps, initial_state)
+        .map_err(|error| match error {
+        SimulateError::TooManyImaginedBytes {
+            k_steps,
+            state_bytes,
+            ..
+        } => SimulateError::TooManyImaginedBytes {
+            k_steps,
+            state_bytes,
+            given,
+        },
+        other => other,
+    })?;
     hcg.write(batch)?;
     span.record("simulation.confidence", simulation.overall_confidence);
     Ok(simulation)
@@ -518,8 +537,18 @@ mod tests {
         assert!(run(&hcg, &cwm, request(5)).is_ok());
         assert!(matches!(
             run(&hcg, &cwm, request(100)),
-            Err(SimulateError::TooManyImaginedBytes { k_steps: 100, state_bytes })
+            Err(SimulateError::TooManyImaginedBytes { k_steps: 100, state_bytes, given: true })
                 if state_bytes * 100 > MAX_IMAGINED_BYTES
+        ));
+        // The same state as the current world state: not the request's doing.
+        cwm.replace(state.clone()).expect("the state is written");
+        let from_the_world = SimulationRequest {
+            initial_state: None,
+            ..request(100)
+        };
+        assert!(matches!(
+            run(&hcg, &cwm, from_the_world),
+            Err(SimulateError::TooManyImaginedBytes { given: false, .. })
         ));
     }
 
