@@ -273,10 +273,12 @@ fn walk<'a>(
     }
 }
 
+/// A span's id as the API writes it (hex).
 fn span_id(span: &Value) -> &str {
     span["span_id"].as_str().unwrap_or_default()
 }
 
+/// When a span started, for ordering siblings.
 fn start_of(span: &&Value) -> u64 {
     span["start_time_unix_nano"].as_u64().unwrap_or(0)
 }

@@ -671,6 +671,7 @@ impl Budget {
     }
 }
 
+/// OTLP attributes as a JSON object: at most [`MAX_ATTRIBUTES`], keys cut, within `budget`.
 fn attributes(attributes: &[KeyValue], budget: &mut Budget) -> Map<String, Value> {
     let mut map = Map::new();
     for KeyValue { key, value, .. } in attributes.iter().take(MAX_ATTRIBUTES) {

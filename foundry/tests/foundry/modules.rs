@@ -47,6 +47,7 @@ fn leaves(tree: &syn::UseTree) -> Vec<String> {
 struct Named(BTreeSet<String>);
 
 impl Named {
+    /// The modules a `use` tree names after `crate::` (`after_crate`: the tree is below it).
     fn add_use(&mut self, tree: &syn::UseTree, after_crate: bool) {
         match tree {
             syn::UseTree::Path(path) if after_crate => {
@@ -97,6 +98,7 @@ impl<'ast> Visit<'ast> for Named {
     }
 }
 
+/// Every `.rs` file below `dir`.
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -108,6 +110,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A source file's syntax tree; a file that does not parse fails the test, naming it.
 fn parse(path: &Path) -> syn::File {
     syn::parse_file(&fs::read_to_string(path).unwrap())
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
