@@ -606,7 +606,7 @@ impl OpenAiProvider {
             .await
             .map_err(|err| self.transport_error(err.is_timeout(), &err))?;
         let status = response.status();
-        let (bytes, cut) = read_at_most(response, MAX_RESPONSE_BYTES)
+        let (bytes, cut) = foundry::http::read_at_most(response, MAX_RESPONSE_BYTES)
             .await
             .map_err(|err| self.transport_error(err.is_timeout(), &err))?;
         if !status.is_success() {
@@ -838,23 +838,6 @@ impl LlmService {
 /// The most of a provider's answer that is read: a completion is kilobytes, and a provider that
 /// sends more must not fill Hermes' memory.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Up to `limit` bytes of `response`'s body, and whether it had more.
-async fn read_at_most(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> reqwest::Result<(Vec<u8>, bool)> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = limit - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            return Ok((body, true));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, false))
-}
 
 #[cfg(test)]
 mod tests {

@@ -429,8 +429,7 @@ impl Downstream {
             .await
             .map_err(|error| self.transport(&error, &url))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let (bytes, cut) = read_at_most(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|error| self.transport(&reqwest_middleware::Error::Reqwest(error), &url))?;
         if !status.is_success() {
@@ -440,18 +439,22 @@ impl Downstream {
                     String::from_utf8_lossy(&bytes)
                         .split_whitespace()
                         .collect::<Vec<_>>()
-                        .join(" ")
-                        .chars()
-                        .take(200)
-                        .collect(),
+                        .join(" "),
                 )
             });
+            let shown = |text: String| text.chars().take(MAX_ERROR_CHARS).collect();
             return Err(DownstreamError::Status {
                 service: self.service,
                 status,
-                code,
-                message,
+                code: shown(code),
+                message: shown(message),
                 forwarded: self.forwards_client_errors,
+            });
+        }
+        if cut {
+            return Err(DownstreamError::InvalidResponse {
+                service: self.service,
+                detail: format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
             });
         }
         serde_json::from_slice(&bytes).map_err(|error| DownstreamError::InvalidResponse {
@@ -473,6 +476,31 @@ impl Downstream {
             },
         }
     }
+}
+
+/// The most of another service's answer that is read: the largest answer of a LOGOS route is a
+/// few megabytes, and a service that sends more must not fill the caller's memory.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most of another service's error code or message passed on, in characters.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// Up to `limit` bytes of `response`'s body, and whether it had more: for answers from other
+/// services and providers, which must not fill memory however much they send.
+pub async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 /// `code` and `message` of a LOGOS error body.

@@ -13,7 +13,7 @@ pub(crate) mod server;
 use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
 
 pub use crate::url::parse_service_url;
-pub use client::{Downstream, DownstreamError, HttpClient, client, external_client};
+pub use client::{Downstream, DownstreamError, HttpClient, client, external_client, read_at_most};
 pub use error::{ErrorResponse, JsonBody, PathParam, QueryParams};
 pub use serve::{Application, run_service};
 pub(crate) use server::ServerLayer;

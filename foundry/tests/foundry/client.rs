@@ -44,6 +44,27 @@ async fn echo_server() -> (String, Arc<Mutex<HeaderMap>>) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
             }),
+        )
+        // An answer that never ends, in chunks of 1 MiB.
+        .route(
+            "/endless",
+            get(|| async {
+                let chunks = std::iter::repeat_with(|| {
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 1 << 20]))
+                });
+                axum::body::Body::from_stream(tokio_stream::iter(chunks))
+            }),
+        )
+        // A refusal in the LOGOS shape with a message of 5 MiB.
+        .route(
+            "/loud",
+            get(|| async {
+                foundry::http::ErrorResponse::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "loud",
+                    "x".repeat(5 << 20),
+                )
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -273,6 +294,32 @@ async fn downstream_errors_name_the_service_and_mark_the_span() {
     assert!(
         error_types.contains(&"418") && error_types.contains(&"timeout"),
         "{error_types:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_is_read_no_further_than_its_limit_and_a_refusal_is_cut() {
+    let (base, _) = echo_server().await;
+    let client = foundry::http::client(Duration::from_secs(20)).unwrap();
+    let hermes = Downstream::new("hermes", &base, client);
+
+    let endless = hermes
+        .get_json::<serde_json::Value>("/endless")
+        .await
+        .unwrap_err();
+    let loud = hermes
+        .get_json::<serde_json::Value>("/loud")
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&endless, DownstreamError::InvalidResponse { detail, .. } if detail.contains("larger than 16 MiB")),
+        "{endless:?}"
+    );
+    assert!(
+        matches!(&loud, DownstreamError::Status { code, message, .. }
+            if code == "loud" && message.chars().count() == 200),
+        "{loud:?}"
     );
 }
 
