@@ -83,7 +83,28 @@ pub fn router(diagnostics: Diagnostics) -> OpenApiRouter {
         )
         .route("/v1/logs", post(http_export::<ExportLogsServiceRequest>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(bounded))
         .with_state(receiver)
+}
+
+/// How long an export may take to arrive and be stored. The services' routes have this bound
+/// from foundry's server layer, which the receiver's untraced routes go without: a client that
+/// sends its body slowly must not hold a connection and its buffer without end.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn bounded(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(EXPORT_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ErrorResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the export took longer than {} s to arrive and be stored",
+                EXPORT_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// The OTLP services, over the window.
@@ -184,6 +205,10 @@ fn http_document() -> utoipa::openapi::OpenApi {
                 error(
                     415,
                     "`unsupported_media_type`, `unsupported_encoding`: not protobuf or JSON, or not gzip",
+                ),
+                error(
+                    503,
+                    "`timeout`: the export took longer than 60 s to arrive and be stored",
                 ),
             ]);
         let operation = OperationBuilder::new()

@@ -479,3 +479,24 @@ async fn token_counts_at_the_top_of_i64_saturate_instead_of_crashing_the_export(
     assert_eq!(llm["calls"], 2, "{llm}");
     assert_eq!(llm["input_tokens"], i64::MAX, "{llm}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_export_whose_body_never_ends_is_answered_503_after_its_bound() {
+    // Arrange: a body that declares nothing and never finishes (time runs paused, so the
+    // 60 s bound passes as soon as nothing else can happen).
+    let diagnostics = Diagnostics::new(1000);
+    let router = apollo(&diagnostics);
+    let endless = Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >());
+    let request = Request::post("/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(endless)
+        .unwrap();
+
+    // Act
+    let answer = TestResponse::of(&router, request).await;
+
+    // Assert
+    assert_error(&answer, Http::SERVICE_UNAVAILABLE, "timeout");
+}
