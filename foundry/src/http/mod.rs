@@ -6,6 +6,7 @@
 
 mod client;
 mod error;
+mod idle;
 mod protocol_errors;
 mod serve;
 pub(crate) mod server;

@@ -1,11 +1,16 @@
 //! Binding and serving with the graceful, bounded shutdown every service shares.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 
-use super::protocol_errors::JsonErrorsListener;
+use super::{idle::Idle, protocol_errors::JsonErrorsListener};
 
 /// How long in-flight requests may run on after Ctrl-C or SIGTERM. With the telemetry flush
 /// ([`crate::telemetry::SHUTDOWN_TIMEOUT`]) a service exits within 5 s of the signal.
@@ -22,28 +27,68 @@ pub(crate) async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     })
 }
 
+/// How long a connection may take to send a request's head, from when it opened or its last
+/// answer was sent: a client that sends nothing, or a byte at a time, is closed.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may go without traffic, whatever it is doing: longer than a request may
+/// run ([`super::server::REQUEST_TIMEOUT`]), as a keep-alive server's usual bound.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The most connections served at once; more wait in the listen backlog until one closes.
+const MAX_CONNECTIONS: usize = 4096;
+
 /// Serves `app` until Ctrl-C or SIGTERM: then stops accepting, lets in-flight requests finish
 /// for at most [`DRAIN_TIMEOUT`], and returns. What the HTTP server answers by itself (400 for a
 /// request that is not valid HTTP/1.1, 431 for more than 100 header lines, 414 for a URI too
 /// long) is in the JSON error shape like every other error.
+///
+/// The connections are served here rather than by `axum::serve`, which arms no timer: without
+/// one, hyper never bounds how long a request's head may take, and idle or half-sent
+/// connections would be held without end (a few thousand exhaust the process's files).
 pub(crate) async fn serve(listener: TcpListener, app: Router) -> io::Result<()> {
-    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
     // The answers hyper gives by itself (a malformed request, too many headers) get the JSON
     // error shape too.
-    let server = axum::serve(JsonErrorsListener(listener), app.into_make_service())
-        .with_graceful_shutdown(async move {
-            crate::shutdown_signal().await;
-            let _ = signalled_tx.send(true);
+    let mut listener = JsonErrorsListener(listener);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HEAD_TIMEOUT)
+        .keep_alive_timeout(HEAD_TIMEOUT);
+    let signal = crate::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut signal => break,
+            accepted = async {
+                let permit = Arc::clone(&permits).acquire_owned().await;
+                (permit, axum::serve::Listener::accept(&mut listener).await)
+            } => accepted,
+        };
+        let (Ok(permit), (io, _address)) = accepted else {
+            break;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(Idle::new(io, IDLE_TIMEOUT)), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
         });
-    let drain_deadline = async move {
-        if signalled_rx.wait_for(|signalled| *signalled).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
+    }
+    drop(listener);
     tokio::select! {
-        result = server => result,
-        () = drain_deadline => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("in-flight requests did not finish in time; stopping anyway");
             Ok(())
         }

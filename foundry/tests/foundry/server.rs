@@ -619,3 +619,43 @@ async fn what_the_http_server_answers_by_itself_is_in_the_json_error_shape() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_does_not_finish_its_head_or_stays_silent_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Arrange: a service served as the LOGOS services are (time runs paused: the bound passes
+    // as soon as nothing else can happen).
+    let _capture = capture("foundry-test");
+    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
+        .await
+        .unwrap();
+    let address = application.local_addr().unwrap();
+    tokio::spawn(application.run_until_stopped());
+    let mut half_sent = tokio::net::TcpStream::connect(address).await.unwrap();
+    half_sent
+        .write_all(b"GET /items/1 HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+
+    // Act: each waits for the server to close it, for longer than the bounds (10 s for a head
+    // begun, 75 s for a connection without traffic).
+    let mut closed = Vec::new();
+    for stream in [&mut half_sent, &mut silent] {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        closed.push(read.is_ok());
+    }
+
+    // Assert
+    assert_eq!(
+        closed,
+        [true, true],
+        "connections held past the head's bound"
+    );
+}
