@@ -508,7 +508,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             warnings.dropped(spans, first, last);
         }
         for report in warnings.reports(Instant::now(), shutdown) {
-            report.log();
+            report.log(shutdown);
         }
         last_export = Instant::now();
         if !held.contains(&true) {
@@ -722,7 +722,12 @@ impl Tally {
 #[derive(Debug, PartialEq)]
 enum Report {
     /// Exports fail, and the last attempt failed too.
-    Failing { lost: Lost, error: String },
+    Failing {
+        lost: Lost,
+        error: String,
+        /// When exports began to fail: the wait before the first loss counts.
+        since: SystemTime,
+    },
     /// Exports failed, and have gone through since.
     Failed { lost: Lost, error: String },
     /// The queue was full.
@@ -731,31 +736,47 @@ enum Report {
     Waiting { since: SystemTime, error: String },
 }
 
+/// A warning, or an error when it is the last word (`at_end`: at shutdown, what was lost is
+/// final, and `RUST_LOG=error` must still say it).
+macro_rules! say {
+    ($at_end:expr, $($field:tt)*) => {
+        if $at_end {
+            tracing::error!($($field)*)
+        } else {
+            tracing::warn!($($field)*)
+        }
+    };
+}
+
 impl Report {
-    fn log(&self) {
+    fn log(&self, at_end: bool) {
         let time = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
         let count = |spans: u64| i64::try_from(spans).unwrap_or(i64::MAX);
         match self {
-            Report::Failing { lost, error } => tracing::warn!(
+            Report::Failing { lost, error, since } => say!(
+                at_end,
                 name = "SpanExport.ExportError",
                 spans_lost = count(lost.spans),
                 "OTLP span export failing since {} (last attempt {}): {error}",
-                time(lost.first),
+                time(*since),
                 time(lost.last),
             ),
-            Report::Failed { lost, error } => tracing::warn!(
+            Report::Failed { lost, error } => say!(
+                at_end,
                 name = "SpanExport.ExportError",
                 spans_lost = count(lost.spans),
                 "OTLP span export failed between {} and {} and has worked since; the last error: {error}",
                 time(lost.first),
                 time(lost.last),
             ),
-            Report::Waiting { since, error } => tracing::warn!(
+            Report::Waiting { since, error } => say!(
+                at_end,
                 name = "SpanExport.Waiting",
                 "OTLP span export failing since {}; spans wait in the queue (OTEL_BSP_MAX_QUEUE_SIZE) for the collector: {error}",
                 time(*since),
             ),
-            Report::Dropped(lost) => tracing::warn!(
+            Report::Dropped(lost) => say!(
+                at_end,
                 name = "SpanExport.QueueFull",
                 spans_dropped = count(lost.spans),
                 "spans were dropped between {} and {}: the span export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)",
@@ -815,7 +836,10 @@ impl Warnings {
         if let Some(lost) = failed {
             let error = self.last_error.clone();
             reports.push(if self.failing {
-                Report::Failing { lost, error }
+                let since = self
+                    .waiting_since
+                    .map_or(lost.first, |since| since.min(lost.first));
+                Report::Failing { lost, error, since }
             } else {
                 Report::Failed { lost, error }
             });
@@ -1278,6 +1302,11 @@ mod tests {
                 vec![("waiting", 0, 1, 1), ("waiting", 0, 1, 1)],
             ),
             (vec![Hold(1), Exported, Tick(1)], vec![]),
+            // A failure after a wait is failing since the wait began, not since the first loss.
+            (
+                vec![Hold(1), Tick(1), Fail(5), Shutdown(6)],
+                vec![("waiting", 0, 1, 1), ("failing", 10, 1, 5)],
+            ),
         ];
 
         for (events, expected) in cases {
@@ -1306,8 +1335,8 @@ mod tests {
             let seen: Vec<Seen> = reports
                 .iter()
                 .map(|report| match report {
-                    Report::Failing { lost, .. } => {
-                        ("failing", lost.spans, at(lost.first), at(lost.last))
+                    Report::Failing { lost, since, .. } => {
+                        ("failing", lost.spans, at(*since), at(lost.last))
                     }
                     Report::Failed { lost, .. } => {
                         ("failed", lost.spans, at(lost.first), at(lost.last))

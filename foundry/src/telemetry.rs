@@ -648,6 +648,11 @@ fn no_telemetry_about_telemetry() -> Targets {
             tracing::level_filters::LevelFilter::OFF,
         )
         .with_target(SHUTDOWN_TARGET, tracing::level_filters::LevelFilter::OFF)
+        // Its reports are about the export itself, and may come after the logs' own shutdown.
+        .with_target(
+            "foundry::span_export",
+            tracing::level_filters::LevelFilter::OFF,
+        )
         .with_target(
             "opentelemetry_sdk",
             tracing::level_filters::LevelFilter::OFF,

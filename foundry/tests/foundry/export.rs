@@ -1182,3 +1182,36 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
     );
     assert!(stderr.contains("SpanExport.QueueFull"), "{stderr}");
 }
+
+#[tokio::test]
+async fn spans_lost_at_shutdown_are_an_error_that_rust_log_error_keeps() {
+    if is_child() {
+        return child_service().await;
+    }
+    // Arrange: a collector that refuses every connection, and only errors logged.
+    let closed = closed_address();
+    let (_, traceparent) = new_traceparent(true);
+
+    // Act
+    let output = run_child(
+        "export::spans_lost_at_shutdown_are_an_error_that_rust_log_error_keeps",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+            ("CHILD_TRACEPARENT", &traceparent),
+            ("RUST_LOG", "error"),
+        ],
+    )
+    .await;
+
+    // Assert: the loss is said, once, as an error, with the count.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lost: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("SpanExport.ExportError"))
+        .collect();
+    assert_eq!(lost.len(), 1, "{stderr}");
+    assert!(
+        lost[0].contains("ERROR") && lost[0].contains("spans_lost=1"),
+        "{stderr}"
+    );
+}
