@@ -129,8 +129,9 @@ pub(crate) fn record(route: Option<&str>, status: u16, details: &ErrorDetails) {
     start_summaries();
 }
 
-/// The lines that an error of kind `key` at `now` calls for: its own when the kind is due (after
-/// a summary of what was held back), else none, and it is counted.
+/// The lines that an error of kind `key` at `now` calls for: when the kind is due, a summary of
+/// what was held back with this one counted in it, or its own line after a quiet interval; else
+/// none, and it is counted.
 fn note(
     kinds: &mut Option<HashMap<Key, Kind>>,
     key: Key,
@@ -160,14 +161,17 @@ fn note(
         }
         Some(kind) => {
             kind.said_at = now;
-            let mut lines: Vec<Line> = kind
-                .held
-                .take()
-                .map(|held| summary(&key, held))
-                .into_iter()
-                .collect();
-            lines.push(first(&key));
-            lines
+            match kind.held.take() {
+                // Still going: one summary line, with this error counted in it.
+                Some(mut held) => {
+                    held.count += 1;
+                    held.last = wall;
+                    message.clone_into(&mut held.message);
+                    vec![summary(&key, held)]
+                }
+                // Quiet for a whole interval: a new first line.
+                None => vec![first(&key)],
+            }
         }
         None => {
             kinds.insert(
@@ -300,17 +304,30 @@ mod tests {
             vec![
                 first("hermes_unavailable", "down"),
                 first("hermes_timeout", "slow"),
+                // The interval over, the one after it is counted in the summary, not a new first
+                // line: the failure is the same one going on.
                 Line::Summary {
                     route: Some("/plan".to_owned()),
                     status: 502,
                     code: "hermes_unavailable".to_owned(),
-                    count: 999,
+                    count: 1000,
                     first: wall_at(1),
-                    last: wall_at(999),
-                    message: "down".to_owned(),
+                    last: wall_at(later),
+                    message: "still down".to_owned(),
                 },
-                first("hermes_unavailable", "still down"),
             ]
+        );
+        // After a quiet interval, the next error is a first line again.
+        let quiet = later + 2 * ERROR_LOG_INTERVAL.as_millis() as u64;
+        assert_eq!(
+            note(
+                &mut kinds,
+                key("hermes_unavailable"),
+                "down again",
+                at(quiet),
+                wall_at(quiet),
+            ),
+            vec![first("hermes_unavailable", "down again")]
         );
     }
 
