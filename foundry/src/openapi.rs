@@ -85,7 +85,7 @@ error_set!(
     JsonBodyErrors:
     (400, "`invalid_json`: the body is not JSON"),
     (413, "`payload_too_large`: the body is over the limit"),
-    (415, "`unsupported_media_type`: the body is not `application/json`"),
+    (415, "`unsupported_media_type`: the body is not `application/json`; `unsupported_encoding`: the body has a `Content-Encoding`"),
     (422, "`invalid_request` (or a more precise code): well-formed JSON whose fields or values are not acceptable"),
 );
 

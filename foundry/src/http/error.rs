@@ -105,7 +105,8 @@ impl From<PathRejection> for ErrorResponse {
 }
 
 /// `axum::Json` whose rejections answer in the error shape above (400 invalid JSON, 422 missing
-/// or mistyped fields, 413 over the body limit, 415 without a JSON content type).
+/// or mistyped fields, 413 over the body limit, 415 without a JSON content type or with a
+/// `Content-Encoding`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonBody<T>(pub T);
 
@@ -117,6 +118,16 @@ where
     type Rejection = ErrorResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A compressed body would be read as it is: a gzip body as invalid JSON, one labelled
+        // `br` but plain as if nothing were said.
+        let encoding = req.headers().get(http::header::CONTENT_ENCODING);
+        if encoding.is_some_and(|encoding| !encoding.as_bytes().eq_ignore_ascii_case(b"identity")) {
+            return Err(Self::Rejection::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "request bodies are read as they are sent: send this one without Content-Encoding",
+            ));
+        }
         let Json(value) = Json::<T>::from_request(req, state).await?;
         Ok(Self(value))
     }

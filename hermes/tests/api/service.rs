@@ -59,6 +59,34 @@ async fn a_body_without_a_json_content_type_is_415_on_every_route() {
 }
 
 #[tokio::test]
+async fn a_body_with_a_content_encoding_is_415_on_every_route() {
+    // Arrange
+    let app = TestApp::new();
+
+    for (path, encoding) in [
+        ("/embed_text", "gzip"),
+        ("/search", "br"),
+        ("/llm", "deflate"),
+    ] {
+        let request = Request::post(path)
+            .header(CONTENT_TYPE, "application/json")
+            .header("content-encoding", encoding)
+            .body(Body::from("{\"text\": \"x\"}"))
+            .unwrap();
+
+        // Act
+        let response = app.send(request).await;
+
+        // Assert
+        assert_error(
+            &response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_traced_response_carries_the_server_span_in_its_traceparent() {
     // Arrange
     let app = TestApp::new();
