@@ -19,6 +19,9 @@ use tokio::{
 pub(crate) struct Idle<I> {
     inner: I,
     timeout: Duration,
+    /// The last traffic: read from the clock on each, and compared only when the timer fires,
+    /// so that traffic, on the request path, never touches the timer.
+    last: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -27,14 +30,27 @@ impl<I> Idle<I> {
         Self {
             inner,
             timeout,
+            last: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     /// Traffic: the idle time starts again.
     fn touch(&mut self) {
-        let next = Instant::now() + self.timeout;
-        self.deadline.as_mut().reset(next);
+        self.last = Instant::now();
+    }
+
+    /// Whether the connection has been idle for its whole timeout; when the timer fires early
+    /// (there was traffic since it was set), it is set again for the new end.
+    fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let end = self.last + self.timeout;
+            if end <= Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(end);
+        }
+        false
     }
 }
 
@@ -52,9 +68,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Idle<I> {
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::TimedOut, "the connection was idle too long"),
-            )),
+            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was idle too long",
+            ))),
             Poll::Pending => Poll::Pending,
         }
     }

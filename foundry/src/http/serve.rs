@@ -27,8 +27,9 @@ pub(crate) async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     })
 }
 
-/// How long a connection may take to send a request's head, from when it opened or its last
-/// answer was sent: a client that sends nothing, or a byte at a time, is closed.
+/// How long a connection may take to send a request's head, from its first byte (or, kept alive,
+/// from the previous answer): a client that sends a byte at a time, or asks nothing more, is
+/// closed. One that sends nothing at all is left to [`IDLE_TIMEOUT`].
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a connection may go without traffic, whatever it is doing: longer than a request may

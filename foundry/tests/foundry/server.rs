@@ -659,3 +659,39 @@ async fn a_connection_that_does_not_finish_its_head_or_stays_silent_is_closed() 
         "connections held past the head's bound"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_with_traffic_stays_open_past_the_idle_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Arrange
+    let _capture = capture("foundry-test");
+    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
+        .await
+        .unwrap();
+    let address = application.local_addr().unwrap();
+    tokio::spawn(application.run_until_stopped());
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+
+    // Act: a request every 8 s for 120 s, on one connection (the idle bound is 75 s; between
+    // requests, hyper waits 10 s for the next head).
+    let mut answered = 0;
+    for _ in 0..15 {
+        stream
+            .write_all(b"GET /items/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).ends_with("an item") {
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "closed after {answered} answers");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        answered += 1;
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    }
+
+    // Assert
+    assert_eq!(answered, 15);
+}
