@@ -542,6 +542,18 @@ async fn a_request_dropped_before_its_answer_ends_its_span_and_is_measured_as_ca
     assert!(!line.contains("http_response_status_code"), "{line}");
 }
 
+/// The test app served as the LOGOS services are (bound on a free port, spans captured); its
+/// address.
+async fn served() -> std::net::SocketAddr {
+    let _ = capture("foundry-test");
+    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
+        .await
+        .unwrap();
+    let address = application.local_addr().unwrap();
+    tokio::spawn(application.run_until_stopped());
+    address
+}
+
 /// Writes `request` as it is to a connection and reads the answer until the server closes it.
 async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -555,12 +567,7 @@ async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test]
 async fn what_the_http_server_answers_by_itself_is_in_the_json_error_shape() {
     // Arrange: a service served as the LOGOS services are.
-    let _capture = capture("foundry-test");
-    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
-        .await
-        .unwrap();
-    let address = application.local_addr().unwrap();
-    tokio::spawn(application.run_until_stopped());
+    let address = served().await;
     let many_headers: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
     let long_uri = format!("/items/{}", "a".repeat(70_000));
     // (request, status, error code; `None`: not an error)
@@ -626,12 +633,7 @@ async fn a_connection_that_does_not_finish_its_head_or_stays_silent_is_closed() 
 
     // Arrange: a service served as the LOGOS services are (time runs paused: the bound passes
     // as soon as nothing else can happen).
-    let _capture = capture("foundry-test");
-    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
-        .await
-        .unwrap();
-    let address = application.local_addr().unwrap();
-    tokio::spawn(application.run_until_stopped());
+    let address = served().await;
     let mut half_sent = tokio::net::TcpStream::connect(address).await.unwrap();
     half_sent
         .write_all(b"GET /items/1 HTTP/1.1\r\nhost: x\r\n")
@@ -665,12 +667,7 @@ async fn a_connection_with_traffic_stays_open_past_the_idle_bound() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     // Arrange
-    let _capture = capture("foundry-test");
-    let application = foundry::http::Application::bind("127.0.0.1", 0, app())
-        .await
-        .unwrap();
-    let address = application.local_addr().unwrap();
-    tokio::spawn(application.run_until_stopped());
+    let address = served().await;
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
 
     // Act: a request every 8 s for 120 s, on one connection (the idle bound is 75 s; between
