@@ -35,26 +35,32 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
         .await;
 }
 
+/// Posts a small JSON text to `path` with a content type and perhaps an encoding, and asserts
+/// the 415 with `code`.
+async fn assert_415(
+    app: &TestApp,
+    path: &str,
+    (content_type, encoding): (&str, Option<&str>),
+    code: &str,
+) {
+    let mut request = Request::post(path).header(CONTENT_TYPE, content_type);
+    if let Some(encoding) = encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = app
+        .send(request.body(Body::from("{\"text\": \"x\"}")).unwrap())
+        .await;
+    assert_error(&response, StatusCode::UNSUPPORTED_MEDIA_TYPE, code);
+}
+
 #[tokio::test]
 async fn a_body_without_a_json_content_type_is_415_on_every_route() {
     // Arrange
     let app = TestApp::new();
 
     for path in ["/embed_text", "/search", "/simple_nlp", "/llm"] {
-        let request = Request::post(path)
-            .header(CONTENT_TYPE, "text/plain")
-            .body(Body::from("{\"text\": \"x\"}"))
-            .unwrap();
-
-        // Act
-        let response = app.send(request).await;
-
-        // Assert
-        assert_error(
-            &response,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        );
+        // Act / Assert
+        assert_415(&app, path, ("text/plain", None), "unsupported_media_type").await;
     }
 }
 
@@ -68,21 +74,9 @@ async fn a_body_with_a_content_encoding_is_415_on_every_route() {
         ("/search", "br"),
         ("/llm", "deflate"),
     ] {
-        let request = Request::post(path)
-            .header(CONTENT_TYPE, "application/json")
-            .header("content-encoding", encoding)
-            .body(Body::from("{\"text\": \"x\"}"))
-            .unwrap();
-
-        // Act
-        let response = app.send(request).await;
-
-        // Assert
-        assert_error(
-            &response,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-        );
+        // Act / Assert
+        let headers = ("application/json", Some(encoding));
+        assert_415(&app, path, headers, "unsupported_encoding").await;
     }
 }
 
