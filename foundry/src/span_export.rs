@@ -113,6 +113,8 @@ struct Shared {
     settings: BatchSettings,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: the bound on each attempt, and on all attempts at a batch.
     timeout: Duration,
+    /// The collector, as the log names it (without credentials).
+    endpoint: String,
 }
 
 #[derive(Default)]
@@ -121,6 +123,11 @@ struct State {
     full: VecDeque<Batch>,
     /// Spans in `current` and `full`.
     queued: usize,
+    /// Spans the export thread has taken from the queue and not yet sent or put back.
+    in_flight: usize,
+    /// Shutdown gave up waiting for the export thread and said what it had not exported: the
+    /// thread must not count those again if its calls end after all.
+    abandoned: bool,
     /// Spans dropped because the queue was full, since the export thread last looked, and
     /// when the first and last of them were.
     dropped: u64,
@@ -218,6 +225,7 @@ impl OtlpSpanProcessor {
             flushed: Condvar::new(),
             settings,
             timeout,
+            endpoint: crate::url::without_userinfo(endpoint),
         });
         let sender = Sender {
             client: tonic::client::Grpc::new(channel),
@@ -257,6 +265,22 @@ impl OtlpSpanProcessor {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // At shutdown the export thread, stuck on the collector, will never say it.
+                let lost = (state.queued + state.in_flight) as u64 + state.dropped;
+                if shutdown {
+                    state.abandoned = true;
+                    state.dropped = 0;
+                }
+                drop(state);
+                if shutdown && lost > 0 {
+                    tracing::error!(
+                        name = "SpanExport.ExportError",
+                        spans_lost = i64::try_from(lost).unwrap_or(i64::MAX),
+                        "OTLP span export to {} did not finish within {} ms of shutdown: {lost} spans were not exported",
+                        self.shared.endpoint,
+                        timeout.as_millis(),
+                    );
+                }
                 return Err(OTelSdkError::Timeout(timeout));
             }
             state = self
@@ -434,7 +458,9 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             if everything && state.current.spans > 0 {
                 batches.push(std::mem::take(&mut state.current));
             }
-            state.queued -= batches.iter().map(|batch| batch.spans).sum::<usize>();
+            let taken = batches.iter().map(|batch| batch.spans).sum::<usize>();
+            state.queued -= taken;
+            state.in_flight = taken;
             (
                 batches,
                 flush,
@@ -491,7 +517,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                                     .map_or(HOLD_PAUSE, |d| d.max(HOLD_PAUSE));
                                 hold_until = Some(Instant::now() + pause);
                                 warnings.export_waiting(&failure.error, SystemTime::now());
-                            } else {
+                            } else if !shared.lock().abandoned {
                                 warnings.export_failed(
                                     failure.lost,
                                     &failure.error,
@@ -508,7 +534,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
             warnings.dropped(spans, first, last);
         }
         for report in warnings.reports(Instant::now(), shutdown) {
-            report.log(shutdown);
+            report.log(shutdown, &shared.endpoint);
         }
         last_export = Instant::now();
         if !held.contains(&true) {
@@ -531,6 +557,7 @@ fn export_loop(shared: &Shared, sender: &Sender) {
                 buffer
             });
         let mut state = shared.lock();
+        state.in_flight = 0;
         // Back at the head of the queue, in order, and counted in it, as far as it has room: new
         // spans came in while these were out, and the queue never holds more than its size
         // however long the collector stays away (the rest are dropped, and counted).
@@ -749,7 +776,8 @@ macro_rules! say {
 }
 
 impl Report {
-    fn log(&self, at_end: bool) {
+    /// Logs the line; a failure names the collector it failed to reach.
+    fn log(&self, at_end: bool, endpoint: &str) {
         let time = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
         let count = |spans: u64| i64::try_from(spans).unwrap_or(i64::MAX);
         match self {
@@ -757,7 +785,7 @@ impl Report {
                 at_end,
                 name = "SpanExport.ExportError",
                 spans_lost = count(lost.spans),
-                "OTLP span export failing since {} (last attempt {}): {error}",
+                "OTLP span export to {endpoint} failing since {} (last attempt {}): {error}",
                 time(*since),
                 time(lost.last),
             ),
@@ -765,14 +793,14 @@ impl Report {
                 at_end,
                 name = "SpanExport.ExportError",
                 spans_lost = count(lost.spans),
-                "OTLP span export failed between {} and {} and has worked since; the last error: {error}",
+                "OTLP span export to {endpoint} failed between {} and {} and has worked since; the last error: {error}",
                 time(lost.first),
                 time(lost.last),
             ),
             Report::Waiting { since, error } => say!(
                 at_end,
                 name = "SpanExport.Waiting",
-                "OTLP span export failing since {}; spans wait in the queue (OTEL_BSP_MAX_QUEUE_SIZE) for the collector: {error}",
+                "OTLP span export to {endpoint} failing since {}; spans wait in the queue (OTEL_BSP_MAX_QUEUE_SIZE) for the collector: {error}",
                 time(*since),
             ),
             Report::Dropped(lost) => say!(

@@ -163,7 +163,8 @@ impl Telemetry {
         log_shutdown.begin();
         // What the error log held back is said before the logs are flushed.
         crate::error_log::log_summaries(true);
-        let (done_tx, done_rx) = mpsc::channel();
+        // The signal being flushed, then `None` once all are: a timeout can say where it stuck.
+        let (progress_tx, progress_rx) = mpsc::channel::<Option<&'static str>>();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         // What is left of the one budget: a collector that never answers the traces must not
         // leave logs and metrics no time at all, nor stretch the whole beyond the bound.
@@ -173,15 +174,26 @@ impl Telemetry {
         let spawned = std::thread::Builder::new()
             .name("otel-shutdown".into())
             .spawn(move || {
+                let _ = progress_tx.send(Some("traces"));
                 let _ = tracer.shutdown_with_timeout(remaining() / 2);
                 if let Some(logger) = logger {
+                    let _ = progress_tx.send(Some("logs"));
                     let _ = logger.shutdown_with_timeout(remaining() / 2);
                 }
                 // The periodic readers export once more as they shut down.
+                let _ = progress_tx.send(Some("metrics"));
                 let _ = meter.shutdown_with_timeout(remaining());
-                let _ = done_tx.send(());
+                let _ = progress_tx.send(None);
             });
-        let finished = spawned.is_ok() && done_rx.recv_timeout(remaining()).is_ok();
+        let mut stuck_at = "traces";
+        let finished = spawned.is_ok()
+            && loop {
+                match progress_rx.recv_timeout(remaining()) {
+                    Ok(Some(signal)) => stuck_at = signal,
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
         drop(export_runtime);
         if let Some(held) = logging::take_held_export_errors() {
             let plural = if held.count == 1 { "" } else { "s" };
@@ -200,7 +212,7 @@ impl Telemetry {
             tracing::warn!(
                 target: SHUTDOWN_TARGET,
                 timeout_ms = SHUTDOWN_TIMEOUT.as_millis() as i64,
-                "telemetry shutdown timed out; unexported data was dropped"
+                "telemetry shutdown timed out flushing the {stuck_at}; what was not exported by then was dropped"
             );
         }
         finished

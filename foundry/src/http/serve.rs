@@ -90,7 +90,14 @@ pub(crate) async fn serve(listener: TcpListener, app: Router) -> io::Result<()> 
     tokio::select! {
         () = graceful.shutdown() => Ok(()),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("in-flight requests did not finish in time; stopping anyway");
+            // Idle connections closed at once: those left are serving a request.
+            let connections = MAX_CONNECTIONS - permits.available_permits();
+            let (plural, verb) = if connections == 1 { ("", "has") } else { ("s", "have") };
+            tracing::warn!(
+                connections = i64::try_from(connections).unwrap_or(i64::MAX),
+                "{connections} connection{plural} still {verb} a request in flight {} ms after the shutdown signal; stopping anyway",
+                DRAIN_TIMEOUT.as_millis(),
+            );
             Ok(())
         }
     }

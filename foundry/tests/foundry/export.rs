@@ -643,6 +643,10 @@ async fn a_batch_whose_retries_are_spent_waits_in_the_queue_for_the_collector() 
         stderr.contains("SpanExport.Waiting"),
         "the wait is said: {stderr}"
     );
+    assert!(
+        stderr.contains(&format!("OTLP span export to {endpoint} failing since")),
+        "the line names the collector: {stderr}"
+    );
 }
 
 /// An OTLP/HTTP collector that answers every export 503 Service Unavailable, which the OTLP spec
@@ -1214,4 +1218,5 @@ async fn spans_lost_at_shutdown_are_an_error_that_rust_log_error_keeps() {
         lost[0].contains("ERROR") && lost[0].contains("spans_lost=1"),
         "{stderr}"
     );
+    assert!(lost[0].contains(&format!("to http://{closed} ")), "{stderr}");
 }

@@ -331,6 +331,11 @@ pub struct Expect {
     parent: Option<(&'static str, &'static str)>,
 }
 
+/// How many spans `rows` expect in all.
+pub fn span_total(rows: &[Expect]) -> usize {
+    rows.iter().map(|row| row.count).sum()
+}
+
 /// `count` spans `name` of `kind` in `service`, each a child of `parent` (service, name).
 pub fn expect(
     count: usize,

@@ -1,6 +1,6 @@
 //! Shutdown: SIGTERM makes Sophia and Hermes export the spans they still hold (the batch delay
 //! is a minute, so only the shutdown flush can deliver them) and exit within 5 s; with the
-//! receiver down, or hanging, they still exit within 5 s.
+//! receiver down, or hanging, they still exit within 5 s, and a hanging one's loss is said.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::{
     harness::{Export, Service, http},
-    shape::wait_for_trace,
+    shape::{span_total, wait_for_trace},
     trace::{GOAL, plan_rows},
 };
 
@@ -101,8 +101,58 @@ async fn with_a_receiver_that_never_answers_sigterm_still_exits_within_5_s() {
     // Arrange
     // Accepts connections and never answers: the worst receiver an exporter can meet.
     let black_hole = foundry::testing::silent_address();
-    let (mut hermes, mut sophia, ..) = plan_once(&format!("http://{black_hole}")).await;
+    let endpoint = format!("http://{black_hole}");
+    let (mut hermes, mut sophia, _, _, steps) = plan_once(&endpoint).await;
 
-    // Act and Assert
+    // Act
     terminate_both(&mut hermes, &mut sophia).await;
+
+    // Assert: each says, as an error, how many of the request's spans it did not export, and
+    // where they were going; together, all of them, each counted once.
+    let mut lost_in_all = 0;
+    for service in [&sophia, &hermes] {
+        let log = service.log();
+        let line = log
+            .lines()
+            .find(|line| line.contains("did not finish within"))
+            .unwrap_or_else(|| panic!("the loss is said:\n{log}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains(&format!("OTLP span export to {endpoint} ")), "{line}");
+        for line in log.lines() {
+            if let Some(rest) = line.split("spans_lost=").nth(1) {
+                let count = rest.split(|c: char| !c.is_ascii_digit()).next();
+                lost_in_all += count
+                    .and_then(|count| count.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("a count: {line}"));
+            }
+        }
+    }
+    assert_eq!(lost_in_all, span_total(&plan_rows(steps, None)) as u64);
+}
+
+#[tokio::test]
+async fn a_request_still_running_when_the_drain_ends_is_counted_in_the_log() {
+    // Arrange: Sophia's Hermes accepts connections and never answers, so a plan waits on it.
+    let hermes_url = format!("http://{}", foundry::testing::silent_address());
+    let mut sophia = Service::sophia(&Export::none(), &hermes_url).await;
+    let plan = tokio::spawn(
+        http()
+            .post(format!("{}/plan", sophia.url))
+            .json(&json!({"goal": {"description": GOAL}}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act
+    let (status, took) = sophia.terminate(EXIT_WAIT).await;
+
+    // Assert: it stopped within the bound and said how many requests it cut off.
+    let log = sophia.log();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(took < EXIT_BOUND, "{took:?}\n{log}");
+    assert!(
+        log.contains("1 connection still has a request in flight 1500 ms after the shutdown signal"),
+        "{log}"
+    );
+    assert!(plan.await.unwrap().is_err(), "the request was cut off");
 }
