@@ -102,25 +102,105 @@ pub(crate) fn install(propagators: &[Propagator]) {
             match propagator {
                 Propagator::TraceContext => Box::new(W3cTraceContextPropagator::new()),
                 Propagator::Baggage => Box::new(W3cBaggagePropagator::new()),
-                Propagator::B3 => Box::new(SingleHeaderB3(B3Propagator::with_encoding(
-                    B3Encoding::SingleHeader,
-                ))),
-                Propagator::B3Multi => {
-                    Box::new(B3Propagator::with_encoding(B3Encoding::MultipleHeader))
-                }
+                Propagator::B3 => Box::new(Foreign {
+                    propagator: B3Propagator::with_encoding(B3Encoding::SingleHeader),
+                    only_b3: true,
+                }),
+                Propagator::B3Multi => Box::new(Foreign {
+                    propagator: B3Propagator::with_encoding(B3Encoding::MultipleHeader),
+                    only_b3: false,
+                }),
                 Propagator::Jaeger => Box::new(Jaeger::new()),
-                Propagator::XRay => Box::new(opentelemetry_aws::trace::XrayPropagator::new()),
+                Propagator::XRay => Box::new(Foreign {
+                    propagator: opentelemetry_aws::trace::XrayPropagator::new(),
+                    only_b3: false,
+                }),
             }
         })
         .collect();
     global::set_text_map_propagator(TextMapCompositePropagator::new(formats));
 }
 
-/// B3 in its one `b3` header alone. opentelemetry-propagator-b3 0.33 writes the `X-B3-*`
-/// headers too whatever the encoding (its test of `UnSpecified`, a zero bitmask, always holds),
-/// so this drops them on the way out; extraction is the crate's.
+/// The sampled bit of the trace flags.
+const TRACE_SAMPLED: u8 = 0x01;
+/// B3's bit of the trace flags for "debug" in opentelemetry-propagator-b3 (and Jaeger's crate).
+const DEBUG: u8 = 0x04;
+
+/// B3 or X-Ray, through their crates, made to agree with W3C Trace Context. Both crates give bit
+/// 0x02 of the trace flags their own meaning ("deferred"), which Level 2 gives "random": a
+/// sampled trace with the random flag went out as undecided, and an undecided one came in
+/// labelled random. Here only `sampled` crosses, B3's debug counts as sampled (as the
+/// OpenTelemetry spec says), W3C `tracestate` stays out of their headers and theirs out of it,
+/// and a request that carries the same span in W3C headers too keeps what those say.
 #[derive(Debug)]
-struct SingleHeaderB3(B3Propagator);
+struct Foreign<P> {
+    propagator: P,
+    /// B3 in its one `b3` header alone. opentelemetry-propagator-b3 0.33 writes the `X-B3-*`
+    /// headers too whatever the encoding (its test of `UnSpecified`, a zero bitmask, always
+    /// holds), so they are dropped on the way out.
+    only_b3: bool,
+}
+
+impl<P: TextMapPropagator> TextMapPropagator for Foreign<P> {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+
+        let span = cx.span();
+        let ours = span.span_context();
+        let plain = cx.with_remote_span_context(SpanContext::new(
+            ours.trace_id(),
+            ours.span_id(),
+            ours.trace_flags() & TraceFlags::SAMPLED,
+            ours.is_remote(),
+            TraceState::default(),
+        ));
+        if self.only_b3 {
+            self.propagator.inject_context(&plain, &mut OnlyB3(injector));
+        } else {
+            self.propagator.inject_context(&plain, injector);
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        use opentelemetry::trace::TraceContextExt as _;
+
+        let extracted = self.propagator.extract_with_context(cx, extractor);
+        let span = extracted.span();
+        let theirs = span.span_context();
+        let sampled = theirs.trace_flags().to_u8() & (TRACE_SAMPLED | DEBUG) != 0;
+        continued(cx, theirs.trace_id(), theirs.span_id(), sampled)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        self.propagator.fields()
+    }
+}
+
+/// `cx` continued from a span another format named: remote, `sampled` or not, with no trace
+/// state. Where the context already holds that span (the request's W3C headers named it), it
+/// stays as they said, `tracestate` and the random flag with it.
+fn continued(
+    cx: &Context,
+    trace_id: opentelemetry::trace::TraceId,
+    span_id: opentelemetry::trace::SpanId,
+    sampled: bool,
+) -> Context {
+    use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+
+    let theirs = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::default().with_sampled(sampled),
+        true,
+        TraceState::default(),
+    );
+    let span = cx.span();
+    let ours = span.span_context();
+    if !theirs.is_valid() || (ours.trace_id() == trace_id && ours.span_id() == span_id) {
+        return cx.clone();
+    }
+    cx.with_remote_span_context(theirs)
+}
 
 /// Passes only the `b3` header on to the real injector.
 struct OnlyB3<'a>(&'a mut dyn Injector);
@@ -130,20 +210,6 @@ impl Injector for OnlyB3<'_> {
         if key == "b3" {
             self.0.set(key, value);
         }
-    }
-}
-
-impl TextMapPropagator for SingleHeaderB3 {
-    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
-        self.0.inject_context(cx, &mut OnlyB3(injector));
-    }
-
-    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        self.0.extract_with_context(cx, extractor)
-    }
-
-    fn fields(&self) -> FieldIter<'_> {
-        self.0.fields()
     }
 }
 
@@ -224,9 +290,7 @@ impl TextMapPropagator for Jaeger {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-        };
+        use opentelemetry::trace::{SpanId, TraceId};
         use opentelemetry_032::trace::TraceContextExt as _;
 
         let extracted = opentelemetry_032::propagation::TextMapPropagator::extract(
@@ -235,19 +299,15 @@ impl TextMapPropagator for Jaeger {
         );
         let span = extracted.span();
         let theirs = span.span_context();
-        if !theirs.is_valid() {
-            return cx.clone();
-        }
         // Only the sampled flag goes on: the crate keeps Jaeger's debug bit as 0x04 of the
-        // flags, a bit W3C leaves undefined and OTLP would carry on every child span.
-        let flags = TraceFlags::new(theirs.trace_flags().to_u8()) & TraceFlags::SAMPLED;
-        cx.with_remote_span_context(SpanContext::new(
+        // flags (with 0x01: debug is sampled), a bit W3C leaves undefined and OTLP would carry
+        // on every child span.
+        continued(
+            cx,
             TraceId::from_bytes(theirs.trace_id().to_bytes()),
             SpanId::from_bytes(theirs.span_id().to_bytes()),
-            flags,
-            true,
-            TraceState::default(),
-        ))
+            theirs.is_sampled(),
+        )
     }
 
     fn fields(&self) -> FieldIter<'_> {

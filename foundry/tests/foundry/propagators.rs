@@ -223,3 +223,106 @@ async fn each_format_is_read_from_requests_and_written_on_calls() {
         }
     }
 }
+
+#[tokio::test]
+async fn other_formats_agree_with_w3c_on_flags_and_leave_its_trace_state_alone() {
+    if is_child() {
+        return child().await;
+    }
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let xray_root = format!("Root=1-{}-{}", &trace_id[..8], &trace_id[8..]);
+    // (OTEL_PROPAGATORS, the incoming request's headers, whether the request is sampled, each
+    // outbound header with the end its value must have; `-` alone: the header is absent)
+    let cases: Vec<(&str, String, bool, Vec<(&str, String)>)> = vec![
+        // The Level 2 random flag is no B3 or X-Ray "deferred": the decision goes on.
+        (
+            "tracecontext,b3multi",
+            format!("traceparent=00-{trace_id}-{parent_id}-03|tracestate=rojo=1"),
+            true,
+            vec![
+                ("traceparent", "-03".into()),
+                ("tracestate", "rojo=1".into()),
+                ("x-b3-sampled", "1".into()),
+            ],
+        ),
+        (
+            "tracecontext,b3",
+            format!("traceparent=00-{trace_id}-{parent_id}-03"),
+            true,
+            vec![("traceparent", "-03".into()), ("b3", "-1".into())],
+        ),
+        (
+            "tracecontext,xray",
+            format!("traceparent=00-{trace_id}-{parent_id}-03|tracestate=rojo=1"),
+            true,
+            vec![
+                ("tracestate", "rojo=1".into()),
+                ("x-amzn-trace-id", "Sampled=1".into()),
+            ],
+        ),
+        // A B3 "deferred" is not random: unsampled, as a W3C parent without the flag.
+        (
+            "tracecontext,b3",
+            format!("b3={trace_id}-{parent_id}"),
+            false,
+            vec![("traceparent", "-00".into()), ("b3", "-0".into())],
+        ),
+        // B3's debug is sampled.
+        (
+            "tracecontext,b3",
+            format!("b3={trace_id}-{parent_id}-d"),
+            true,
+            vec![("traceparent", "-01".into()), ("b3", "-1".into())],
+        ),
+        // The same span in W3C and B3 headers: the W3C trace state and flags stay.
+        (
+            "tracecontext,b3",
+            format!(
+                "traceparent=00-{trace_id}-{parent_id}-03|tracestate=rojo=1|b3={trace_id}-{parent_id}-1"
+            ),
+            true,
+            vec![
+                ("traceparent", "-03".into()),
+                ("tracestate", "rojo=1".into()),
+            ],
+        ),
+        // X-Ray's own keys are no W3C trace state, and W3C's are no X-Ray keys.
+        (
+            "tracecontext,xray",
+            format!("x-amzn-trace-id={xray_root};Parent={parent_id};Sampled=1;UserKey=secret"),
+            true,
+            vec![("tracestate", "-".into())],
+        ),
+    ];
+    for (propagators, incoming, sampled, expected) in cases {
+        // Arrange
+        let receiver = OtlpReceiver::start().await.unwrap();
+
+        // Act
+        let output = run_child(
+            "propagators::other_formats_agree_with_w3c_on_flags_and_leave_its_trace_state_alone",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint()),
+                ("OTEL_PROPAGATORS", propagators),
+                ("CHILD_HEADERS", &incoming),
+            ],
+        )
+        .await;
+
+        // Assert: the outbound headers, and the spans exported only when sampled.
+        let outbound = outbound(&output);
+        for (name, end) in &expected {
+            let value = outbound.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            match (end.as_str(), value) {
+                ("-", None) => {}
+                (end, Some(value)) if end != "-" && value.ends_with(end) => {}
+                _ => panic!("{propagators} {incoming}: {name} should end {end}: {outbound:?}"),
+            }
+        }
+        let exported = receiver
+            .wait_until(Duration::from_secs(2), |r| !r.spans().is_empty())
+            .await;
+        assert_eq!(exported, sampled, "{propagators} {incoming}");
+    }
+}
