@@ -234,7 +234,8 @@ async fn other_formats_agree_with_w3c_on_flags_and_leave_its_trace_state_alone()
     let xray_root = format!("Root=1-{}-{}", &trace_id[..8], &trace_id[8..]);
     // (OTEL_PROPAGATORS, the incoming request's headers, whether the request is sampled, each
     // outbound header with the end its value must have; `-` alone: the header is absent)
-    let cases: Vec<(&str, String, bool, Vec<(&str, String)>)> = vec![
+    type Case = (&'static str, String, bool, Vec<(&'static str, String)>);
+    let cases: Vec<Case> = vec![
         // The Level 2 random flag is no B3 or X-Ray "deferred": the decision goes on.
         (
             "tracecontext,b3multi",
