@@ -264,7 +264,7 @@ macro_rules! otlp_exporter {
                     .with_endpoint(if $otlp.signal_endpoint {
                         $otlp.endpoint.clone()
                     } else {
-                        format!("{}/{}", $otlp.endpoint, $path)
+                        crate::url::with_signal_path(&$otlp.endpoint, $path)
                     })
                     .with_timeout($otlp.timeout)
                     .with_headers($otlp.headers.clone())
@@ -376,6 +376,8 @@ fn install(
             .with((!span_scoped).then(|| filter_fn(|metadata| metadata.is_event())));
         tracing::subscriber::set_global_default(subscriber)
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
+        // The spec: the setting has no effect on the propagators, so the trace goes on through.
+        crate::config::propagators::install(&config.propagators);
         return Ok(Telemetry { providers: None });
     }
 

@@ -97,8 +97,17 @@ impl Middleware for ClientTelemetry {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        // Telemetry off: nothing to record, nothing to carry.
+        // Telemetry off: nothing to record, but the request's context is carried on
+        // (`OTEL_SDK_DISABLED` leaves the propagators on; with none installed this injects nothing).
         let Some(instruments) = HttpInstruments::get() else {
+            if self.propagate {
+                global::get_text_map_propagator(|propagator| {
+                    propagator.inject_context(
+                        &crate::context::current_context(),
+                        &mut HeaderInjector(request.headers_mut()),
+                    );
+                });
+            }
             return next.run(request, extensions).await;
         };
         let start = Instant::now();

@@ -213,9 +213,11 @@ impl Exchange {
         }
         span.end();
         // Only traceparent (and a non-empty tracestate): baggage is not echoed back. Nothing
-        // when there is no span (an empty context injects nothing).
-        W3cTraceContextPropagator::new()
-            .inject_context(&self.context, &mut HeaderInjector(response.headers_mut()));
+        // when there is no span of ours (the caller's own would only be echoed).
+        if crate::context::tracer().is_some() {
+            W3cTraceContextPropagator::new()
+                .inject_context(&self.context, &mut HeaderInjector(response.headers_mut()));
+        }
         self.record(Some(status.as_u16()));
     }
 
@@ -279,13 +281,15 @@ fn server_span(
     method: &Method,
     route: Option<&StringValue>,
 ) -> OtelContext {
-    let Some(tracer) = crate::context::tracer() else {
-        return OtelContext::new();
-    };
     let headers = request.headers();
     // A malformed traceparent extracts as an empty context: the span then starts a new trace.
     let parent =
         global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    let Some(tracer) = crate::context::tracer() else {
+        // Telemetry off: no span, but the request's context goes on to the calls it makes
+        // (`OTEL_SDK_DISABLED` leaves the propagators on, as the spec says).
+        return parent;
+    };
     let builder = if crate::sampling::predicts_unsampled(&parent) {
         tracer.span_builder("HTTP request")
     } else {

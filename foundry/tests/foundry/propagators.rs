@@ -327,3 +327,32 @@ async fn other_formats_agree_with_w3c_on_flags_and_leave_its_trace_state_alone()
         assert_eq!(exported, sampled, "{propagators} {incoming}");
     }
 }
+
+#[tokio::test]
+async fn with_the_sdk_disabled_the_context_still_goes_through() {
+    if is_child() {
+        return child().await;
+    }
+    // Arrange: no span is made, but the spec leaves the propagators on.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let incoming = format!("traceparent={traceparent}|baggage=tenant=acme");
+
+    // Act
+    let output = run_child(
+        "propagators::with_the_sdk_disabled_the_context_still_goes_through",
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("CHILD_HEADERS", &incoming),
+        ],
+    )
+    .await;
+
+    // Assert: the call carries the request's own context, unchanged.
+    assert_eq!(
+        outbound(&output),
+        [
+            ("traceparent".to_owned(), traceparent.to_owned()),
+            ("baggage".to_owned(), "tenant=acme".to_owned()),
+        ]
+    );
+}
