@@ -199,6 +199,9 @@ impl fmt::Debug for TlsFiles {
     }
 }
 
+/// The largest certificate or key file read: a CA bundle is a few hundred KiB at most.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 impl TlsFiles {
     /// Reads the files the three variables name (`certificate`, `client_certificate`,
     /// `client_key`, each with its value); a client certificate needs its key and the key its
@@ -210,9 +213,19 @@ impl TlsFiles {
     ) -> Result<Self, ConfigError> {
         let read = |(variable, path): (&'static str, String)| {
             let path = path.trim().to_owned();
-            let pem = std::fs::read(&path).map_err(|error| {
+            let cannot = |error: std::io::Error| {
                 ConfigError::new(variable, &path, format!("cannot read it: {error}"))
-            })?;
+            };
+            // Checked before it is opened: a FIFO would block the start, `/dev/zero` fill memory.
+            let metadata = std::fs::metadata(&path).map_err(cannot)?;
+            if !metadata.is_file() || metadata.len() > MAX_PEM_BYTES {
+                return Err(ConfigError::new(
+                    variable,
+                    &path,
+                    "expected a PEM file (a regular file of at most 1 MiB)",
+                ));
+            }
+            let pem = std::fs::read(&path).map_err(cannot)?;
             if !pem.windows(11).any(|window| window == b"-----BEGIN ") {
                 return Err(ConfigError::new(variable, &path, "expected a PEM file"));
             }
@@ -331,11 +344,13 @@ impl TelemetryConfig {
             Some(value) => parse_protocol("OTEL_EXPORTER_OTLP_PROTOCOL", &value)?,
         };
         let generic = signals::Generic {
+            // The generic endpoint is a base for the signals' paths: its trailing slash goes.
             endpoint: match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                Some(endpoint) => Some(parse_endpoint(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    endpoint.trim(),
-                )?),
+                Some(endpoint) => Some(
+                    parse_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.trim())?
+                        .trim_end_matches('/')
+                        .to_owned(),
+                ),
                 None => None,
             },
             protocol,
@@ -484,14 +499,17 @@ impl TelemetryConfig {
     }
 }
 
+/// Checks an endpoint variable and returns it as it is: a signal's own endpoint is used without
+/// any change (the spec), a trailing slash included.
 pub(crate) fn parse_endpoint(variable: &'static str, value: &str) -> Result<String, ConfigError> {
-    crate::url::parse_service_url(value).map_err(|reason| {
-        ConfigError::new(
+    match crate::url::parse_service_url(value) {
+        Ok(_) => Ok(value.to_owned()),
+        Err(reason) => Err(ConfigError::new(
             variable,
             &without_userinfo(value),
             format!("{reason}, such as {DEFAULT_OTLP_GRPC_ENDPOINT}"),
-        )
-    })
+        )),
+    }
 }
 
 pub(crate) fn parse_protocol(variable: &'static str, value: &str) -> Result<Protocol, ConfigError> {
@@ -524,9 +542,10 @@ fn parse_choice<T: Copy>(
     choices: &[(&str, T)],
 ) -> Result<T, ConfigError> {
     let value = value.trim();
+    // Enum values are read case-insensitively, as the spec asks.
     choices
         .iter()
-        .find(|(name, _)| *name == value)
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
         .map(|(_, choice)| *choice)
         .ok_or_else(|| {
             let names: Vec<String> = choices
@@ -644,7 +663,8 @@ fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig,
             },
         }
     };
-    Ok(match name.map(str::trim) {
+    let name = name.map(|name| name.trim().to_ascii_lowercase());
+    Ok(match name.as_deref() {
         None | Some("parentbased_always_on") => SamplerConfig::ParentBasedAlwaysOn,
         Some("always_on") => SamplerConfig::AlwaysOn,
         Some("always_off") => SamplerConfig::AlwaysOff,
@@ -664,7 +684,7 @@ fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerConfig,
 
 /// Parses the `key=value,key=value` lists of `OTEL_RESOURCE_ATTRIBUTES` and
 /// `OTEL_EXPORTER_OTLP_HEADERS`, with percent-encoded values as the spec says.
-fn parse_key_values(
+pub(crate) fn parse_key_values(
     variable: &'static str,
     value: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
@@ -697,12 +717,17 @@ pub(crate) fn parse_headers(
     // The value may hold credentials: errors name the variable but do not echo it.
     let pairs = parse_key_values(var, value)
         .map_err(|error| ConfigError::new(var, "<redacted>", error.reason))?;
-    for (name, value) in &pairs {
+    for (index, (name, value)) in pairs.iter().enumerate() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            // Not echoed: `Authorization: Basic c2VjcmV0=` puts the credential in the name.
             return Err(ConfigError::new(
                 var,
                 "<redacted>",
-                format!("{name:?} is not a valid header name"),
+                format!(
+                    "the name of header {} is not a valid header name (write `name=value`, \
+                     e.g. `authorization=Basic%20...`)",
+                    index + 1
+                ),
             ));
         }
         if http::HeaderValue::from_str(value).is_err() {
@@ -721,7 +746,12 @@ pub(crate) fn parse_headers(
             ));
         }
     }
-    Ok(pairs.into_iter().collect())
+    // Header names are case-insensitive (and gRPC metadata keys lower-case): of two that differ
+    // only in case, the last one listed wins.
+    Ok(pairs
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect())
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed one. Hand-written because percent-encoding's
@@ -949,5 +979,53 @@ mod tests {
         .expect_err("bad escape");
         assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_HEADERS");
         assert!(!error.to_string().contains("token"));
+        // A header written the curl way: its "name" is the credential.
+        let error = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x=1,Authorization: Basic dXNlcjpodW50ZXIy==",
+            ),
+        ])
+        .expect_err("a curl-style header");
+        assert!(!error.to_string().contains("dXNlcjpodW50ZXIy"), "{error}");
+        assert!(error.to_string().contains("header 2"), "{error}");
+    }
+
+    #[test]
+    fn enum_values_are_read_whatever_their_case() {
+        let config = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            ("OTEL_TRACES_SAMPLER", "Always_Off"),
+            ("OTEL_TRACES_EXPORTER", "OTLP,Console"),
+            ("OTEL_PROPAGATORS", "TraceContext,B3"),
+        ])
+        .expect("valid");
+        let otlp = config.otlp.as_ref().expect("endpoint set");
+        assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(otlp.compression, Some(Compression::Gzip));
+        assert_eq!(config.sampler, SamplerConfig::AlwaysOff);
+        assert!(config.export(signals::Signal::Traces).console);
+        assert_eq!(
+            config.propagators,
+            [
+                propagators::Propagator::TraceContext,
+                propagators::Propagator::B3
+            ]
+        );
+    }
+
+    #[test]
+    fn header_names_differing_in_case_are_one_header_and_the_last_wins() {
+        let config = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Api-Key=a,api-key=b,API-KEY=c"),
+        ])
+        .expect("valid");
+        let headers = &config.otlp.as_ref().expect("endpoint set").headers;
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers.get("api-key").map(String::as_str), Some("c"));
     }
 }

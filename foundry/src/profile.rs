@@ -580,21 +580,29 @@ impl Profile {
             .iter()
             .filter(|s| s.service.is_none_or(|owner| owner == service))
             .map(|setting| {
-                let set = env(setting.variable).filter(|v| !v.trim().is_empty());
-                let from_profile = self.get(setting.variable);
-                let (value, source, key) = if let Some(flag) = flags.get(setting.variable) {
-                    (Some(flag.clone()), Source::Flag, None)
-                } else if let Some(value) = set {
-                    (Some(value), Source::Env, None)
-                } else if let Some(value) = from_profile {
-                    (
-                        Some(value.value.clone()),
-                        Source::Profile,
-                        Some(value.key.clone()),
-                    )
-                } else {
-                    let default = setting.default.map(|d| d.replace("{service}", service));
-                    (default, Source::Default, None)
+                // Unset, the service name is a `service.name` in OTEL_RESOURCE_ATTRIBUTES, if any
+                // (as the exported resource has it), before the service's own.
+                let found = self.lookup(setting.variable, flags, &env).or_else(|| {
+                    (setting.variable == "OTEL_SERVICE_NAME")
+                        .then(|| self.lookup("OTEL_RESOURCE_ATTRIBUTES", flags, &env))
+                        .flatten()
+                        .and_then(|(attributes, source, key)| {
+                            let attributes = crate::config::parse_key_values(
+                                "OTEL_RESOURCE_ATTRIBUTES",
+                                &attributes,
+                            )
+                            .ok()?;
+                            let (_, name) =
+                                attributes.into_iter().find(|(k, _)| k == "service.name")?;
+                            Some((name, source, key))
+                        })
+                });
+                let (value, source, key) = match found {
+                    Some((value, source, key)) => (Some(value), source, key),
+                    None => {
+                        let default = setting.default.map(|d| d.replace("{service}", service));
+                        (default, Source::Default, None)
+                    }
                 };
                 let value = value.map(|value| {
                     if setting.secret {
@@ -611,6 +619,23 @@ impl Profile {
                 }
             })
             .collect()
+    }
+
+    /// A variable's value by precedence: flag, environment, then this profile (with its key).
+    fn lookup(
+        &self,
+        variable: &str,
+        flags: &BTreeMap<String, String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<(String, Source, Option<String>)> {
+        if let Some(flag) = flags.get(variable) {
+            return Some((flag.clone(), Source::Flag, None));
+        }
+        if let Some(value) = env(variable).filter(|v| !v.trim().is_empty()) {
+            return Some((value, Source::Env, None));
+        }
+        self.get(variable)
+            .map(|value| (value.value.clone(), Source::Profile, Some(value.key.clone())))
     }
 
     /// Checks each value with the parser its variable goes through.
@@ -1043,6 +1068,38 @@ url = "http://hermes:17000"
             dev.telemetry_with("sophia", "1", no_env).expect("valid"),
             TelemetryConfig::from_lookup("sophia", "1", no_env).expect("defaults")
         );
+    }
+
+    #[test]
+    fn the_service_name_shown_is_the_one_exported() {
+        let profile = Profile::default();
+        let cases = [
+            (vec![], "sophia", Source::Default),
+            (
+                vec![("OTEL_RESOURCE_ATTRIBUTES", "a=1,service.name=sophia%2Deu%20x")],
+                "sophia-eu x",
+                Source::Env,
+            ),
+            (
+                vec![
+                    ("OTEL_RESOURCE_ATTRIBUTES", "service.name=ignored"),
+                    ("OTEL_SERVICE_NAME", "sophia-us"),
+                ],
+                "sophia-us",
+                Source::Env,
+            ),
+        ];
+        for (variables, name, source) in cases {
+            let env = env_of(&variables);
+            let exported = profile.telemetry_with("sophia", "1", &env).expect("valid");
+            let shown = profile
+                .effective("sophia", &BTreeMap::new(), &env)
+                .into_iter()
+                .find(|e| e.setting.variable == "OTEL_SERVICE_NAME")
+                .expect("listed");
+            assert_eq!(exported.service_name, name, "{variables:?}");
+            assert_eq!((shown.value.as_deref(), shown.source), (Some(name), source));
+        }
     }
 
     #[test]

@@ -19,12 +19,27 @@ pub fn parse_service_url(value: &str) -> Result<String, String> {
     }
 }
 
-/// `value` without any `user:password@`, for error messages.
+/// A generic OTLP/HTTP endpoint with a signal's path (`v1/traces`) appended to its own path, as
+/// the spec says: `http://c:4318/otlp/?tenant=a` becomes `http://c:4318/otlp/v1/traces?tenant=a`.
+pub(crate) fn with_signal_path(endpoint: &str, path: &str) -> String {
+    let (base, query) = match endpoint.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (endpoint, None),
+    };
+    let mut url = format!("{}/{path}", base.trim_end_matches('/'));
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// `value` without any `user:password@`, for error messages and the log; with or without a
+/// scheme (`user:s3cret@collector:4317` is a mistake whose message must not show the secret).
 pub(crate) fn without_userinfo(value: &str) -> String {
-    match (value.find("://"), value.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***@{}", &value[..scheme_end + 3], &value[at + 1..])
-        }
+    let start = value.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    match value.rfind('@') {
+        Some(at) if at >= start => format!("{}***@{}", &value[..start], &value[at + 1..]),
         _ => value.to_owned(),
     }
 }
@@ -46,11 +61,31 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_path_goes_after_the_endpoint_path_and_before_its_query() {
+        let cases = [
+            ("http://c:4318", "http://c:4318/v1/traces"),
+            ("http://c:4318/", "http://c:4318/v1/traces"),
+            ("http://c:4318/otlp", "http://c:4318/otlp/v1/traces"),
+            (
+                "http://c:4318/otlp/?tenant=a",
+                "http://c:4318/otlp/v1/traces?tenant=a",
+            ),
+        ];
+        for (endpoint, expected) in cases {
+            assert_eq!(with_signal_path(endpoint, "v1/traces"), expected);
+        }
+    }
+
+    #[test]
     fn credentials_are_hidden() {
         assert_eq!(
             without_userinfo("http://a:b@host:1/x"),
             "http://***@host:1/x"
         );
         assert_eq!(without_userinfo("http://host:1"), "http://host:1");
+        assert_eq!(
+            without_userinfo("user:s3cret@collector:4317"),
+            "***@collector:4317"
+        );
     }
 }

@@ -50,10 +50,14 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Vec<Propagator>, ConfigError>
     let Some(value) = value else {
         return Ok(DEFAULT_PROPAGATORS.to_vec());
     };
-    let names: Vec<&str> = value.split(',').map(str::trim).collect();
+    // Enum values are read case-insensitively, as the spec asks.
+    let names: Vec<String> = value
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     let mut propagators = Vec::new();
     for name in &names {
-        let propagator = match *name {
+        let propagator = match name.as_str() {
             "tracecontext" => Propagator::TraceContext,
             "baggage" => Propagator::Baggage,
             "b3" => Propagator::B3,

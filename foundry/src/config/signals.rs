@@ -255,7 +255,8 @@ pub(crate) fn parse(
             Some((name, value)) => Some(super::parse_compression(name, &value)?),
             None => None,
         };
-        // A signal's own files replace the generic ones as a whole.
+        // A signal's own CA replaces the generic one, and its own client pair the generic pair;
+        // what it does not set of them falls back to the generic files.
         let tls = [
             Setting::Certificate,
             Setting::ClientCertificate,
@@ -302,7 +303,13 @@ pub(crate) fn parse(
                 headers: headers.unwrap_or_else(|| generic.headers.clone()),
                 timeout: timeout.unwrap_or(generic.timeout),
                 compression: compression.unwrap_or(generic.compression),
-                tls: tls.unwrap_or_else(|| generic.tls.clone()),
+                tls: match tls {
+                    Some(own) => TlsFiles {
+                        certificate: own.certificate.or_else(|| generic.tls.certificate.clone()),
+                        client: own.client.or_else(|| generic.tls.client.clone()),
+                    },
+                    None => generic.tls.clone(),
+                },
                 retries: true,
             }),
         };
@@ -319,9 +326,12 @@ fn parse_exporters(
     };
     let variable = signal.exporter_variable();
     let mut exporters = Exporters::default();
-    let names: Vec<&str> = value.split(',').map(str::trim).collect();
+    let names: Vec<String> = value
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     for name in &names {
-        match *name {
+        match name.as_str() {
             "otlp" => exporters.otlp = true,
             "console" if signal == Signal::Metrics => {
                 return Err(ConfigError::new(
@@ -383,6 +393,15 @@ mod tests {
     /// Variables, and per signal: the OTLP endpoint (`+path` when the signal's path is
     /// appended) and whether the console gets it.
     type Case<'a> = (Vec<(&'a str, &'a str)>, [(Option<String>, bool); 3]);
+
+    #[test]
+    fn a_signal_s_own_endpoint_is_kept_to_the_letter() {
+        for endpoint in ["http://own:9/v1/traces/", "http://own:9/", "http://own:9/x?t=1"] {
+            let config = config(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)]);
+            let otlp = config.export(Signal::Traces).otlp.expect("traces export");
+            assert_eq!((otlp.endpoint.as_str(), otlp.signal_endpoint), (endpoint, true));
+        }
+    }
 
     #[test]
     fn each_signal_follows_the_spec_s_precedence() {

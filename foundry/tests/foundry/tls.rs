@@ -69,13 +69,17 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
     }
     let name = "tls::spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with_it";
     let certificates = Certificates::make();
+    // (protocol, the client certificate: none, the generic pair, or the traces' own pair beside
+    // the generic CA, which still applies to them)
     let cases = [
-        ("grpc", true),
-        ("grpc", false),
-        ("http/protobuf", true),
-        ("http/protobuf", false),
+        ("grpc", Some("OTEL_EXPORTER_OTLP")),
+        ("grpc", None),
+        ("http/protobuf", Some("OTEL_EXPORTER_OTLP")),
+        ("http/protobuf", None),
+        ("grpc", Some("OTEL_EXPORTER_OTLP_TRACES")),
+        ("http/protobuf", Some("OTEL_EXPORTER_OTLP_TRACES")),
     ];
-    for (protocol, with_client_certificate) in cases {
+    for (protocol, client_pair) in cases {
         // Arrange: a receiver that asks for a client certificate its CA signed.
         let receiver = OtlpReceiver::start_tls(
             certificates.server.0.as_bytes(),
@@ -101,9 +105,15 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
             ("CHILD_TRACEPARENT", traceparent.as_str()),
             ("CHILD_NO_RETRIES", "1"),
         ];
-        if with_client_certificate {
-            env.push(("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", client.as_str()));
-            env.push(("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key.as_str()));
+        let pair_variables = client_pair.map(|prefix| {
+            [
+                format!("{prefix}_CLIENT_CERTIFICATE"),
+                format!("{prefix}_CLIENT_KEY"),
+            ]
+        });
+        if let Some([certificate, key]) = &pair_variables {
+            env.push((certificate.as_str(), client.as_str()));
+            env.push((key.as_str(), client_key.as_str()));
         }
 
         // Act: one request, then shutdown flushes the spans.
@@ -114,8 +124,8 @@ async fn spans_reach_an_mtls_collector_with_the_client_certificate_and_only_with
         let spans = receiver
             .wait_for_trace(&trace_id, Duration::from_secs(5), |s| !s.is_empty())
             .await;
-        if with_client_certificate {
-            assert_eq!(spans.len(), 1, "{protocol}: {spans:#?}");
+        if client_pair.is_some() {
+            assert_eq!(spans.len(), 1, "{protocol} {client_pair:?}: {spans:#?}");
         } else {
             assert!(
                 spans.is_empty(),
@@ -132,10 +142,14 @@ async fn a_certificate_that_cannot_be_read_stops_the_service_naming_its_variable
     std::fs::write(&not_pem, "hello").unwrap();
     let not_pem = not_pem.to_string_lossy().into_owned();
     let client = certificates.path("client.pem");
+    let directory = certificates.directory.to_string_lossy().into_owned();
     let cases = [
         ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
         ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", not_pem.as_str()),
         ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", client.as_str()),
+        // Not regular files: read, one would fill memory and the other fail late.
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/dev/zero"),
+        ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", directory.as_str()),
     ];
     for (variable, value) in cases {
         let error = foundry::config::TelemetryConfig::from_lookup("child", "0", |name| {
