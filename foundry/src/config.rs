@@ -1021,7 +1021,10 @@ mod tests {
     fn header_names_differing_in_case_are_one_header_and_the_last_wins() {
         let config = config(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "Api-Key=a,api-key=b,API-KEY=c"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Api-Key=a,api-key=b,API-KEY=c",
+            ),
         ])
         .expect("valid");
         let headers = &config.otlp.as_ref().expect("endpoint set").headers;

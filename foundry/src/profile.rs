@@ -634,8 +634,13 @@ impl Profile {
         if let Some(value) = env(variable).filter(|v| !v.trim().is_empty()) {
             return Some((value, Source::Env, None));
         }
-        self.get(variable)
-            .map(|value| (value.value.clone(), Source::Profile, Some(value.key.clone())))
+        self.get(variable).map(|value| {
+            (
+                value.value.clone(),
+                Source::Profile,
+                Some(value.key.clone()),
+            )
+        })
     }
 
     /// Checks each value with the parser its variable goes through.
@@ -1076,7 +1081,10 @@ url = "http://hermes:17000"
         let cases = [
             (vec![], "sophia", Source::Default),
             (
-                vec![("OTEL_RESOURCE_ATTRIBUTES", "a=1,service.name=sophia%2Deu%20x")],
+                vec![(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "a=1,service.name=sophia%2Deu%20x",
+                )],
                 "sophia-eu x",
                 Source::Env,
             ),

@@ -159,7 +159,8 @@ impl<P: TextMapPropagator> TextMapPropagator for Foreign<P> {
             TraceState::default(),
         ));
         if self.only_b3 {
-            self.propagator.inject_context(&plain, &mut OnlyB3(injector));
+            self.propagator
+                .inject_context(&plain, &mut OnlyB3(injector));
         } else {
             self.propagator.inject_context(&plain, injector);
         }

@@ -396,10 +396,17 @@ mod tests {
 
     #[test]
     fn a_signal_s_own_endpoint_is_kept_to_the_letter() {
-        for endpoint in ["http://own:9/v1/traces/", "http://own:9/", "http://own:9/x?t=1"] {
+        for endpoint in [
+            "http://own:9/v1/traces/",
+            "http://own:9/",
+            "http://own:9/x?t=1",
+        ] {
             let config = config(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)]);
             let otlp = config.export(Signal::Traces).otlp.expect("traces export");
-            assert_eq!((otlp.endpoint.as_str(), otlp.signal_endpoint), (endpoint, true));
+            assert_eq!(
+                (otlp.endpoint.as_str(), otlp.signal_endpoint),
+                (endpoint, true)
+            );
         }
     }
 

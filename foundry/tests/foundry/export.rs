@@ -1218,5 +1218,8 @@ async fn spans_lost_at_shutdown_are_an_error_that_rust_log_error_keeps() {
         lost[0].contains("ERROR") && lost[0].contains("spans_lost=1"),
         "{stderr}"
     );
-    assert!(lost[0].contains(&format!("to http://{closed} ")), "{stderr}");
+    assert!(
+        lost[0].contains(&format!("to http://{closed} ")),
+        "{stderr}"
+    );
 }

@@ -340,10 +340,7 @@ async fn with_the_sdk_disabled_the_context_still_goes_through() {
     // Act
     let output = run_child(
         "propagators::with_the_sdk_disabled_the_context_still_goes_through",
-        &[
-            ("OTEL_SDK_DISABLED", "true"),
-            ("CHILD_HEADERS", &incoming),
-        ],
+        &[("OTEL_SDK_DISABLED", "true"), ("CHILD_HEADERS", &incoming)],
     )
     .await;
 

@@ -117,7 +117,10 @@ async fn with_a_receiver_that_never_answers_sigterm_still_exits_within_5_s() {
             .find(|line| line.contains("did not finish within"))
             .unwrap_or_else(|| panic!("the loss is said:\n{log}"));
         assert!(line.contains("ERROR"), "{line}");
-        assert!(line.contains(&format!("OTLP span export to {endpoint} ")), "{line}");
+        assert!(
+            line.contains(&format!("OTLP span export to {endpoint} ")),
+            "{line}"
+        );
         for line in log.lines() {
             if let Some(rest) = line.split("spans_lost=").nth(1) {
                 let count = rest.split(|c: char| !c.is_ascii_digit()).next();
@@ -151,7 +154,9 @@ async fn a_request_still_running_when_the_drain_ends_is_counted_in_the_log() {
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert!(took < EXIT_BOUND, "{took:?}\n{log}");
     assert!(
-        log.contains("1 connection still has a request in flight 1500 ms after the shutdown signal"),
+        log.contains(
+            "1 connection still has a request in flight 1500 ms after the shutdown signal"
+        ),
         "{log}"
     );
     assert!(plan.await.unwrap().is_err(), "the request was cut off");
