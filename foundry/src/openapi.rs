@@ -79,11 +79,13 @@ macro_rules! error_set {
 }
 
 error_set!(
-    /// The errors of a route that reads a JSON body: 400 `invalid_json`, 413 `payload_too_large`
-    /// (over 1 MiB), 415 `unsupported_media_type` (not `application/json`),
-    /// 422 `invalid_request` (missing or mistyped fields, or values out of range).
+    /// The errors of a route that reads a JSON body: 400 `invalid_json`, 408 `request_timeout`
+    /// (the body did not arrive within 30 s), 413 `payload_too_large` (over 1 MiB),
+    /// 415 `unsupported_media_type` (not `application/json`), 422 `invalid_request` (missing or
+    /// mistyped fields, or values out of range).
     JsonBodyErrors:
     (400, "`invalid_json`: the body is not JSON"),
+    (408, "`request_timeout`: the body did not arrive within 30 s"),
     (413, "`payload_too_large`: the body is over the limit"),
     (415, "`unsupported_media_type`: the body is not `application/json`; `unsupported_encoding`: the body has a `Content-Encoding`"),
     (422, "`invalid_request` (or a more precise code): well-formed JSON whose fields or values are not acceptable"),

@@ -106,7 +106,7 @@ impl From<PathRejection> for ErrorResponse {
 
 /// `axum::Json` whose rejections answer in the error shape above (400 invalid JSON, 422 missing
 /// or mistyped fields, 413 over the body limit, 415 without a JSON content type or with a
-/// `Content-Encoding`).
+/// `Content-Encoding`, 408 for a body that does not arrive in time).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonBody<T>(pub T);
 
@@ -128,8 +128,37 @@ where
                 "request bodies are read as they are sent: send this one without Content-Encoding",
             ));
         }
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        let deadline = req.extensions().get::<BodyDeadline>().copied();
+        let read = Json::<T>::from_request(req, state);
+        let Json(value) = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.at, read)
+                .await
+                .map_err(|_| deadline.missed())??,
+            None => read.await?,
+        };
         Ok(Self(value))
+    }
+}
+
+/// When a request's body must have arrived, set by the server layer at half the request's time
+/// (30 s): a client that stalls mid-body gets 408 `request_timeout`, its own error, instead of
+/// holding the handler until the request is abandoned as the server's 503.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyDeadline {
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) after: std::time::Duration,
+}
+
+impl BodyDeadline {
+    fn missed(self) -> ErrorResponse {
+        ErrorResponse::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request's body did not arrive within {} ms",
+                self.after.as_millis()
+            ),
+        )
     }
 }
 

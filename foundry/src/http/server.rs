@@ -8,8 +8,10 @@
 //! `traceparent` in one pass and records only attributes that have a value.
 
 use std::{
+    any::Any,
     convert::Infallible,
     future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -17,6 +19,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::MatchedPath, response::IntoResponse};
+use futures_util::FutureExt as _;
 use http::{Method, Request, Response};
 use opentelemetry::{
     Context as OtelContext, KeyValue, StringValue, global,
@@ -26,7 +29,7 @@ use opentelemetry::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::ErrorResponse;
+use super::{ErrorResponse, error::BodyDeadline};
 use crate::{
     error_log::{self, ErrorDetails},
     metrics::HttpInstruments,
@@ -104,13 +107,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         // `instrument` adds these routes outside the layer; this guards a service that routes
         // them itself, for the price of two string comparisons.
         if UNTRACED_PATHS.contains(&request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
         let start = Instant::now();
+        let body_time = self.timeout / 2;
+        request.extensions_mut().insert(BodyDeadline {
+            at: tokio::time::Instant::from_std(start) + body_time,
+            after: body_time,
+        });
         let method = request.method().clone();
         // Copied once, shared by the span and the metric.
         let route = request
@@ -143,25 +151,47 @@ where
         };
 
         Box::pin(async move {
-            let mut response =
-                match tokio::time::timeout(timeout, future.with_context(exchange.context.clone()))
-                    .await
-                {
-                    Ok(Ok(response)) => response,
-                    Err(_elapsed) => ErrorResponse::new(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        format!(
-                            "the request took longer than {} ms and was abandoned",
-                            timeout.as_millis()
-                        ),
-                    )
-                    .into_response(),
-                };
+            // A handler that panics answers 500 like any other failure, instead of the
+            // connection closing with no answer and the span ending as `cancelled`.
+            let future = AssertUnwindSafe(future.with_context(exchange.context.clone()));
+            let mut response = match tokio::time::timeout(timeout, future.catch_unwind()).await {
+                Ok(Ok(Ok(response))) => response,
+                Ok(Err(panic)) => panicked(panic.as_ref()),
+                Err(_elapsed) => ErrorResponse::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!(
+                        "the request took longer than {} ms and was abandoned",
+                        timeout.as_millis()
+                    ),
+                )
+                .into_response(),
+            };
             exchange.answer(&mut response);
             Ok(response)
         })
     }
+}
+
+/// 500 `internal` for a handler that panicked. The panic's message goes to the span and the
+/// error log, not to the client.
+fn panicked(panic: &(dyn Any + Send)) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    let mut response = ErrorResponse::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed unexpectedly",
+    )
+    .into_response();
+    response.extensions_mut().insert(ErrorDetails {
+        code: "panic".into(),
+        message: format!("the handler panicked: {message}"),
+    });
+    response
 }
 
 /// What the layer records of one request, once it is answered or, when the future is dropped

@@ -414,6 +414,102 @@ async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
 }
 
 #[tokio::test]
+async fn a_body_that_stalls_is_the_clients_408_not_the_servers_503() {
+    use futures_util::StreamExt as _;
+    let capture = capture("foundry-test");
+    let (trace_id, traceparent) = new_traceparent(true);
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(
+                |foundry::http::JsonBody(value): foundry::http::JsonBody<serde_json::Value>| async move {
+                    axum::Json(value)
+                },
+            ),
+        )
+        .layer(
+            foundry::testing::ServerLayer::new()
+                .with_request_timeout(std::time::Duration::from_millis(400)),
+        );
+    // The first bytes of a body, then nothing more, for ever.
+    let stalled = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"text\": "))
+    })
+    .chain(futures_util::stream::pending());
+
+    let response = app
+        .oneshot(
+            Request::post("/echo")
+                .header("content-type", "application/json")
+                .header("traceparent", &traceparent)
+                .body(Body::from_stream(stalled))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert_eq!(
+        body["error"]["message"],
+        "the request's body did not arrive within 200 ms"
+    );
+    let spans = capture.spans(&trace_id);
+    assert_eq!(spans[0].int("http.response.status_code"), Some(408));
+    assert_ne!(spans[0].status, Status::Error, "a client's error");
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_a_json_500_and_its_span_says_why() {
+    let capture = capture("foundry-test");
+    let (trace_id, traceparent) = new_traceparent(true);
+    let routes = Router::new().route(
+        "/panics",
+        get(|| async {
+            if std::hint::black_box(true) {
+                panic!("the index was out of range");
+            }
+            "unreachable"
+        }),
+    );
+    let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
+
+    let response = app
+        .oneshot(
+            Request::get("/panics")
+                .header("traceparent", &traceparent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .expect("an answer, not a dropped connection");
+
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    assert!(
+        !body.to_string().contains("out of range"),
+        "the panic's message stays out of the answer: {body}"
+    );
+    let spans = capture.spans(&trace_id);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].status, Status::Error);
+    assert_eq!(spans[0].int("http.response.status_code"), Some(500));
+    assert_eq!(spans[0].str("error.type"), Some("500"));
+    assert_eq!(
+        spans[0].status_message,
+        "panic: the handler panicked: the index was out of range"
+    );
+}
+
+#[tokio::test]
 async fn a_call_outside_any_tracing_span_is_a_child_of_the_server_span() {
     // Arrange: a handler that calls another service directly, in no span of its own.
     let capture = capture("foundry-test");
