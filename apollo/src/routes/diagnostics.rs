@@ -9,7 +9,7 @@ use axum::{
     Json,
     extract::{
         State, WebSocketUpgrade,
-        ws::{Message, WebSocket, rejection::WebSocketUpgradeRejection},
+        ws::{CloseFrame, Message, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse, Response},
 };
@@ -352,7 +352,8 @@ async fn live(mut socket: WebSocket, diagnostics: Diagnostics, _open: WebSocketG
                     Some(answer) => answer.to_string(),
                     None => continue,
                 },
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Err(error)) => return close_after(socket, error).await,
+                Some(Ok(Message::Close(_))) | None => return,
                 Some(Ok(_)) => continue,
             },
         };
@@ -361,6 +362,29 @@ async fn live(mut socket: WebSocket, diagnostics: Diagnostics, _open: WebSocketG
             return;
         }
     }
+}
+
+/// Ends a socket whose client broke the protocol: a message over the limit gets the close
+/// code that says so (1009), anything else 1002, so the client learns why instead of seeing the
+/// connection drop.
+async fn close_after(mut socket: WebSocket, error: axum::Error) {
+    let too_big = error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)));
+    let frame = if too_big {
+        CloseFrame {
+            code: close_code::SIZE,
+            reason: format!("a message may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes").into(),
+        }
+    } else {
+        CloseFrame {
+            code: close_code::PROTOCOL,
+            reason: "not a valid WebSocket message".into(),
+        }
+    };
+    // The client may be gone already; nothing more to do then.
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
 /// The answer to a client's message: `pong` to `{"type": "ping"}`, an `error` to anything else.

@@ -569,7 +569,7 @@ async fn grpc_exports_of_spans_without_ids_or_past_the_size_limit_are_refused() 
 
 #[tokio::test]
 async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_close_the_socket() {
-    use futures_util::SinkExt as _;
+    use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::{Error, Message};
 
     // Arrange: `apollo serve` alone, and as many viewers as it serves.
@@ -607,7 +607,21 @@ async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_clos
         .send(Message::text("x".repeat(100 * 1024)))
         .await
         .expect("the frame goes out");
-    // The socket over its message limit is closed, which frees its place.
+    // The socket over its message limit is closed with the code that says why (1009), which
+    // frees its place.
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), viewer.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let frame = closed.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
+    assert_eq!(
+        frame.reason.as_str(),
+        "a message may be at most 65536 bytes"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let reopened = loop {
         match tokio_tungstenite::connect_async(&address).await {
