@@ -375,6 +375,19 @@ async fn errors_are_json_with_a_code() {
     }
 }
 
+/// Sends `request` through `app` and reads the answer's status and JSON body.
+async fn json_answer(app: Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = app
+        .oneshot(request)
+        .await
+        .expect("an answer, not a dropped connection");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).expect("a JSON body"))
+}
+
 #[tokio::test]
 async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
     let capture = capture("foundry-test");
@@ -392,21 +405,11 @@ async fn a_request_that_outlives_its_timeout_is_abandoned_with_a_json_503() {
                 .with_request_timeout(std::time::Duration::from_millis(50)),
         );
 
-    let response = app
-        .oneshot(
-            Request::get("/slow")
-                .header("traceparent", &traceparent)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let request = Request::get("/slow").header("traceparent", &traceparent);
 
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = json_answer(app, request.body(Body::empty()).unwrap()).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "timeout");
     let spans = capture.spans(&trace_id);
     assert_eq!(spans[0].status, Status::Error);
@@ -437,22 +440,13 @@ async fn a_body_that_stalls_is_the_clients_408_not_the_servers_503() {
     })
     .chain(futures_util::stream::pending());
 
-    let response = app
-        .oneshot(
-            Request::post("/echo")
-                .header("content-type", "application/json")
-                .header("traceparent", &traceparent)
-                .body(Body::from_stream(stalled))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let request = Request::post("/echo")
+        .header("content-type", "application/json")
+        .header("traceparent", &traceparent);
 
-    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = json_answer(app, request.body(Body::from_stream(stalled)).unwrap()).await;
+
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(body["error"]["code"], "request_timeout");
     assert_eq!(
         body["error"]["message"],
@@ -478,21 +472,11 @@ async fn a_handler_that_panics_answers_a_json_500_and_its_span_says_why() {
     );
     let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
 
-    let response = app
-        .oneshot(
-            Request::get("/panics")
-                .header("traceparent", &traceparent)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .expect("an answer, not a dropped connection");
+    let request = Request::get("/panics").header("traceparent", &traceparent);
 
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = json_answer(app, request.body(Body::empty()).unwrap()).await;
+
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error"]["code"], "internal");
     assert!(
         !body.to_string().contains("out of range"),
