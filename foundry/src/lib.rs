@@ -29,6 +29,7 @@ pub mod config;
 mod console;
 mod context;
 mod error_log;
+mod export_report;
 pub mod http;
 mod log_export;
 mod logging;

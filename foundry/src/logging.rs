@@ -90,12 +90,21 @@ pub(crate) fn take_held_export_errors() -> Option<HeldExportErrors> {
 }
 
 /// A warning or error of an export: the SDK's and opentelemetry-otlp's (an event name about an
-/// export or a partial success), and every one of foundry's span export.
+/// export or a partial success) but those foundry says in their place, and every one of
+/// foundry's span export and export reports.
 fn is_export_error(metadata: &tracing::Metadata<'_>) -> bool {
     *metadata.level() <= tracing::Level::WARN
         && ((metadata.target().starts_with("opentelemetry")
-            && (metadata.name().contains("Export") || metadata.name().contains("PartialSuccess")))
-            || metadata.target() == "foundry::span_export")
+            && (metadata.name().contains("Export") || metadata.name().contains("PartialSuccess"))
+            && !is_replaced(metadata))
+            || metadata.target() == "foundry::span_export"
+            || metadata.target() == crate::export_report::TARGET)
+}
+
+/// An SDK line about a failed export that [`crate::export_report`] says in its place.
+fn is_replaced(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.target().starts_with("opentelemetry")
+        && crate::export_report::REPLACED.contains(&metadata.name())
 }
 
 /// The layer that keeps the export errors [`hold_export_errors`] holds back.
@@ -229,6 +238,9 @@ fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
     }
     if !metadata.target().starts_with("opentelemetry") {
         return true;
+    }
+    if is_replaced(metadata) {
+        return false;
     }
     // The SDK's own INFO lines ("global tracer provider is set") are telemetry about telemetry.
     if *metadata.level() > tracing::Level::WARN {

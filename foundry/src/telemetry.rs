@@ -31,6 +31,7 @@ use tracing_subscriber::{
 use crate::{
     config::signals::Signal,
     config::{Compression, OtlpConfig, Pipeline, Protocol, SamplerConfig, TelemetryConfig},
+    export_report::Reported,
     log_export::{NoRetryAtShutdown, ShutdownAwareLogExporter},
     logging,
     metrics::HttpInstruments,
@@ -256,16 +257,10 @@ macro_rules! otlp_exporter {
                 };
                 with_compression!(builder, $otlp).build()
             }
-            // The HTTP exporter takes the signal's full URL: a signal's own endpoint as is, the
-            // base endpoint with the signal's path; gRPC takes the endpoint as it is.
             Protocol::HttpProtobuf => {
                 let builder = opentelemetry_otlp::$kind::builder()
                     .with_http()
-                    .with_endpoint(if $otlp.signal_endpoint {
-                        $otlp.endpoint.clone()
-                    } else {
-                        crate::url::with_signal_path(&$otlp.endpoint, $path)
-                    })
+                    .with_endpoint(export_url($otlp, $path))
                     .with_timeout($otlp.timeout)
                     .with_headers($otlp.headers.clone())
                     .with_retry_policy(retry_policy($otlp));
@@ -280,6 +275,17 @@ macro_rules! otlp_exporter {
         }
         .map_err(|error| exporter_error($signal, error))
     };
+}
+
+/// Where a signal's export goes. The HTTP exporter takes the signal's full URL: a signal's own
+/// endpoint as is, the base endpoint with the signal's path; gRPC takes the endpoint as it is.
+fn export_url(otlp: &OtlpConfig, path: &str) -> String {
+    match otlp.protocol {
+        Protocol::HttpProtobuf if !otlp.signal_endpoint => {
+            crate::url::with_signal_path(&otlp.endpoint, path)
+        }
+        _ => otlp.endpoint.clone(),
+    }
 }
 
 /// The TLS of a gRPC export to an `https` endpoint with certificates set: the CA given instead
@@ -429,7 +435,11 @@ fn install(
                 tracer_builder.with_span_processor(ValueLengthLimit::new(processor, limit))
             }
             _ => {
-                let exporter = otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?;
+                let exporter = Reported::new(
+                    otlp_exporter!(SpanExporter, otlp, "v1/traces", "traces")?,
+                    "span",
+                    &export_url(otlp, "v1/traces"),
+                );
                 let batch = BatchConfigBuilder::default()
                     .with_max_queue_size(config.span_queue_size)
                     .with_max_export_batch_size(config.span_batch_size)
@@ -468,7 +478,11 @@ fn install(
     // reader for OTLP and for the local sink.
     let (mut meter_builder, registry) = meter_provider(resource.clone())?;
     if let Some(otlp) = &metrics.otlp {
-        let exporter = otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?;
+        let exporter = Reported::new(
+            otlp_exporter!(MetricExporter, otlp, "v1/metrics", "metrics")?,
+            "metric",
+            &export_url(otlp, "v1/metrics"),
+        );
         meter_builder = meter_builder.with_reader(
             PeriodicReader::builder(exporter)
                 .with_interval(config.metric_export_interval)
@@ -505,15 +519,16 @@ fn install(
                 .with_max_export_batch_size(config.log_batch.max_batch)
                 .with_scheduled_delay(config.log_batch.schedule_delay)
                 .build();
-            builder =
-                builder.with_log_processor(LogRecordLimit::new(
-                    opentelemetry_sdk::logs::BatchLogProcessor::builder(
-                        ShutdownAwareLogExporter::new(retrying, once, log_shutdown.clone()),
-                    )
-                    .with_batch_config(batch)
-                    .build(),
-                    config.log_record_limits,
-                ));
+            builder = builder.with_log_processor(LogRecordLimit::new(
+                opentelemetry_sdk::logs::BatchLogProcessor::builder(Reported::new(
+                    ShutdownAwareLogExporter::new(retrying, once, log_shutdown.clone()),
+                    "log",
+                    &export_url(otlp, "v1/logs"),
+                ))
+                .with_batch_config(batch)
+                .build(),
+                config.log_record_limits,
+            ));
         }
         if let Some(sink) = &sink {
             let batch = opentelemetry_sdk::logs::BatchConfigBuilder::default()
@@ -662,9 +677,13 @@ fn no_telemetry_about_telemetry() -> Targets {
             tracing::level_filters::LevelFilter::OFF,
         )
         .with_target(SHUTDOWN_TARGET, tracing::level_filters::LevelFilter::OFF)
-        // Its reports are about the export itself, and may come after the logs' own shutdown.
+        // Their reports are about the export itself, and may come after the logs' own shutdown.
         .with_target(
             "foundry::span_export",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+        .with_target(
+            crate::export_report::TARGET,
             tracing::level_filters::LevelFilter::OFF,
         )
         .with_target(

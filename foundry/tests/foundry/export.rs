@@ -850,7 +850,7 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
         "the failure is logged:\n{stderr}"
     );
     // 40 batches of spans failed: their error is logged once, and once more with the total
-    // lost when the service stops; the SDK's own (logs, metrics) once each.
+    // lost when the service stops; so are the logs' and metrics'.
     let mut kinds: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for line in &export_errors {
         if let Some(kind) = line
@@ -861,9 +861,8 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
         }
     }
     for (kind, count) in &kinds {
-        let allowed = if kind.contains("SpanExport") { 2 } else { 1 };
         assert!(
-            *count <= allowed,
+            *count <= 2,
             "{kind} is logged {count} times, not once per batch:\n{stderr}"
         );
     }
@@ -1185,6 +1184,82 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
         "{received} spans arrived: {stderr}"
     );
     assert!(stderr.contains("SpanExport.QueueFull"), "{stderr}");
+}
+
+#[tokio::test]
+async fn metric_and_log_export_failures_name_the_collector_and_count_what_is_lost() {
+    if is_child() {
+        let telemetry = init_child_telemetry();
+        let counter = opentelemetry::global::meter("foundry-test")
+            .u64_counter("work.done")
+            .build();
+        for round in 0..15_i64 {
+            counter.add(1, &[]);
+            tracing::info!(round, "a round of work");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = telemetry.shutdown();
+        return;
+    }
+    // Arrange: a collector that refuses every connection, exports every 100 ms, no retries.
+    let closed = closed_address();
+
+    // Act
+    let output = run_child(
+        "export::metric_and_log_export_failures_name_the_collector_and_count_what_is_lost",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+            ("CHILD_NO_RETRIES", "1"),
+        ],
+    )
+    .await;
+
+    // Assert: for each signal, a warning naming the collector when exports begin to fail, and
+    // an error at shutdown whose total is what the lines counted; none of the SDK's own lines.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for (signal, name) in [
+        ("metric", "MetricExport.ExportError"),
+        ("log", "LogExport.ExportError"),
+    ] {
+        let lines: Vec<&str> = stderr.lines().filter(|line| line.contains(name)).collect();
+        assert!(lines.len() >= 2, "{signal}: {stderr}");
+        let (first, last) = (lines[0], lines[lines.len() - 1]);
+        assert!(
+            first.contains("WARN")
+                && first.contains(&format!("OTLP {signal} export to http://{closed} failed")),
+            "{first}"
+        );
+        assert!(
+            last.contains("ERROR") && last.contains("at shutdown"),
+            "{last}"
+        );
+        let counted: u64 = lines
+            .iter()
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("exports_lost="))
+            })
+            .map(|count| count.parse::<u64>().unwrap())
+            .sum();
+        let total: u64 = last
+            .split_once("exports lost in all: ")
+            .and_then(|(_, rest)| rest.split(';').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no total in {last}"));
+        assert_eq!(
+            counted, total,
+            "{signal}: every failed export is counted once"
+        );
+        assert!(total >= 3, "{signal}: {total} exports failed in 1.5 s");
+    }
+    for replaced in [
+        "PeriodicReader.ExportError",
+        "BatchLogProcessor.ExportError",
+    ] {
+        assert!(!stderr.contains(replaced), "{replaced}: {stderr}");
+    }
 }
 
 #[tokio::test]
