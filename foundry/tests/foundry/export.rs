@@ -886,6 +886,64 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
 }
 
 #[tokio::test]
+async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
+    if is_child() {
+        let telemetry = init_child_telemetry();
+        let routes = Router::new().route(
+            "/panics",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("the index was out of range");
+                }
+                "unreachable"
+            }),
+        );
+        let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
+        let request = http::Request::get("/panics")
+            .header("traceparent", std::env::var("CHILD_TRACEPARENT").unwrap())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+        println!("CHILD status={}", response.status().as_u16());
+        let _ = telemetry.shutdown();
+        return;
+    }
+    let (trace_id, traceparent) = new_traceparent(true);
+
+    let output = run_child(
+        "export::a_panic_is_a_json_log_line_with_the_trace_id_of_its_request",
+        &[("LOG_FORMAT", "json"), ("CHILD_TRACEPARENT", &traceparent)],
+    )
+    .await;
+
+    // Assert: a 500, and stderr is JSON lines only, the panic's among them.
+    assert_eq!(child_value(&output, "status"), "500");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}\n{stderr}"))
+        })
+        .collect();
+    let panic = lines
+        .iter()
+        .find(|line| line["message"] == "A panic occurred")
+        .unwrap_or_else(|| panic!("no panic line:\n{stderr}"));
+    assert_eq!(panic["level"], "ERROR");
+    assert_eq!(
+        panic["fields"]["panic.payload"], "the index was out of range",
+        "{panic}"
+    );
+    assert!(
+        panic["fields"]["panic.location"]
+            .as_str()
+            .is_some_and(|location| location.contains("export.rs")),
+        "{panic}"
+    );
+    assert_eq!(panic["trace_id"], trace_id.as_str(), "{panic}");
+}
+
+#[tokio::test]
 async fn json_logs_carry_the_trace_and_span_ids() {
     if is_child() {
         return child_service().await;
