@@ -86,6 +86,14 @@ pub(crate) fn child_value(output: &Output, key: &str) -> String {
         .unwrap_or_else(|| panic!("child printed no {key}:\n{stdout}"))
 }
 
+/// Waits until `path` exists, 20 s at most: the files by which a test and its child say when.
+pub(crate) async fn wait_for_file(path: impl AsRef<std::path::Path>) {
+    let started = Instant::now();
+    while !path.as_ref().exists() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Telemetry for a child, configured from its environment as a service's is; with
 /// `CHILD_NO_RETRIES` set, exports are not retried, as in apollo's one-shot commands.
 pub(crate) fn init_child_telemetry() -> foundry::telemetry::Telemetry {
@@ -130,10 +138,7 @@ pub(crate) async fn child_service() {
     // Running on until the test says so, when asked: exports then happen on schedule, not only
     // in the flush at shutdown.
     if let Some(stop) = std::env::var_os("CHILD_STOP_FILE") {
-        let started = Instant::now();
-        while !std::path::Path::new(&stop).exists() && started.elapsed() < Duration::from_secs(20) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_file(stop).await;
     }
     let started = Instant::now();
     let finished = telemetry.shutdown();
@@ -1183,11 +1188,7 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         std::fs::write(std::env::var("CHILD_PRODUCED_FILE").unwrap(), b"").unwrap();
-        let stop = std::env::var("CHILD_STOP_FILE").unwrap();
-        let started = Instant::now();
-        while !std::path::Path::new(&stop).exists() && started.elapsed() < Duration::from_secs(20) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_file(std::env::var("CHILD_STOP_FILE").unwrap()).await;
         // The pause of held batches ends, and what the queue kept goes out.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let _ = telemetry.shutdown();
@@ -1222,10 +1223,7 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
             &env,
         ),
         async {
-            let started = Instant::now();
-            while !produced.exists() && started.elapsed() < Duration::from_secs(20) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_for_file(&produced).await;
             let receiver = OtlpReceiver::start_on(reserved).await.unwrap();
             std::fs::write(&stop, b"").unwrap();
             receiver
@@ -1317,6 +1315,88 @@ async fn metric_and_log_export_failures_name_the_collector_and_count_what_is_los
         "BatchLogProcessor.ExportError",
     ] {
         assert!(!stderr.contains(replaced), "{replaced}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn export_failures_through_the_sdk_say_when_the_collector_is_back() {
+    if is_child() {
+        let telemetry = init_child_telemetry();
+        let counter = opentelemetry::global::meter("foundry-test")
+            .u64_counter("work.done")
+            .build();
+        let stop = std::env::var("CHILD_STOP_FILE").unwrap();
+        for round in 0..200_i64 {
+            if std::path::Path::new(&stop).exists() {
+                break;
+            }
+            tracing::info_span!("work", round).in_scope(|| tracing::info!(round, "working"));
+            counter.add(1, &[]);
+            if round == 10 {
+                std::fs::write(std::env::var("CHILD_PRODUCED_FILE").unwrap(), b"").unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = telemetry.shutdown();
+        return;
+    }
+    // Arrange: gzip (the SDK's processors for all three signals) to a collector that is down
+    // for the first second.
+    let reserved = ReservedAddress::new();
+    let endpoint = format!("http://{}", reserved.address());
+    let files = std::env::temp_dir().join(format!("foundry-back-{}", std::process::id()));
+    let (produced, stop) = (
+        files.with_extension("produced"),
+        files.with_extension("stop"),
+    );
+    let (produced_file, stop_file) = (
+        produced.to_string_lossy().into_owned(),
+        stop.to_string_lossy().into_owned(),
+    );
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+        ("CHILD_NO_RETRIES", "1"),
+        ("CHILD_PRODUCED_FILE", produced_file.as_str()),
+        ("CHILD_STOP_FILE", stop_file.as_str()),
+    ];
+
+    // Act: the collector appears, and the child stops once exports have reached it.
+    let (output, ()) = tokio::join!(
+        run_child(
+            "export::export_failures_through_the_sdk_say_when_the_collector_is_back",
+            &env,
+        ),
+        async {
+            wait_for_file(&produced).await;
+            let receiver = OtlpReceiver::start_on(reserved).await.unwrap();
+            let started = Instant::now();
+            while receiver.span_count() == 0 && started.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::fs::write(&stop, b"").unwrap();
+        }
+    );
+    let _ = (std::fs::remove_file(&produced), std::fs::remove_file(&stop));
+
+    // Assert: for each signal, the failure with the collector's URL, then its end, and no
+    // error at shutdown.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for signal in ["span", "metric", "log"] {
+        let said = |what: &str| format!("OTLP {signal} export to {endpoint} {what}");
+        let began = stderr.find(&said("failed, and what it carried is lost"));
+        let ended = stderr.find(&said("works again after failing since"));
+        assert!(
+            began.is_some() && ended.is_some() && began < ended,
+            "{signal}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&said("failing since")),
+            "{signal}: {stderr}"
+        );
     }
 }
 
