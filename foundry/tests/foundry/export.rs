@@ -94,6 +94,40 @@ pub(crate) async fn wait_for_file(path: impl AsRef<std::path::Path>) {
     }
 }
 
+/// The two files by which a test and its child say when: the child has produced what the test
+/// waits for (`CHILD_PRODUCED_FILE`), and the child may stop (`CHILD_STOP_FILE`). Removed on drop.
+struct Handshake {
+    produced: std::path::PathBuf,
+    stop: std::path::PathBuf,
+    produced_file: String,
+    stop_file: String,
+}
+
+impl Handshake {
+    fn new(name: &str) -> Self {
+        let files = std::env::temp_dir().join(format!("foundry-{name}-{}", std::process::id()));
+        let (produced, stop) = (
+            files.with_extension("produced"),
+            files.with_extension("stop"),
+        );
+        Self {
+            produced_file: produced.to_string_lossy().into_owned(),
+            stop_file: stop.to_string_lossy().into_owned(),
+            produced,
+            stop,
+        }
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let _ = (
+            std::fs::remove_file(&self.produced),
+            std::fs::remove_file(&self.stop),
+        );
+    }
+}
+
 /// Telemetry for a child, configured from its environment as a service's is; with
 /// `CHILD_NO_RETRIES` set, exports are not retried, as in apollo's one-shot commands.
 pub(crate) fn init_child_telemetry() -> foundry::telemetry::Telemetry {
@@ -1198,22 +1232,14 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
     // queue of 10.
     let reserved = ReservedAddress::new();
     let endpoint = format!("http://{}", reserved.address());
-    let files = std::env::temp_dir().join(format!("foundry-queue-{}", std::process::id()));
-    let (produced, stop) = (
-        files.with_extension("produced"),
-        files.with_extension("stop"),
-    );
-    let (produced_file, stop_file) = (
-        produced.to_string_lossy().into_owned(),
-        stop.to_string_lossy().into_owned(),
-    );
+    let files = Handshake::new("queue");
 
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
-        ("CHILD_PRODUCED_FILE", produced_file.as_str()),
-        ("CHILD_STOP_FILE", stop_file.as_str()),
+        ("CHILD_PRODUCED_FILE", files.produced_file.as_str()),
+        ("CHILD_STOP_FILE", files.stop_file.as_str()),
     ];
 
     // Act: once the spans have ended, the collector appears where the service exports.
@@ -1223,13 +1249,12 @@ async fn a_collector_away_for_many_rounds_never_grows_the_queue_beyond_its_size(
             &env,
         ),
         async {
-            wait_for_file(&produced).await;
+            wait_for_file(&files.produced).await;
             let receiver = OtlpReceiver::start_on(reserved).await.unwrap();
-            std::fs::write(&stop, b"").unwrap();
+            std::fs::write(&files.stop, b"").unwrap();
             receiver
         }
     );
-    let _ = (std::fs::remove_file(&produced), std::fs::remove_file(&stop));
 
     // Assert: what waited arrived, and it was never more than the queue holds (ten queued, and
     // ten more in the export thread's hands at most); the rest were dropped and counted.
@@ -1344,23 +1369,15 @@ async fn export_failures_through_the_sdk_say_when_the_collector_is_back() {
     // for the first second.
     let reserved = ReservedAddress::new();
     let endpoint = format!("http://{}", reserved.address());
-    let files = std::env::temp_dir().join(format!("foundry-back-{}", std::process::id()));
-    let (produced, stop) = (
-        files.with_extension("produced"),
-        files.with_extension("stop"),
-    );
-    let (produced_file, stop_file) = (
-        produced.to_string_lossy().into_owned(),
-        stop.to_string_lossy().into_owned(),
-    );
+    let files = Handshake::new("back");
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
         ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
         ("CHILD_NO_RETRIES", "1"),
-        ("CHILD_PRODUCED_FILE", produced_file.as_str()),
-        ("CHILD_STOP_FILE", stop_file.as_str()),
+        ("CHILD_PRODUCED_FILE", files.produced_file.as_str()),
+        ("CHILD_STOP_FILE", files.stop_file.as_str()),
     ];
 
     // Act: the collector appears, and the child stops once exports have reached it.
@@ -1370,17 +1387,16 @@ async fn export_failures_through_the_sdk_say_when_the_collector_is_back() {
             &env,
         ),
         async {
-            wait_for_file(&produced).await;
+            wait_for_file(&files.produced).await;
             let receiver = OtlpReceiver::start_on(reserved).await.unwrap();
             let started = Instant::now();
             while receiver.span_count() == 0 && started.elapsed() < Duration::from_secs(10) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            std::fs::write(&stop, b"").unwrap();
+            std::fs::write(&files.stop, b"").unwrap();
         }
     );
-    let _ = (std::fs::remove_file(&produced), std::fs::remove_file(&stop));
 
     // Assert: for each signal, the failure with the collector's URL, then its end, and no
     // error at shutdown.
