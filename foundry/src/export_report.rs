@@ -65,7 +65,7 @@ impl<E> Reported<E> {
         let line = {
             let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
             match &result {
-                Ok(()) => outage.succeeded(),
+                Ok(()) => outage.succeeded(Instant::now()),
                 Err(error) => outage.failed(&error.to_string(), Instant::now()),
             }
         };
@@ -81,18 +81,22 @@ impl<E> Reported<E> {
             .outage
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .at_shutdown();
+            .at_shutdown(Instant::now());
         if let Some(line) = line {
             line.log(self.signal, &self.endpoint);
         }
     }
 }
 
-/// The failed exports of one outage.
+/// The failed exports of one outage. Lines are said at most once per [`REPORT_INTERVAL`], across
+/// outages too: a collector that fails and recovers by turns (one dead backend behind a balancer)
+/// is one outage going on, not a line at each turn.
 #[derive(Debug, Default)]
 struct Outage {
     /// When the first export of the outage failed; `None`: exports work.
     since: Option<SystemTime>,
+    /// The last export went through, but the interval held back the line that says so.
+    recovered: bool,
     /// Failed exports not yet said.
     unsaid: u64,
     /// Failed exports of the whole outage.
@@ -101,18 +105,22 @@ struct Outage {
     said_at: Option<Instant>,
 }
 
-/// One line about an outage.
+/// One line about an outage; `lost` counts the failed exports no earlier line counted.
 #[derive(Debug, PartialEq)]
 enum Line {
-    /// The first failure.
-    Began { error: String },
+    /// The outage's first line.
+    Began {
+        since: SystemTime,
+        lost: u64,
+        error: String,
+    },
     /// Failures since the last line, the outage going on.
     Going {
         since: SystemTime,
         lost: u64,
         error: String,
     },
-    /// An export went through after the outage.
+    /// Exports went through after the outage.
     Ended {
         since: SystemTime,
         lost: u64,
@@ -129,45 +137,60 @@ enum Line {
 }
 
 impl Outage {
+    fn due(&self, now: Instant) -> bool {
+        self.said_at
+            .is_none_or(|at| now.duration_since(at) >= REPORT_INTERVAL)
+    }
+
     fn failed(&mut self, error: &str, now: Instant) -> Option<Line> {
         error.clone_into(&mut self.last_error);
-        self.total += 1;
-        let Some(since) = self.since else {
-            self.since = Some(SystemTime::now());
-            self.said_at = Some(now);
-            return Some(Line::Began {
-                error: error.to_owned(),
-            });
-        };
+        self.recovered = false;
+        let since = *self.since.get_or_insert_with(SystemTime::now);
         self.unsaid += 1;
-        let due = self
-            .said_at
-            .is_none_or(|at| now.duration_since(at) >= REPORT_INTERVAL);
-        if !due {
+        self.total += 1;
+        if !self.due(now) {
             return None;
         }
         self.said_at = Some(now);
-        Some(Line::Going {
-            since,
-            lost: std::mem::take(&mut self.unsaid),
-            error: error.to_owned(),
+        let first = self.unsaid == self.total;
+        let (lost, error) = (std::mem::take(&mut self.unsaid), error.to_owned());
+        Some(if first {
+            Line::Began { since, lost, error }
+        } else {
+            Line::Going { since, lost, error }
         })
     }
 
-    fn succeeded(&mut self) -> Option<Line> {
-        let since = self.since?;
+    fn succeeded(&mut self, now: Instant) -> Option<Line> {
+        self.since?;
+        if !self.due(now) {
+            self.recovered = true;
+            return None;
+        }
+        self.end(now)
+    }
+
+    /// The line that ends the outage; the interval starts again from it.
+    fn end(&mut self, now: Instant) -> Option<Line> {
         let line = Line::Ended {
-            since,
+            since: self.since?,
             lost: self.unsaid,
             total: self.total,
             error: std::mem::take(&mut self.last_error),
         };
-        *self = Self::default();
+        *self = Self {
+            said_at: Some(now),
+            ..Self::default()
+        };
         Some(line)
     }
 
-    fn at_shutdown(&mut self) -> Option<Line> {
+    /// Whatever the interval: the last word on an outage.
+    fn at_shutdown(&mut self, now: Instant) -> Option<Line> {
         let since = self.since?;
+        if self.recovered {
+            return self.end(now);
+        }
         Some(Line::AtShutdown {
             since,
             lost: std::mem::take(&mut self.unsaid),
@@ -190,11 +213,12 @@ impl Line {
             _ => "LogExport.ExportError",
         };
         match self {
-            Line::Began { error } => tracing::warn!(
+            Line::Began { since, lost, error } => tracing::warn!(
                 target: TARGET,
                 name,
-                exports_lost = 1_i64,
-                "OTLP {signal} export to {endpoint} failed, and what it carried is lost: {error}"
+                exports_lost = count(lost),
+                "OTLP {signal} export to {endpoint} failing since {}, and what it carried is lost: {error}",
+                time(since)
             ),
             Line::Going { since, lost, error } => tracing::warn!(
                 target: TARGET,
@@ -301,44 +325,61 @@ mod tests {
     fn an_outage_is_said_when_it_begins_every_interval_while_it_goes_on_and_when_it_ends() {
         let mut outage = Outage::default();
         let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
 
         assert!(matches!(
             outage.failed("refused", start),
-            Some(Line::Began { .. })
+            Some(Line::Began { lost: 1, .. })
         ));
-        assert_eq!(
-            outage.failed("refused", start + Duration::from_secs(1)),
-            None
-        );
-        assert_eq!(
-            outage.failed("refused", start + Duration::from_secs(2)),
-            None
-        );
-        let Some(Line::Going { lost, .. }) = outage.failed("timed out", start + REPORT_INTERVAL)
-        else {
+        assert_eq!(outage.failed("refused", at(1)), None);
+        assert_eq!(outage.failed("refused", at(2)), None);
+        let Some(Line::Going { lost, .. }) = outage.failed("timed out", at(30)) else {
             panic!("a line with the count, an interval after the first");
         };
         assert_eq!(lost, 3, "the three failures since the first line");
-        assert_eq!(
-            outage.failed(
-                "timed out",
-                start + REPORT_INTERVAL + Duration::from_secs(1)
-            ),
-            None
-        );
+        assert_eq!(outage.failed("timed out", at(31)), None);
         let Some(Line::Ended {
             lost, total, error, ..
-        }) = outage.succeeded()
+        }) = outage.succeeded(at(60))
         else {
             panic!("a line when exports work again");
         };
         assert_eq!((lost, total, error.as_str()), (1, 5, "timed out"));
         assert_eq!(
-            outage.succeeded(),
+            outage.succeeded(at(61)),
             None,
             "nothing to say while exports work"
         );
-        assert_eq!(outage.at_shutdown(), None);
+        assert_eq!(outage.at_shutdown(at(62)), None);
+    }
+
+    #[test]
+    fn a_collector_failing_by_turns_is_one_outage_said_once_an_interval() {
+        let mut outage = Outage::default();
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        assert!(outage.failed("refused", start).is_some());
+
+        // Failures and successes by turns, within the interval: no line.
+        for second in 1..29 {
+            let line = if second % 2 == 0 {
+                outage.succeeded(at(second))
+            } else {
+                outage.failed("refused", at(second))
+            };
+            assert_eq!(line, None, "second {second}");
+        }
+        // The next line, an interval on, counts them all; it ends the outage when it is a success.
+        let Some(Line::Ended { lost, total, .. }) = outage.succeeded(at(30)) else {
+            panic!("the end, an interval after the first line");
+        };
+        assert_eq!((lost, total), (14, 15));
+        // A failure soon after is a new outage, said once the interval from that line has passed.
+        assert_eq!(outage.failed("refused", at(31)), None);
+        assert!(matches!(
+            outage.failed("refused", at(60)),
+            Some(Line::Began { lost: 2, .. })
+        ));
     }
 
     #[test]
@@ -348,9 +389,29 @@ mod tests {
         outage.failed("refused", start);
         outage.failed("refused", start + Duration::from_secs(1));
 
-        let Some(Line::AtShutdown { lost, total, .. }) = outage.at_shutdown() else {
+        let Some(Line::AtShutdown { lost, total, .. }) =
+            outage.at_shutdown(start + Duration::from_secs(2))
+        else {
             panic!("a line at shutdown");
         };
         assert_eq!((lost, total), (1, 2));
+    }
+
+    #[test]
+    fn a_recovery_held_back_by_the_interval_is_said_at_shutdown() {
+        let mut outage = Outage::default();
+        let start = Instant::now();
+        outage.failed("refused", start);
+        outage.failed("refused", start + Duration::from_secs(1));
+        assert_eq!(outage.succeeded(start + Duration::from_secs(2)), None);
+
+        assert!(matches!(
+            outage.at_shutdown(start + Duration::from_secs(3)),
+            Some(Line::Ended {
+                lost: 1,
+                total: 2,
+                ..
+            })
+        ));
     }
 }

@@ -118,6 +118,11 @@ impl<S: Subscriber> Layer<S> for HoldExportErrors {
         // In words before the lock is taken: a field's formatting must not run under it.
         let mut fields = Fields::default();
         event.record(&mut fields);
+        let fields_lost = fields
+            .values
+            .get("exports_lost")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         let name = fields.values.remove("name");
         let mut text = match name {
             Some(name) if fields.message.is_empty() => name.as_str().unwrap_or_default().to_owned(),
@@ -137,7 +142,13 @@ impl<S: Subscriber> Layer<S> for HoldExportErrors {
         let Some(held) = held.as_mut() else {
             return;
         };
-        held.count += 1;
+        // A report counts the exports it says were lost (its last line may add none); any
+        // other line is one error.
+        held.count += if event.metadata().target() == crate::export_report::TARGET {
+            fields_lost
+        } else {
+            1
+        };
         if held.first.is_empty() || (is_error && !held.error) {
             held.first = text;
             held.error = is_error;
@@ -258,6 +269,29 @@ fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
     }
 }
 
+/// The target of tracing-panic's event.
+const PANIC_TARGET: &str = "tracing_panic";
+
+thread_local! {
+    /// Whether the log output wrote the panic event this thread just emitted.
+    static PANIC_WRITTEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A panic becomes an ERROR line of the log output (JSON with `LOG_FORMAT=json`, with the trace
+/// id of the request it happened in, and exported with the logs) instead of text on stderr that
+/// no log reader parses. Where the log filter keeps no such line, `previous` (Rust's own hook)
+/// prints the panic as before, so it is never lost.
+pub(crate) fn log_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        PANIC_WRITTEN.set(false);
+        tracing_panic::panic_hook(panic);
+        if !PANIC_WRITTEN.replace(false) {
+            previous(panic);
+        }
+    }));
+}
+
 struct Formatter {
     format: LogFormat,
 }
@@ -274,6 +308,9 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let metadata = event.metadata();
+        if metadata.target() == PANIC_TARGET {
+            PANIC_WRITTEN.set(true);
+        }
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
         let mut fields = Fields::default();
         event.record(&mut fields);

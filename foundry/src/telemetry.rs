@@ -210,7 +210,8 @@ impl Telemetry {
             }
         }
         if !finished {
-            tracing::warn!(
+            // What was dropped is lost for good: an ERROR, which `RUST_LOG=error` keeps.
+            tracing::error!(
                 target: SHUTDOWN_TARGET,
                 timeout_ms = SHUTDOWN_TIMEOUT.as_millis() as i64,
                 "telemetry shutdown timed out flushing the {stuck_at}; what was not exported by then was dropped"
@@ -384,7 +385,7 @@ fn install(
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         // The spec: the setting has no effect on the propagators, so the trace goes on through.
         crate::config::propagators::install(&config.propagators);
-        log_panics();
+        logging::log_panics();
         return Ok(Telemetry { providers: None });
     }
 
@@ -584,7 +585,7 @@ fn install(
 
     install_globals(&tracer_provider, &meter_provider, registry);
     crate::config::propagators::install(&config.propagators);
-    log_panics();
+    logging::log_panics();
     drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {
@@ -661,20 +662,6 @@ where
         .with_target(false)
         .with_context_activation(false)
         .with_filter(no_telemetry_about_telemetry())
-}
-
-/// A panic becomes an ERROR line of the log output (JSON with `LOG_FORMAT=json`, with the trace
-/// id of the request it happened in, and exported with the logs) instead of text on stderr that
-/// no log reader parses. Where the log filter keeps no such line, the panic is printed as before.
-fn log_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |panic| {
-        if tracing::enabled!(target: "tracing_panic", tracing::Level::ERROR) {
-            tracing_panic::panic_hook(panic);
-        } else {
-            previous(panic);
-        }
-    }));
 }
 
 /// INFO and above, without the internals of the HTTP, gRPC and telemetry crates themselves.

@@ -364,28 +364,36 @@ async fn live(mut socket: WebSocket, diagnostics: Diagnostics, _open: WebSocketG
     }
 }
 
-/// Ends a socket whose client broke the protocol: a message over the limit gets the close
-/// code that says so (1009), anything else 1002, so the client learns why instead of seeing the
-/// connection drop.
+/// Ends a socket whose client broke the protocol with the close code that says how (1009 for a
+/// message over the limit, 1007 for text that is not UTF-8, 1002 for anything else the protocol
+/// forbids), so the client learns why instead of seeing the connection drop. A connection that
+/// failed (reset, closed) gets nothing more.
 async fn close_after(mut socket: WebSocket, error: axum::Error) {
-    let too_big = error
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)));
-    let frame = if too_big {
-        CloseFrame {
-            code: close_code::SIZE,
-            reason: format!("a message may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes").into(),
-        }
-    } else {
-        CloseFrame {
-            code: close_code::PROTOCOL,
-            reason: "not a valid WebSocket message".into(),
-        }
+    let (code, reason) = match error.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => (
+            close_code::SIZE,
+            format!("a message may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes"),
+        ),
+        Some(tungstenite::Error::Utf8(_)) => (
+            close_code::INVALID,
+            "a text message must be UTF-8".to_owned(),
+        ),
+        Some(tungstenite::Error::Protocol(_)) => (
+            close_code::PROTOCOL,
+            "not a valid WebSocket frame".to_owned(),
+        ),
+        _ => return,
     };
-    // The client may be gone already; nothing more to do then.
-    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    // Briefly: a client that does not read must not hold one of the viewers' places.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close)).await;
 }
+
+/// How long the close frame to a client that broke the protocol may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The answer to a client's message: `pong` to `{"type": "ping"}`, an `error` to anything else.
 fn reply(text: &str) -> Option<Value> {
