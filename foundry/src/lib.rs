@@ -36,6 +36,7 @@ mod logging;
 mod metrics;
 pub mod openapi;
 pub mod otlp;
+mod panics;
 pub mod profile;
 mod propagation;
 mod sampling;

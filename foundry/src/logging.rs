@@ -269,29 +269,6 @@ fn rate_limit_telemetry_warnings(metadata: &tracing::Metadata<'_>) -> bool {
     }
 }
 
-/// The target of tracing-panic's event.
-const PANIC_TARGET: &str = "tracing_panic";
-
-thread_local! {
-    /// Whether the log output wrote the panic event this thread just emitted.
-    static PANIC_WRITTEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// A panic becomes an ERROR line of the log output (JSON with `LOG_FORMAT=json`, with the trace
-/// id of the request it happened in, and exported with the logs) instead of text on stderr that
-/// no log reader parses. Where the log filter keeps no such line, `previous` (Rust's own hook)
-/// prints the panic as before, so it is never lost.
-pub(crate) fn log_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |panic| {
-        PANIC_WRITTEN.set(false);
-        tracing_panic::panic_hook(panic);
-        if !PANIC_WRITTEN.replace(false) {
-            previous(panic);
-        }
-    }));
-}
-
 struct Formatter {
     format: LogFormat,
 }
@@ -308,9 +285,7 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let metadata = event.metadata();
-        if metadata.target() == PANIC_TARGET {
-            PANIC_WRITTEN.set(true);
-        }
+        crate::panics::written(metadata);
         let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
         let mut fields = Fields::default();
         event.record(&mut fields);

@@ -385,7 +385,7 @@ fn install(
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         // The spec: the setting has no effect on the propagators, so the trace goes on through.
         crate::config::propagators::install(&config.propagators);
-        logging::log_panics();
+        crate::panics::install();
         return Ok(Telemetry { providers: None });
     }
 
@@ -585,7 +585,7 @@ fn install(
 
     install_globals(&tracer_provider, &meter_provider, registry);
     crate::config::propagators::install(&config.propagators);
-    logging::log_panics();
+    crate::panics::install();
     drop(entered);
     Ok(Telemetry {
         providers: Some(Providers {

@@ -925,7 +925,7 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
 }
 
 #[tokio::test]
-async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
+async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_per_request() {
     if is_child() {
         let telemetry = init_child_telemetry();
         let routes = Router::new().route(
@@ -938,25 +938,32 @@ async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
             }),
         );
         let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
-        let request = http::Request::get("/panics")
-            .header("traceparent", std::env::var("CHILD_TRACEPARENT").unwrap())
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
-        println!("CHILD status={}", response.status().as_u16());
+        // The same panic twenty times: one line says it.
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let request = http::Request::get("/panics")
+                .header("traceparent", std::env::var("CHILD_TRACEPARENT").unwrap())
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(app.clone(), request)
+                .await
+                .unwrap();
+            statuses.push(response.status().as_u16().to_string());
+        }
+        println!("CHILD statuses={}", statuses.join(","));
         let _ = telemetry.shutdown();
         return;
     }
     let (trace_id, traceparent) = new_traceparent(true);
 
     let output = run_child(
-        "export::a_panic_is_a_json_log_line_with_the_trace_id_of_its_request",
+        "export::a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_per_request",
         &[("LOG_FORMAT", "json"), ("CHILD_TRACEPARENT", &traceparent)],
     )
     .await;
 
-    // Assert: a 500, and stderr is JSON lines only, the panic's among them.
-    assert_eq!(child_value(&output, "status"), "500");
+    // Assert: 500 each time, and stderr is JSON lines only, the panic's once among them.
+    assert_eq!(child_value(&output, "statuses"), ["500"; 20].join(","));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<serde_json::Value> = stderr
         .lines()
@@ -964,10 +971,12 @@ async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
             serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}\n{stderr}"))
         })
         .collect();
-    let panic = lines
+    let panics: Vec<&serde_json::Value> = lines
         .iter()
-        .find(|line| line["message"] == "A panic occurred")
-        .unwrap_or_else(|| panic!("no panic line:\n{stderr}"));
+        .filter(|line| line["message"] == "A panic occurred")
+        .collect();
+    assert_eq!(panics.len(), 1, "{stderr}");
+    let panic = panics[0];
     assert_eq!(panic["level"], "ERROR");
     assert_eq!(
         panic["fields"]["panic.payload"], "the index was out of range",
@@ -983,7 +992,7 @@ async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
 
     // Where the log filter keeps no such line, Rust's own hook still prints the panic.
     let output = run_child(
-        "export::a_panic_is_a_json_log_line_with_the_trace_id_of_its_request",
+        "export::a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_per_request",
         &[
             ("RUST_LOG", "foundry=info"),
             ("CHILD_TRACEPARENT", &traceparent),
@@ -991,10 +1000,8 @@ async fn a_panic_is_a_json_log_line_with_the_trace_id_of_its_request() {
     )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("panicked at") && stderr.contains("the index was out of range"),
-        "{stderr}"
-    );
+    assert_eq!(stderr.matches("panicked at").count(), 1, "{stderr}");
+    assert!(stderr.contains("the index was out of range"), "{stderr}");
 }
 
 #[tokio::test]

@@ -1,0 +1,127 @@
+//! A panic becomes an ERROR line of the log output (tracing-panic's event: JSON with
+//! `LOG_FORMAT=json`, the trace id of the request it happened in, exported with the logs) instead
+//! of text on stderr that no log reader parses.
+//!
+//! A handler that panics on every request must not write a line per request: the panics of one
+//! place in the code are said once per [`PANIC_INTERVAL`], and the next line says how many were
+//! held back in between. Where the log filter keeps no panic line, Rust's own hook prints the
+//! panic as before, so it is never lost.
+
+use std::{
+    cell::Cell,
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+/// The target of tracing-panic's event.
+const TARGET: &str = "tracing_panic";
+
+/// At most one panic line per place in the code per this.
+const PANIC_INTERVAL: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Whether the log output wrote the panic event this thread just emitted.
+    static WRITTEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the log output for each event it writes: notes a panic's.
+pub(crate) fn written(metadata: &tracing::Metadata<'_>) {
+    if metadata.target() == TARGET {
+        WRITTEN.set(true);
+    }
+}
+
+/// The panics of one place held back since its last line.
+#[derive(Debug)]
+struct Held {
+    said_at: Instant,
+    count: u64,
+    first: SystemTime,
+}
+
+/// Each place's last line and what was held back since, by `file:line:column`.
+static HELD: Mutex<Option<HashMap<String, Held>>> = Mutex::new(None);
+
+/// Whether a panic at `location` is said now, and then how many were held back before it (and
+/// since when); `None`: it is held back and counted.
+fn due(location: &str, now: Instant) -> Option<(u64, SystemTime)> {
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    let held = held.get_or_insert_with(HashMap::new);
+    match held.get_mut(location) {
+        Some(place) if now.duration_since(place.said_at) < PANIC_INTERVAL => {
+            if place.count == 0 {
+                place.first = SystemTime::now();
+            }
+            place.count += 1;
+            None
+        }
+        Some(place) => {
+            let before = (place.count, place.first);
+            place.said_at = now;
+            place.count = 0;
+            Some(before)
+        }
+        None => {
+            let place = Held {
+                said_at: now,
+                count: 0,
+                first: SystemTime::now(),
+            };
+            held.insert(location.to_owned(), place);
+            Some((0, SystemTime::now()))
+        }
+    }
+}
+
+/// Installs the hook; the previous one (Rust's own) is called when the log output did not write
+/// the panic.
+pub(crate) fn install() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        let location = panic
+            .location()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let Some((held_back, first)) = due(&location, Instant::now()) else {
+            return;
+        };
+        WRITTEN.set(false);
+        if held_back > 0 {
+            tracing::error!(
+                target: TARGET,
+                panics_held_back = i64::try_from(held_back).unwrap_or(i64::MAX),
+                "{held_back} more panics at {location} since {} were not logged one by one",
+                humantime::format_rfc3339_millis(first)
+            );
+        }
+        tracing_panic::panic_hook(panic);
+        if !WRITTEN.replace(false) {
+            previous(panic);
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panics_of_one_place_are_said_once_an_interval_with_the_count_held_back() {
+        let start = Instant::now();
+        let place = "src/a.rs:1:1";
+
+        assert_eq!(due(place, start).map(|(count, _)| count), Some(0));
+        assert_eq!(due(place, start + Duration::from_secs(1)), None);
+        assert_eq!(due(place, start + Duration::from_secs(2)), None);
+        assert_eq!(
+            due("src/b.rs:2:2", start + Duration::from_secs(2)).map(|(count, _)| count),
+            Some(0),
+            "another place has its own interval"
+        );
+        assert_eq!(
+            due(place, start + PANIC_INTERVAL).map(|(count, _)| count),
+            Some(2)
+        );
+    }
+}
