@@ -928,16 +928,7 @@ async fn export_errors_are_logged_once_not_once_per_batch() {
 async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_per_request() {
     if is_child() {
         let telemetry = init_child_telemetry();
-        let routes = Router::new().route(
-            "/panics",
-            get(|| async {
-                if std::hint::black_box(true) {
-                    panic!("the index was out of range");
-                }
-                "unreachable"
-            }),
-        );
-        let app = foundry::http::instrument(routes, "foundry-child", "9.9.9");
+        let app = crate::server::panicking_app("foundry-child");
         // The same panic twenty times: one line says it.
         let mut statuses = Vec::new();
         for _ in 0..20 {
@@ -985,7 +976,7 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
     assert!(
         panic["fields"]["panic.location"]
             .as_str()
-            .is_some_and(|location| location.contains("export.rs")),
+            .is_some_and(|location| location.contains("server.rs")),
         "{panic}"
     );
     assert_eq!(panic["trace_id"], trace_id.as_str(), "{panic}");

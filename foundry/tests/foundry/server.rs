@@ -457,10 +457,8 @@ async fn a_body_that_stalls_is_the_clients_408_not_the_servers_503() {
     assert_ne!(spans[0].status, Status::Error, "a client's error");
 }
 
-#[tokio::test]
-async fn a_handler_that_panics_answers_a_json_500_and_its_span_says_why() {
-    let capture = capture("foundry-test");
-    let (trace_id, traceparent) = new_traceparent(true);
+/// An instrumented app whose `GET /panics` panics with "the index was out of range".
+pub(crate) fn panicking_app(service: &'static str) -> Router {
     let routes = Router::new().route(
         "/panics",
         get(|| async {
@@ -470,7 +468,14 @@ async fn a_handler_that_panics_answers_a_json_500_and_its_span_says_why() {
             "unreachable"
         }),
     );
-    let app = foundry::http::instrument(routes, "foundry-test", "0.0.0");
+    foundry::http::instrument(routes, service, "0.0.0")
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_a_json_500_and_its_span_says_why() {
+    let capture = capture("foundry-test");
+    let (trace_id, traceparent) = new_traceparent(true);
+    let app = panicking_app("foundry-test");
 
     let request = Request::get("/panics").header("traceparent", &traceparent);
 
