@@ -634,3 +634,61 @@ async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_clos
     };
     drop((reopened, open, viewer));
 }
+
+#[tokio::test]
+async fn a_viewer_that_breaks_the_websocket_protocol_is_told_how_in_the_close_frame() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        },
+    };
+
+    // Arrange: `apollo serve` alone; (frame the viewer sends, the close code, its reason).
+    binary("apollo");
+    let closed = format!("http://{}", foundry::testing::closed_address());
+    let serve = Service::start(
+        "apollo",
+        &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
+        &Export::none(),
+    )
+    .await;
+    let address = format!("{}/ws/diagnostics", serve.url.replace("http://", "ws://"));
+    let cases = [
+        (
+            Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true),
+            1007,
+            "a text message must be UTF-8",
+        ),
+        (
+            Frame::message(b"{}".to_vec(), OpCode::Data(Data::Reserved(3)), true),
+            1002,
+            "not a valid WebSocket frame",
+        ),
+    ];
+
+    for (frame, code, reason) in cases {
+        // Act
+        let (mut viewer, _) = tokio_tungstenite::connect_async(&address)
+            .await
+            .expect("the WebSocket opens");
+        viewer
+            .send(Message::Frame(frame))
+            .await
+            .expect("the frame goes out");
+
+        // Assert
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), viewer.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close frame for a {code}: {other:?}"),
+            }
+        };
+        let frame = closed.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), code, "{frame:?}");
+        assert_eq!(frame.reason.as_str(), reason);
+    }
+}
