@@ -188,14 +188,23 @@ impl Diagnostics {
                 }
             }
         }
-        let ingested = {
+        // A summary per trace that grew, only for live viewers: under the lock, it is the
+        // costliest part of an ingest after the insert itself.
+        let live = self.0.live.receiver_count() > 0;
+        let (ingested, summaries) = {
             let mut state = self.0.state.lock();
             for (_, span) in &spans {
                 if span.name() == "hermes.llm" {
                     state.llm.add(span);
                 }
             }
-            state.window.insert_spans(spans)
+            let ingested = state.window.insert_spans(spans);
+            let summaries = if live {
+                state.window.summaries(&ingested.traces)
+            } else {
+                Vec::new()
+            };
+            (ingested, summaries)
         };
         let counters = self.counters();
         counters.received.add(
@@ -210,10 +219,8 @@ impl Diagnostics {
                 .evicted
                 .add(ingested.evicted, &[KeyValue::new("signal", "spans")]);
         }
-        if self.0.live.receiver_count() > 0 {
-            for trace in &ingested.traces {
-                self.publish(&json!({"type": "trace", "trace": trace}));
-            }
+        for trace in &summaries {
+            self.publish(&json!({"type": "trace", "trace": trace}));
         }
         Accepted {
             accepted: ingested.accepted,

@@ -366,8 +366,9 @@ impl Trace {
 /// What one ingest did, for the window's counters and for the live messages.
 #[derive(Debug, Default)]
 pub struct Ingested {
-    /// The traces that were received or grew.
-    pub traces: Vec<TraceSummary>,
+    /// The traces that were received or grew, in order of arrival; [`Window::summaries`] says
+    /// what they are now, when a live viewer is there to be told.
+    pub traces: Vec<TraceId>,
     /// Spans stored.
     pub accepted: u64,
     /// Spans evicted to stay under the cap.
@@ -470,11 +471,15 @@ impl Window {
             }
         }
         ingested.evicted = self.evict();
-        ingested.traces = touched
-            .iter()
-            .filter_map(|id| self.traces.get(id).map(|trace| trace.summary(id)))
-            .collect();
+        ingested.traces = touched;
         ingested
+    }
+
+    /// The summaries of `ids` that the window still holds (an evicted one has none).
+    pub fn summaries(&self, ids: &[TraceId]) -> Vec<TraceSummary> {
+        ids.iter()
+            .filter_map(|id| self.traces.get(id).map(|trace| trace.summary(id)))
+            .collect()
     }
 
     fn evict(&mut self) -> u64 {
@@ -594,25 +599,16 @@ fn valid_id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
 
 /// Lowercase hex, as W3C Trace Context writes ids.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    const_hex::encode(bytes)
 }
 
 /// Parses 32 hex digits into a trace id; `None` for anything else (or all zeros).
 pub fn parse_trace_id(text: &str) -> Option<TraceId> {
-    if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+    // 32 digits exactly: const-hex would also take them after a `0x`.
+    if text.len() != 32 {
         return None;
     }
-    let mut id = [0u8; 16];
-    for (index, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    valid_id::<16>(&id)
+    valid_id::<16>(&const_hex::decode_to_array::<_, 16>(text).ok()?)
 }
 
 /// Nanoseconds since the epoch as RFC 3339, to the microsecond.
@@ -903,7 +899,7 @@ mod tests {
         let ingested = window.insert_spans(vec![stored("sophia", otlp)]);
 
         assert_eq!(ingested.evicted, 1);
-        assert!(ingested.traces.is_empty(), "{:?}", ingested.traces);
+        assert!(window.summaries(&ingested.traces).is_empty());
         assert_eq!(
             (window.span_count(), window.trace_count(), window.bytes()),
             (0, 0, 0)
