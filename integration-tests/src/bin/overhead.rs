@@ -14,6 +14,8 @@
 //! chains wait. Each ratio is taken within a cycle, each mode against the `off` slice seconds
 //! away from it, and the median over the cycles is reported with the spread of the cycles: slow
 //! drift of the machine does not enter a ratio, and one disturbed cycle does not move the median.
+//! The p99 one request at a time that a mode adds is paired the same way (each cycle's p99
+//! against `off`'s, the median over the cycles), with the p99 of all the cycles pooled beside it.
 //!
 //! Per mode it reports throughput (median over cycles), CPU time per request of the three
 //! services (user + system, from /proc), p50/p99 latency under load and one request at a time,
@@ -190,26 +192,39 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Throughput and CPU time per request of `mode` over `off`, cycle by cycle: the median of the
-/// cycles' ratios, and each cycle's ratio.
+/// cycles' ratios, and each cycle's ratio; and the p99 one request at a time that `mode` adds.
 struct Paired {
     throughput: f64,
     cpu_per_request: f64,
     /// Each cycle's (throughput, CPU) ratio.
     cycles: Vec<(f64, f64)>,
+    /// The median over the cycles of each cycle's p99 one request at a time minus `off`'s, in µs.
+    single_p99_added_us: i128,
 }
 
 fn paired(off: &[Sample], mode: &[Sample]) -> Paired {
     let throughput = |s: &Sample| s.requests as f64 / s.seconds;
     let cpu = |s: &Sample| s.cpu_seconds / s.requests.max(1) as f64;
+    let single_p99 = |s: &Sample| {
+        let mut latencies = s.single_latencies_us.clone();
+        latencies.sort_unstable();
+        i128::from(percentile(&latencies, 99.0))
+    };
     let cycles: Vec<(f64, f64)> = off
         .iter()
         .zip(mode)
         .map(|(off, mode)| (throughput(mode) / throughput(off), cpu(mode) / cpu(off)))
         .collect();
+    let p99_added: Vec<f64> = off
+        .iter()
+        .zip(mode)
+        .map(|(off, mode)| (single_p99(mode) - single_p99(off)) as f64)
+        .collect();
     Paired {
         throughput: median(cycles.iter().map(|cycle| cycle.0).collect()),
         cpu_per_request: median(cycles.iter().map(|cycle| cycle.1).collect()),
         cycles,
+        single_p99_added_us: median(p99_added).round() as i128,
     }
 }
 
@@ -532,12 +547,15 @@ async fn main() {
             );
             paired(&samples[&Mode::Off], &samples[&Mode::Upstream])
         });
-    let single_p99_added = i128::from(on.single_p99_us) - i128::from(off.single_p99_us);
+    // Paired like the ratios: a cycle that the machine disturbed would otherwise make the p99 of
+    // all the cycles pooled, which is printed beside it.
+    let single_p99_added = on_paired.single_p99_added_us;
     println!(
-        "latency (one request at a time): p99 added {} us over {} hops, {} us per hop; under load p99 added {} us",
+        "latency (one request at a time): p99 added {} us over {} hops, {} us per hop (the median of the cycles' differences; pooled over the cycles: {} us); under load p99 added {} us",
         single_p99_added,
         HOPS_PER_REQUEST,
         single_p99_added / HOPS_PER_REQUEST,
+        i128::from(on.single_p99_us) - i128::from(off.single_p99_us),
         i128::from(on.p99_us) - i128::from(off.p99_us)
     );
     println!(
