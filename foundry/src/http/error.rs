@@ -61,6 +61,14 @@ impl IntoResponse for ErrorResponse {
     /// which puts them on the request's span and logs them, bounded (see `error_log`).
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body was never read, so the connection cannot carry another
+            // request (RFC 9110 15.5.9); hyper drops the header on HTTP/2, where it is not needed.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         if self.status.is_server_error() {
             response.extensions_mut().insert(ErrorDetails {
                 code: self.code,

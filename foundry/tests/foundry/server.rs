@@ -444,9 +444,20 @@ async fn a_body_that_stalls_is_the_clients_408_not_the_servers_503() {
         .header("content-type", "application/json")
         .header("traceparent", &traceparent);
 
-    let (status, body) = json_answer(app, request.body(Body::from_stream(stalled)).unwrap()).await;
+    let response = app
+        .oneshot(request.body(Body::from_stream(stalled)).unwrap())
+        .await
+        .expect("an answer, not a dropped connection");
 
-    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    // What is left of the body is never read: the connection cannot carry another request.
+    assert_eq!(response.headers()["connection"], "close");
+    let body: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .expect("a JSON body");
     assert_eq!(body["error"]["code"], "request_timeout");
     assert_eq!(
         body["error"]["message"],
