@@ -378,6 +378,10 @@ async fn close_after(mut socket: WebSocket, error: axum::Error) {
             close_code::INVALID,
             "a text message must be UTF-8".to_owned(),
         ),
+        // A client that hung up without a close frame: nothing can reach it.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => return,
         Some(tungstenite::Error::Protocol(_)) => (
             close_code::PROTOCOL,
             "not a valid WebSocket frame".to_owned(),
