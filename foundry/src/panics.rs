@@ -2,14 +2,17 @@
 //! `LOG_FORMAT=json`, the trace id of the request it happened in, exported with the logs) instead
 //! of text on stderr that no log reader parses.
 //!
-//! A handler that panics on every request must not write a line per request: the panics of one
-//! place in the code are said once per [`PANIC_INTERVAL`], and the next line says how many were
-//! held back in between. Where the log filter keeps no panic line, Rust's own hook prints the
-//! panic as before, so it is never lost.
+//! A handler that panics on every request must not write a line per request: the panics of a
+//! request's handler (which the server layer catches and answers 500) are said once per
+//! [`PANIC_INTERVAL`] for each place in the code, and the next line, or shutdown, says how many
+//! were held back in between. Any other panic, one that ends a thread or the process, is said
+//! every time. Where the log filter keeps no panic line, Rust's own hook prints the panic as
+//! before, so it is never lost.
 
 use std::{
     cell::Cell,
     collections::HashMap,
+    future::Future,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
@@ -23,6 +26,26 @@ const PANIC_INTERVAL: Duration = Duration::from_secs(10);
 thread_local! {
     /// Whether the log output wrote the panic event this thread just emitted.
     static WRITTEN: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread is polling a request's handler, whose panics are caught.
+    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `handler`, whose panics are a request's: the server layer catches them and answers 500, and
+/// they are said once an interval. A thread-local flag around each poll, reset by a guard, so
+/// that a panic that unwinds out of the poll leaves it as it was.
+pub(crate) async fn in_handler<F: Future>(handler: F) -> F::Output {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_HANDLER.set(self.0);
+        }
+    }
+    let mut handler = std::pin::pin!(handler);
+    std::future::poll_fn(|cx| {
+        let _restore = Restore(IN_HANDLER.replace(true));
+        handler.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Called by the log output for each event it writes: notes a panic's.
@@ -74,6 +97,38 @@ fn due(location: &str, now: Instant) -> Option<(u64, SystemTime)> {
     }
 }
 
+/// Says how many panics of a place were held back since its last line.
+fn say_held_back(location: &str, held_back: u64, first: SystemTime) {
+    tracing::error!(
+        target: TARGET,
+        panics_held_back = i64::try_from(held_back).unwrap_or(i64::MAX),
+        "{held_back} more panics at {location} since {} were not logged one by one",
+        humantime::format_rfc3339_millis(first)
+    );
+}
+
+/// At shutdown: the panics held back since each place's last line, which no later panic will
+/// say now.
+pub(crate) fn log_held_back() {
+    let held: Vec<(String, u64, SystemTime)> = {
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        held.iter_mut()
+            .flatten()
+            .filter(|(_, place)| place.count > 0)
+            .map(|(location, place)| {
+                (
+                    location.clone(),
+                    std::mem::take(&mut place.count),
+                    place.first,
+                )
+            })
+            .collect()
+    };
+    for (location, held_back, first) in held {
+        say_held_back(&location, held_back, first);
+    }
+}
+
 /// Installs the hook; the previous one (Rust's own) is called when the log output did not write
 /// the panic.
 pub(crate) fn install() {
@@ -83,17 +138,17 @@ pub(crate) fn install() {
             .location()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let Some((held_back, first)) = due(&location, Instant::now()) else {
-            return;
+        let (held_back, first) = if IN_HANDLER.get() {
+            let Some(due) = due(&location, Instant::now()) else {
+                return;
+            };
+            due
+        } else {
+            (0, SystemTime::now())
         };
         WRITTEN.set(false);
         if held_back > 0 {
-            tracing::error!(
-                target: TARGET,
-                panics_held_back = i64::try_from(held_back).unwrap_or(i64::MAX),
-                "{held_back} more panics at {location} since {} were not logged one by one",
-                humantime::format_rfc3339_millis(first)
-            );
+            say_held_back(&location, held_back, first);
         }
         tracing_panic::panic_hook(panic);
         if !WRITTEN.replace(false) {

@@ -151,6 +151,10 @@ impl Telemetry {
     }
 
     fn shutdown_bounded(&mut self) -> bool {
+        // What the error log and the panic hook held back is said first, with telemetry off too,
+        // and before the logs are flushed; a second call finds nothing more to say.
+        crate::error_log::log_summaries(true);
+        crate::panics::log_held_back();
         let Some(providers) = self.providers.take() else {
             return true;
         };
@@ -162,8 +166,6 @@ impl Telemetry {
             export_runtime,
         } = providers;
         log_shutdown.begin();
-        // What the error log held back is said before the logs are flushed.
-        crate::error_log::log_summaries(true);
         // The signal being flushed, then `None` once all are: a timeout can say where it stuck.
         let (progress_tx, progress_rx) = mpsc::channel::<Option<&'static str>>();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;

@@ -153,7 +153,9 @@ where
         Box::pin(async move {
             // A handler that panics answers 500 like any other failure, instead of the
             // connection closing with no answer and the span ending as `cancelled`.
-            let future = AssertUnwindSafe(future.with_context(exchange.context.clone()));
+            let future = AssertUnwindSafe(crate::panics::in_handler(
+                future.with_context(exchange.context.clone()),
+            ));
             let mut response = match tokio::time::timeout(timeout, future.catch_unwind()).await {
                 Ok(Ok(Ok(response))) => response,
                 Ok(Err(panic)) => panicked(panic.as_ref()),

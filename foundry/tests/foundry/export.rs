@@ -942,6 +942,11 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
             statuses.push(response.status().as_u16().to_string());
         }
         println!("CHILD statuses={}", statuses.join(","));
+        // A panic outside a handler ends its thread: each is said.
+        for _ in 0..2 {
+            let ended = std::thread::spawn(|| -> () { panic!("a worker gave up") }).join();
+            assert!(ended.is_err());
+        }
         let _ = telemetry.shutdown();
         return;
     }
@@ -966,7 +971,30 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
         .iter()
         .filter(|line| line["message"] == "A panic occurred")
         .collect();
-    assert_eq!(panics.len(), 1, "{stderr}");
+    let payloads: Vec<&str> = panics
+        .iter()
+        .map(|panic| {
+            panic["fields"]["panic.payload"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            "the index was out of range",
+            "a worker gave up",
+            "a worker gave up"
+        ],
+        "{stderr}"
+    );
+    // The nineteen held back are counted at shutdown.
+    let held_back: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| !line["fields"]["panics_held_back"].is_null())
+        .collect();
+    assert_eq!(held_back.len(), 1, "{stderr}");
+    assert_eq!(held_back[0]["fields"]["panics_held_back"], 19, "{stderr}");
     let panic = panics[0];
     assert_eq!(panic["level"], "ERROR");
     assert_eq!(
@@ -991,7 +1019,9 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
     )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.matches("panicked at").count(), 1, "{stderr}");
+    // The handler's panic once, the workers' each time.
+    assert_eq!(stderr.matches("panicked at").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("a worker gave up").count(), 2, "{stderr}");
     assert!(stderr.contains("the index was out of range"), "{stderr}");
 }
 
