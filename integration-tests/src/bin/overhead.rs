@@ -537,10 +537,12 @@ async fn main() {
         on_added / spans_per_request as f64,
     );
     // The target: foundry's pipeline adds at most half the CPU the SDK's adds, in the same run.
+    let mut share = None;
     let upstream_paired = summaries
         .get(&Mode::Upstream)
         .map(|upstream| {
             let upstream_added = upstream.cpu_us_per_request - off.cpu_us_per_request;
+            share = Some(on_added / upstream_added);
             println!(
                 "cpu added per request against upstream: on {on_added:.0} us, upstream {upstream_added:.0} us, a share of {:.2} (target at most 0.50)",
                 on_added / upstream_added
@@ -558,6 +560,25 @@ async fn main() {
         i128::from(on.single_p99_us) - i128::from(off.single_p99_us),
         i128::from(on.p99_us) - i128::from(off.p99_us)
     );
+    // A short run's ratios spread by tenths: it may "meet" a target by chance.
+    let label = if quick {
+        "targets (BENCH_QUICK=1: a check, not a measurement)"
+    } else {
+        "targets"
+    };
+    println!(
+        "{label}: {}",
+        targets(&Measured {
+            share,
+            on: (on_paired.throughput, on_paired.cpu_per_request),
+            unsampled: summaries
+                .contains_key(&Mode::Unsampled)
+                .then(|| paired(&samples[&Mode::Off], &samples[&Mode::Unsampled]))
+                .map(|unsampled| (unsampled.throughput, unsampled.cpu_per_request)),
+            p99_added_per_hop_us: single_p99_added / HOPS_PER_REQUEST,
+            spans: (spans_received, spans_expected),
+        })
+    );
     println!(
         "overhead: throughput_ratio={:.3} cpu_per_request_ratio={:.3} p99_added_us={} spans_received={}/{}{}",
         on_paired.throughput,
@@ -570,4 +591,83 @@ async fn main() {
             upstream.cpu_per_request
         ))
     );
+}
+
+/// What the run measured against the targets.
+struct Measured {
+    /// The CPU `on` adds per request over what `upstream` adds.
+    share: Option<f64>,
+    /// `on`'s throughput and CPU ratios.
+    on: (f64, f64),
+    /// `unsampled`'s throughput and CPU ratios.
+    unsampled: Option<(f64, f64)>,
+    p99_added_per_hop_us: i128,
+    /// Spans received and expected.
+    spans: (usize, usize),
+}
+
+/// Each target of the benchmark, what this run measured, and whether it is met.
+fn targets(measured: &Measured) -> String {
+    let verdict = |met: bool| if met { "met" } else { "not met" };
+    let mut parts = Vec::new();
+    if let Some(share) = measured.share {
+        parts.push(format!(
+            "cpu added {share:.2} of upstream's (at most 0.50: {})",
+            verdict(share <= 0.50)
+        ));
+    }
+    let (throughput, cpu) = measured.on;
+    parts.push(format!(
+        "cpu ratio {cpu:.3} (at most 1.15: {})",
+        verdict(cpu <= 1.15)
+    ));
+    parts.push(format!(
+        "throughput ratio {throughput:.3} (at least 0.90: {})",
+        verdict(throughput >= 0.90)
+    ));
+    if let Some((throughput, cpu)) = measured.unsampled {
+        parts.push(format!(
+            "unsampled throughput ratio {throughput:.3}, cpu ratio {cpu:.3} (at least 0.98: {})",
+            verdict(throughput >= 0.98 && 1.0 / cpu >= 0.98)
+        ));
+    }
+    parts.push(format!(
+        "p99 added {} us a hop (at most 50: {})",
+        measured.p99_added_per_hop_us,
+        verdict(measured.p99_added_per_hop_us <= 50)
+    ));
+    let (received, expected) = measured.spans;
+    parts.push(format!(
+        "spans received {received} of {expected} ({})",
+        verdict(received == expected)
+    ));
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_targets_line_says_which_are_met() {
+        let measured = Measured {
+            share: Some(0.5),
+            on: (0.89, 1.15),
+            unsampled: Some((0.99, 1.03)),
+            p99_added_per_hop_us: 50,
+            spans: (10, 11),
+        };
+
+        let line = targets(&measured);
+
+        assert_eq!(
+            line,
+            "cpu added 0.50 of upstream's (at most 0.50: met); \
+             cpu ratio 1.150 (at most 1.15: met); \
+             throughput ratio 0.890 (at least 0.90: not met); \
+             unsampled throughput ratio 0.990, cpu ratio 1.030 (at least 0.98: not met); \
+             p99 added 50 us a hop (at most 50: met); \
+             spans received 10 of 11 (not met)"
+        );
+    }
 }
