@@ -40,18 +40,11 @@ impl Window {
     /// `apollo serve` (with `serve_env`), then Hermes exporting to it over gRPC and Sophia over
     /// HTTP, both sending their metrics every half second.
     pub async fn start(serve_env: &[(&str, &str)]) -> Self {
-        binary("apollo");
-        let closed = format!("http://{}", foundry::testing::closed_address());
         let mut serve_export = Export::none();
         for (key, value) in serve_env {
             serve_export = serve_export.with(key, value);
         }
-        let serve = Service::start(
-            "apollo",
-            &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
-            &serve_export,
-        )
-        .await;
+        let serve = serve_alone(&serve_export).await;
         let export = Export::to(&serve.url).with("OTEL_METRIC_EXPORT_INTERVAL", "500");
         let hermes = Service::hermes(&export).await;
         let over_http = export
@@ -569,18 +562,11 @@ async fn grpc_exports_of_spans_without_ids_or_past_the_size_limit_are_refused() 
 
 #[tokio::test]
 async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_close_the_socket() {
-    use futures_util::{SinkExt as _, StreamExt as _};
+    use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::{Error, Message};
 
     // Arrange: `apollo serve` alone, and as many viewers as it serves.
-    binary("apollo");
-    let closed = format!("http://{}", foundry::testing::closed_address());
-    let serve = Service::start(
-        "apollo",
-        &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
-        &Export::none(),
-    )
-    .await;
+    let serve = serve_alone(&Export::none()).await;
     let address = format!("{}/ws/diagnostics", serve.url.replace("http://", "ws://"));
     let mut open = Vec::new();
     // Apollo's MAX_WEBSOCKETS.
@@ -609,18 +595,9 @@ async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_clos
         .expect("the frame goes out");
     // The socket over its message limit is closed with the code that says why (1009), which
     // frees its place.
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(10), viewer.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
-    let frame = closed.expect("a close frame with a code");
-    assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
     assert_eq!(
-        frame.reason.as_str(),
-        "a message may be at most 65536 bytes"
+        close_frame(&mut viewer).await,
+        (1009, "a message may be at most 65536 bytes".to_owned())
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let reopened = loop {
@@ -637,7 +614,7 @@ async fn websockets_beyond_the_cap_are_answered_503_and_large_client_frames_clos
 
 #[tokio::test]
 async fn a_viewer_that_breaks_the_websocket_protocol_is_told_how_in_the_close_frame() {
-    use futures_util::{SinkExt as _, StreamExt as _};
+    use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::{
         Message,
         protocol::frame::{
@@ -647,14 +624,7 @@ async fn a_viewer_that_breaks_the_websocket_protocol_is_told_how_in_the_close_fr
     };
 
     // Arrange: `apollo serve` alone; (frame the viewer sends, the close code, its reason).
-    binary("apollo");
-    let closed = format!("http://{}", foundry::testing::closed_address());
-    let serve = Service::start(
-        "apollo",
-        &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
-        &Export::none(),
-    )
-    .await;
+    let serve = serve_alone(&Export::none()).await;
     let address = format!("{}/ws/diagnostics", serve.url.replace("http://", "ws://"));
     let cases = [
         (
@@ -680,15 +650,43 @@ async fn a_viewer_that_breaks_the_websocket_protocol_is_told_how_in_the_close_fr
             .expect("the frame goes out");
 
         // Assert
-        let closed = loop {
-            match tokio::time::timeout(Duration::from_secs(10), viewer.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => break frame,
-                Ok(Some(Ok(_))) => continue,
-                other => panic!("no close frame for a {code}: {other:?}"),
+        assert_eq!(close_frame(&mut viewer).await, (code, reason.to_owned()));
+    }
+}
+
+/// `apollo serve` with `export`, its services nowhere (a closed port).
+async fn serve_alone(export: &Export) -> Service {
+    binary("apollo");
+    let closed = format!("http://{}", foundry::testing::closed_address());
+    Service::start(
+        "apollo",
+        &["--sophia-url", &closed, "--hermes-url", &closed, "serve"],
+        export,
+    )
+    .await
+}
+
+/// The code and reason of the close frame that ends `viewer`'s socket (what comes before it is
+/// skipped).
+async fn close_frame<S>(viewer: &mut S) -> (u16, String)
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), viewer.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
             }
-        };
-        let frame = closed.expect("a close frame with a code");
-        assert_eq!(u16::from(frame.code), code, "{frame:?}");
-        assert_eq!(frame.reason.as_str(), reason);
+            Ok(Some(Ok(Message::Close(None)))) => panic!("a close frame without a code"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
     }
 }
