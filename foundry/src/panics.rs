@@ -2,11 +2,11 @@
 //! `LOG_FORMAT=json`, the trace id of the request it happened in, exported with the logs) instead
 //! of text on stderr that no log reader parses.
 //!
-//! A handler that panics on every request must not write a line per request: the panics of a
-//! request's handler (which the server layer catches and answers 500) are said once per
-//! [`PANIC_INTERVAL`] for each place in the code, and the next line, or shutdown, says how many
-//! were held back in between. Any other panic, one that ends a thread or the process, is said
-//! every time. Where the log filter keeps no panic line, Rust's own hook prints the panic as
+//! A handler that panics on every request must not write a line per request: a panic the process
+//! survives (a handler's, which the server layer answers 500, or a connection's, which ends only
+//! that connection) is said once per [`PANIC_INTERVAL`] for each place in the code, and the next
+//! line, or shutdown, says how many were held back in between. Any other panic, one that ends a
+//! thread or the process, is said every time. Where the log filter keeps no panic line, Rust's own hook prints the panic as
 //! before, so it is never lost.
 
 use std::{
@@ -26,24 +26,24 @@ const PANIC_INTERVAL: Duration = Duration::from_secs(10);
 thread_local! {
     /// Whether the log output wrote the panic event this thread just emitted.
     static WRITTEN: Cell<bool> = const { Cell::new(false) };
-    /// Whether this thread is polling a request's handler, whose panics are caught.
-    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread is polling a future whose panics are caught ([`caught`]).
+    static CAUGHT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `handler`, whose panics are a request's: the server layer catches them and answers 500, and
-/// they are said once an interval. A thread-local flag around each poll, reset by a guard, so
-/// that a panic that unwinds out of the poll leaves it as it was.
-pub(crate) async fn in_handler<F: Future>(handler: F) -> F::Output {
+/// `future`, whose panics the process survives (the server layer or the connection's task catches
+/// them), so they are said once an interval. A thread-local flag around each poll, reset by a
+/// guard, so that a panic that unwinds out of the poll leaves it as it was.
+pub(crate) async fn caught<F: Future>(future: F) -> F::Output {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            IN_HANDLER.set(self.0);
+            CAUGHT.set(self.0);
         }
     }
-    let mut handler = std::pin::pin!(handler);
+    let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| {
-        let _restore = Restore(IN_HANDLER.replace(true));
-        handler.as_mut().poll(cx)
+        let _restore = Restore(CAUGHT.replace(true));
+        future.as_mut().poll(cx)
     })
     .await
 }
@@ -138,7 +138,7 @@ pub(crate) fn install() {
             .location()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let (held_back, first) = if IN_HANDLER.get() {
+        let (held_back, first) = if CAUGHT.get() {
             let Some(due) = due(&location, Instant::now()) else {
                 return;
             };

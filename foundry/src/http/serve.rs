@@ -81,10 +81,11 @@ pub(crate) async fn serve(listener: TcpListener, app: Router) -> io::Result<()> 
             .serve_connection_with_upgrades(TokioIo::new(Idle::new(io, IDLE_TIMEOUT)), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        // A panic here ends this connection's task only: it is said once an interval.
+        tokio::spawn(crate::panics::caught(async move {
             let _ = connection.await;
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     tokio::select! {

@@ -153,7 +153,7 @@ where
         Box::pin(async move {
             // A handler that panics answers 500 like any other failure, instead of the
             // connection closing with no answer and the span ending as `cancelled`.
-            let future = AssertUnwindSafe(crate::panics::in_handler(
+            let future = AssertUnwindSafe(crate::panics::caught(
                 future.with_context(exchange.context.clone()),
             ));
             let mut response = match tokio::time::timeout(timeout, future.catch_unwind()).await {

@@ -942,6 +942,24 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
             statuses.push(response.status().as_u16().to_string());
         }
         println!("CHILD statuses={}", statuses.join(","));
+        // A panic outside the server layer, in a connection's task, twenty times: one line.
+        let outer = app.layer(axum::middleware::map_request(
+            |_: http::Request<axum::body::Body>| async move {
+                if true {
+                    panic!("a connection gave up");
+                }
+                Err::<http::Request<axum::body::Body>, http::StatusCode>(http::StatusCode::OK)
+            },
+        ));
+        let application = foundry::http::Application::bind("127.0.0.1", 0, outer)
+            .await
+            .unwrap();
+        let address = application.local_addr().unwrap();
+        tokio::spawn(application.run_until_stopped());
+        for _ in 0..20 {
+            let answer = reqwest::get(format!("http://{address}/panics")).await;
+            assert!(answer.is_err(), "{answer:?}");
+        }
         // A panic outside a handler ends its thread: each is said.
         for _ in 0..2 {
             let ended = std::thread::spawn(|| -> () { panic!("a worker gave up") }).join();
@@ -983,18 +1001,24 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
         payloads,
         [
             "the index was out of range",
+            "a connection gave up",
             "a worker gave up",
             "a worker gave up"
         ],
         "{stderr}"
     );
-    // The nineteen held back are counted at shutdown.
+    // The nineteen of each place held back are counted at shutdown.
     let held_back: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|line| !line["fields"]["panics_held_back"].is_null())
         .collect();
-    assert_eq!(held_back.len(), 1, "{stderr}");
-    assert_eq!(held_back[0]["fields"]["panics_held_back"], 19, "{stderr}");
+    assert_eq!(held_back.len(), 2, "{stderr}");
+    assert!(
+        held_back
+            .iter()
+            .all(|line| line["fields"]["panics_held_back"] == 19),
+        "{stderr}"
+    );
     let panic = panics[0];
     assert_eq!(panic["level"], "ERROR");
     assert_eq!(
@@ -1019,8 +1043,8 @@ async fn a_panic_is_one_json_log_line_with_the_trace_id_of_its_request_not_one_p
     )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // The handler's panic once, the workers' each time.
-    assert_eq!(stderr.matches("panicked at").count(), 3, "{stderr}");
+    // The handler's and the connection's panics once, the workers' each time.
+    assert_eq!(stderr.matches("panicked at").count(), 4, "{stderr}");
     assert_eq!(stderr.matches("a worker gave up").count(), 2, "{stderr}");
     assert!(stderr.contains("the index was out of range"), "{stderr}");
 }
